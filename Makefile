@@ -1,0 +1,25 @@
+# qscale developer entry points. `make demo` runs the main job, `make test` the tests.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+export QSCALE_CACHE ?= /var/cache/qscale
+
+.PHONY: venv services lint test test-fast
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -U pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+services:
+	bash hack/services.sh
+
+lint: venv
+	$(VENV)/bin/ruff check worker controller tests bench
+	$(VENV)/bin/mypy
+
+# Fast feedback: unit + broker integration tests, no cluster.
+test-fast: venv services lint
+	$(VENV)/bin/pytest -m 'not k8s and not e2e' $(PYTEST_ARGS)

@@ -1,0 +1,1 @@
+"""qscale controller: queue metrics -> scaling policy -> Kubernetes actuation."""

@@ -1,0 +1,1 @@
+"""qscale worker: tasks, the broker-backed runtime, and the producer API."""

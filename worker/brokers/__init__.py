@@ -1,0 +1,30 @@
+"""Broker implementations, chosen by URL scheme."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from worker.brokers.base import Broker, DeadLetter, Delivery, QueueStats
+from worker.errors import ConfigError
+
+__all__ = ["Broker", "DeadLetter", "Delivery", "QueueStats", "open_broker"]
+
+
+def open_broker(url: str, *, consumer_id: str | None = None, lease_seconds: float = 10.0,
+                prefetch: int = 0) -> Broker:
+    """Connect to the broker named by `url` (`redis://`, `rediss://`, `amqp://`, `amqps://`).
+
+    `consumer_id` names this worker's claims (defaults to a random id); `lease_seconds`
+    is how long a Redis claim survives without heartbeats; `prefetch` bounds RabbitMQ's
+    unacked messages per connection (0 = as many as `claim` asks for).
+    """
+    scheme = urlsplit(url).scheme
+    if scheme in ("redis", "rediss", "unix"):
+        from worker.brokers.redis import RedisBroker
+
+        return RedisBroker(url, consumer_id=consumer_id, lease_seconds=lease_seconds)
+    if scheme in ("amqp", "amqps", "pyamqp"):
+        from worker.brokers.amqp import AmqpBroker
+
+        return AmqpBroker(url, consumer_id=consumer_id, prefetch=prefetch)
+    raise ConfigError(f"unsupported broker URL scheme {scheme!r} (use redis:// or amqp://)")

@@ -1,0 +1,121 @@
+"""The broker interface. Everything above it is broker-agnostic.
+
+A worker *claims* deliveries in batches; each stays owned by that worker (leased
+on Redis, unacked on RabbitMQ) until it is acked, retried, dead-lettered or
+requeued. A worker that dies loses its claims back to the queue: nothing is
+removed from the broker before the task's outcome is recorded.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One claimed message. `tag` is the broker's handle for ack/retry/dead-letter."""
+
+    queue: str
+    body: bytes
+    tag: str
+    redelivered: bool = False
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Read-only view of one queue, for `status`, metrics and the controller.
+
+    `in_flight` is claimed-but-unfinished work (None when the broker cannot tell,
+    e.g. RabbitMQ without its management API); `delayed` is scheduled retries.
+    """
+
+    queue: str
+    ready: int
+    in_flight: int | None
+    delayed: int
+    dead: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A dead-lettered message with why it failed."""
+
+    queue: str
+    body: bytes
+    reason: str
+    detail: str
+    failed_at: float
+
+
+class Broker(abc.ABC):
+    """A connection to one broker, used by one thread."""
+
+    url: str
+
+    @abc.abstractmethod
+    def publish(self, queue: str, body: bytes, *, delay: float = 0.0,
+                priority: int | None = None) -> None:
+        """Send one message; with `delay` > 0 it becomes ready after that many seconds."""
+
+    def publish_many(self, queue: str, bodies: Sequence[bytes]) -> None:
+        """Send many messages at once (bulk enqueue); brokers override to pipeline."""
+        for body in bodies:
+            self.publish(queue, body)
+
+    @abc.abstractmethod
+    def claim(self, queues: Sequence[str], max_count: int, timeout: float) -> list[Delivery]:
+        """Claim up to `max_count` ready messages, waiting at most `timeout` s for the first."""
+
+    @abc.abstractmethod
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """The tasks finished: forget these messages."""
+
+    @abc.abstractmethod
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        """Give these messages back to their queues now, unchanged (shutdown, crash)."""
+
+    @abc.abstractmethod
+    def retry_later(self, delivery: Delivery, body: bytes, delay: float) -> None:
+        """Atomically replace `delivery` by `body`, ready again after `delay` s."""
+
+    @abc.abstractmethod
+    def dead_letter(self, delivery: Delivery, reason: str, detail: str = "") -> None:
+        """Atomically move `delivery` to its queue's dead-letter queue with the reason."""
+
+    @abc.abstractmethod
+    def heartbeat(self) -> None:
+        """Keep this worker's claims alive; call at least every `lease / 3` seconds."""
+
+    @abc.abstractmethod
+    def connected(self) -> bool:
+        """Whether the last broker operation succeeded (used by /readyz)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connection; unacked claims return to the queue."""
+
+    # -- inspection (read-only, safe for the controller and the CLI) --
+
+    @abc.abstractmethod
+    def stats(self, queue: str) -> QueueStats:
+        """Depth, in-flight, delayed and dead-letter counts of one queue."""
+
+    @abc.abstractmethod
+    def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        """The oldest `limit` dead-lettered messages of `queue`, without removing them."""
+
+    @abc.abstractmethod
+    def requeue_dead(self, queue: str, limit: int | None = None) -> int:
+        """Move dead-lettered messages back to `queue`; returns how many moved."""
+
+    @abc.abstractmethod
+    def purge_dead(self, queue: str) -> int:
+        """Delete the dead-letter queue's messages; returns how many were deleted."""
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,35 @@
+"""A small error taxonomy shared by the worker and the controller.
+
+Temporary errors are worth retrying (network blips, a broker restarting);
+permanent ones are not (bad configuration, a malformed message).
+"""
+
+from __future__ import annotations
+
+
+class QscaleError(Exception):
+    """Base of every error qscale raises on purpose."""
+
+
+class TemporaryError(QscaleError):
+    """Retrying later may succeed (connection refused, broker failover)."""
+
+
+class PermanentError(QscaleError):
+    """Retrying will not help; the caller must change something."""
+
+
+class ConfigError(PermanentError):
+    """Invalid configuration; `str(err)` is a one-line reason naming the setting."""
+
+
+class BadMessage(PermanentError):
+    """A message that cannot be executed: it goes to the dead-letter queue with `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BrokerUnavailable(TemporaryError):
+    """The broker could not be reached; the operation may be retried."""

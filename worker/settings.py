@@ -1,0 +1,109 @@
+"""Worker and producer settings, parsed once from the environment (prefix QSCALE_).
+
+`load_settings()` turns any validation problem into a ConfigError whose text is
+one line naming the variable, so `python -m worker` can exit with that reason.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from worker.errors import ConfigError
+
+_BROKER_SCHEMES = ("redis", "rediss", "unix", "amqp", "amqps", "pyamqp")
+
+
+class WorkerSettings(BaseSettings):
+    """Everything a worker or producer reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="QSCALE_", extra="ignore", frozen=True)
+
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    # Results, checkpoints and chord counters live in Redis; defaults to the broker
+    # when that is Redis. Empty with an AMQP broker means results are disabled.
+    result_url: str = ""
+    result_ttl: Annotated[int, Field(gt=0)] = 86_400
+    queues: Annotated[tuple[str, ...], NoDecode] = ("default",)
+    imports: Annotated[tuple[str, ...], NoDecode] = ()
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default_factory=lambda: os.cpu_count() or 1)
+    prefetch: Annotated[int, Field(ge=0, le=10_000)] = 0  # 0 = automatic
+    max_tasks_per_child: Annotated[int, Field(ge=0)] = 0   # 0 = unlimited
+    max_rss_mb: Annotated[int, Field(ge=0)] = 0             # 0 = unlimited
+    soft_time_limit: Annotated[float, Field(ge=0)] = 0.0   # 0 = none
+    hard_time_limit: Annotated[float, Field(ge=0)] = 0.0   # 0 = none
+    drain_seconds: Annotated[float, Field(ge=0)] = 25.0
+    lease_seconds: Annotated[float, Field(gt=0.5, le=3600)] = 10.0
+    max_message_bytes: Annotated[int, Field(ge=256)] = 1 << 20
+    default_max_retries: Annotated[int, Field(ge=0)] = 3
+    retry_backoff_base: Annotated[float, Field(gt=0)] = 1.0
+    retry_backoff_max: Annotated[float, Field(gt=0)] = 300.0
+    http_host: str = "0.0.0.0"
+    http_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    pod_name: str = Field(default_factory=socket.gethostname)
+    log_level: str = "INFO"
+
+    @field_validator("queues", "imports", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("queues")
+    @classmethod
+    def _queues_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one queue is required")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in _BROKER_SCHEMES:
+            raise ValueError(f"scheme must be redis:// or amqp://, got {value!r}")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError(f"no host in {value!r}")
+        return value
+
+    @field_validator("result_url")
+    @classmethod
+    def _result_scheme(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"must be a redis:// URL, got {value!r}")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @property
+    def effective_result_url(self) -> str | None:
+        """Where results live: QSCALE_RESULT_URL, else the broker if it is Redis, else none."""
+        if self.result_url:
+            return self.result_url
+        if urlsplit(self.broker_url).scheme in ("redis", "rediss", "unix"):
+            return self.broker_url
+        return None
+
+
+def load_settings(**overrides: object) -> WorkerSettings:
+    """Parse the environment (plus explicit overrides) or raise a one-line ConfigError."""
+    try:
+        return WorkerSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        reason = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"QSCALE_{field.upper()}: {reason}") from None
