@@ -23,3 +23,7 @@ lint: venv
 # Fast feedback: unit + broker integration tests, no cluster.
 test-fast: venv services lint
 	$(VENV)/bin/pytest -m 'not k8s and not e2e' $(PYTEST_ARGS)
+
+# The README's test command (what CI runs): everything, against real brokers and the kind cluster.
+test: venv services lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
