@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# qscale kind cluster entry point (used by `make cluster*`, CI and tests).
+#   hack/cluster.sh up            build whatever is missing, create the cluster, wait
+#   hack/cluster.sh down          delete the cluster
+#   hack/cluster.sh load IMAGE..  load local docker images into the cluster
+#   hack/cluster.sh tools         build only kind/helm/kubeconform/kubectl
+# Offline by default: every image is built here. QSCALE_KIND_NODE_IMAGE=ref
+# (e.g. kindest/node:v1.34.0 where a registry is reachable) skips the builds.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+KIND="$BIN_DIR/kind"
+KUBECTL="$BIN_DIR/kubectl"
+KUBECTL_Q=("$KUBECTL" --kubeconfig "$KUBECONFIG_FILE")
+
+cluster_exists() { [ -x "$KIND" ] && "$KIND" get clusters 2>/dev/null | grep -qxF "$CLUSTER_NAME"; }
+node_container() { echo "$CLUSTER_NAME-control-plane"; }
+
+api_ok() { timeout 20 "${KUBECTL_Q[@]}" get --raw /readyz >/dev/null 2>&1; }
+
+wait_ready() {
+  log "waiting for node Ready"
+  "${KUBECTL_Q[@]}" wait --for=condition=Ready node --all --timeout=300s >&2 \
+    || die "node not Ready after 300s ($("${KUBECTL_Q[@]}" get nodes --no-headers 2>&1 | head -n3 | tr '\n' ' '))"
+  log "waiting for CoreDNS"
+  "${KUBECTL_Q[@]}" -n kube-system rollout status deploy/coredns --timeout=300s >&2 \
+    || die "CoreDNS not available after 300s"
+  # DNS must actually answer: resolve the API service name from a pod
+  local pod="qscale-dnscheck-$RANDOM"
+  "${KUBECTL_Q[@]}" run "$pod" --restart=Never --image="qscale/debian:$DEBIAN_SUITE" \
+     --image-pull-policy=IfNotPresent --command -- getent hosts kubernetes.default.svc.cluster.local >/dev/null
+  local phase=""
+  for _ in $(seq 90); do
+    phase="$("${KUBECTL_Q[@]}" get pod "$pod" -o jsonpath='{.status.phase}' 2>/dev/null || true)"
+    case "$phase" in Succeeded|Failed) break;; esac
+    sleep 2
+  done
+  local out; out="$("${KUBECTL_Q[@]}" logs "$pod" 2>&1 || true)"
+  "${KUBECTL_Q[@]}" delete pod "$pod" --wait=false >/dev/null 2>&1 || true
+  [ "$phase" = Succeeded ] || die "CoreDNS does not answer from a pod (phase=$phase: $out)"
+  log "DNS ok: $out"
+}
+
+build_node_image() {
+  if [ -n "${QSCALE_KIND_NODE_IMAGE:-}" ]; then
+    echo "$QSCALE_KIND_NODE_IMAGE"; return 0
+  fi
+  bash "$HACK_DIR/k8s-build.sh" >&2
+  bash "$HACK_DIR/images/debian.sh" >&2
+  bash "$HACK_DIR/images/build.sh" >&2
+  bash "$HACK_DIR/kind-node/build.sh"
+}
+
+cmd_tools() {
+  bash "$HACK_DIR/docker.sh"
+  bash "$HACK_DIR/tools.sh"
+}
+
+cmd_up() {
+  local t0=$SECONDS
+  cmd_tools
+  local image; image="$(build_node_image | tail -n1)"
+  [ -n "$image" ] || die "no node image"
+  if cluster_exists; then
+    if [ "$(docker inspect -f '{{.State.Running}}' "$(node_container)" 2>/dev/null)" != true ]; then
+      docker start "$(node_container)" >/dev/null 2>&1 || true
+      for _ in $(seq 60); do api_ok && break; sleep 2; done
+    fi
+    "$KIND" export kubeconfig --name "$CLUSTER_NAME" --kubeconfig "$KUBECONFIG_FILE" >/dev/null 2>&1 || true
+    if api_ok; then
+      log "cluster $CLUSTER_NAME already up"
+    else
+      log "cluster $CLUSTER_NAME exists but its API does not answer: recreating"
+      "$KIND" delete cluster --name "$CLUSTER_NAME" >&2 || true
+    fi
+  fi
+  if ! cluster_exists; then
+    local cfg="$QSCALE_CACHE/kind-config-$CLUSTER_NAME.yaml"
+    cat > "$cfg" <<YAML
+kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4
+nodes:
+  - role: control-plane
+YAML
+    run_logged "kind-create-$CLUSTER_NAME" "$KIND" create cluster --name "$CLUSTER_NAME" --image "$image" \
+      --kubeconfig "$KUBECONFIG_FILE" --config "$cfg" --wait 0s
+  fi
+  wait_ready
+  log "cluster $CLUSTER_NAME ready in $((SECONDS - t0))s; KUBECONFIG=$KUBECONFIG_FILE (source hack/env.sh)"
+}
+
+cmd_down() {
+  if cluster_exists; then
+    "$KIND" delete cluster --name "$CLUSTER_NAME" --kubeconfig "$KUBECONFIG_FILE" >&2
+  else
+    log "cluster $CLUSTER_NAME not present"
+  fi
+  rm -f "$KUBECONFIG_FILE"
+}
+
+cmd_load() {
+  [ $# -gt 0 ] || die "usage: cluster.sh load IMAGE [IMAGE...]"
+  cluster_exists || die "cluster $CLUSTER_NAME does not exist (make cluster)"
+  for img in "$@"; do
+    have_image "$img" || die "docker image $img not found locally"
+    "$KIND" load docker-image --name "$CLUSTER_NAME" "$img" >&2 || die "kind load docker-image $img failed"
+  done
+}
+
+case "${1:-up}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  load) shift; cmd_load "$@" ;;
+  tools) cmd_tools ;;
+  *) die "unknown command ${1}; use up|down|load|tools" ;;
+esac

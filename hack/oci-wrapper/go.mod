@@ -1,0 +1,3 @@
+module qscale.local/oci-wrapper
+
+go 1.22
