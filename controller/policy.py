@@ -1,0 +1,281 @@
+"""The scaling policy: metrics in, desired replica count out — pure.
+
+`desired_replicas` is a pure function (no I/O, no clock reads) so every branch can
+be tested with plain values and replayed in the simulator (`controller.sim`). The
+caller owns the clock and carries `History` from one tick to the next.
+
+Why it differs from KEDA + HPA, each on purpose:
+
+* Demand counts tasks *in flight* as well as ready ones (KEDA's Redis list
+  scaler sees only the list length, so a pool busy with claimed work looks idle).
+* Scale-up jumps straight to the need in one decision (HPA adds at most x2 or +4
+  pods per 15 s); `max_step_up` can cap it when a cluster cannot absorb bursts.
+* Scale-down waits for a short stabilization window (30 s, not 300 s) and never
+  goes below the number of busy pods: the actuator removes idle pods first, so a
+  worker holding a task is not killed.
+* A failed metric read holds the current size (or a fixed fallback); it never
+  scales to zero because the metric was unavailable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+Mode = Literal["queue", "latency"]
+OnError = Literal["hold", "fallback"]
+Details = Mapping[str, float | int | str]
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """How a worker pool should be sized; validated on construction."""
+
+    mode: Mode = "queue"
+    min_replicas: int = 1                     # 0 allowed (scale to zero)
+    max_replicas: int = 10
+    target_per_slot: float = 1.0              # queue mode: (ready + in_flight) per slot
+    target_wait_seconds: float = 10.0         # latency mode: expected queue wait bound
+    activation_threshold: int = 0             # 0 -> 1 only when ready + in_flight > this
+    tolerance: float = 0.1                    # ignore changes within ±10% of current
+    max_step_up: int | None = None            # None = jump straight to the need
+    scale_down_window_seconds: float = 30.0   # scale down to the window's max recommendation
+    scale_down_step: int | None = None        # max replicas removed per decision
+    cooldown_seconds: float = 60.0            # idle this long before 1 -> 0
+    on_error: OnError = "hold"
+    fallback_replicas: int | None = None
+
+    def __post_init__(self) -> None:
+        problems = _config_problems(self)
+        if problems:
+            raise ValueError("invalid PolicyConfig: " + "; ".join(problems))
+
+
+def _config_problems(cfg: PolicyConfig) -> list[str]:
+    problems: list[str] = []
+    if cfg.mode not in ("queue", "latency"):
+        problems.append(f"mode must be 'queue' or 'latency', got {cfg.mode!r}")
+    if cfg.min_replicas < 0:
+        problems.append(f"min_replicas must be >= 0, got {cfg.min_replicas}")
+    if cfg.max_replicas < max(cfg.min_replicas, 1):
+        problems.append(f"max_replicas must be >= max(min_replicas, 1), got {cfg.max_replicas}")
+    if not cfg.target_per_slot > 0:
+        problems.append(f"target_per_slot must be > 0, got {cfg.target_per_slot}")
+    if not cfg.target_wait_seconds > 0:
+        problems.append(f"target_wait_seconds must be > 0, got {cfg.target_wait_seconds}")
+    if cfg.activation_threshold < 0:
+        problems.append(f"activation_threshold must be >= 0, got {cfg.activation_threshold}")
+    if not 0 <= cfg.tolerance < 1:
+        problems.append(f"tolerance must be in [0, 1), got {cfg.tolerance}")
+    for name in ("max_step_up", "scale_down_step"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            problems.append(f"{name} must be None or >= 1, got {value}")
+    for name in ("scale_down_window_seconds", "cooldown_seconds"):
+        if not getattr(cfg, name) >= 0:
+            problems.append(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.on_error not in ("hold", "fallback"):
+        problems.append(f"on_error must be 'hold' or 'fallback', got {cfg.on_error!r}")
+    if cfg.on_error == "fallback" and (cfg.fallback_replicas is None or cfg.fallback_replicas < 1):
+        problems.append("on_error='fallback' needs fallback_replicas >= 1 "
+                        "(an error must never scale to zero)")
+    return problems
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One reading of the pool's queues and pods; `ok=False` means the read failed."""
+
+    ok: bool
+    ready: int | None = None                  # ready depth (sum over the pool's queues)
+    in_flight: int | None = None              # claimed/unacked, not finished
+    arrival_rate: float | None = None         # tasks/s entering the queues
+    completion_rate: float | None = None      # tasks/s finished
+    service_time_seconds: float | None = None  # mean service time per task
+    busy_pods: int = 0                        # pods running >= 1 task
+    draining_deadline_passed: bool = False    # busy pods may be removed
+    error: str | None = None                  # why the read failed (for the reason/details)
+
+
+@dataclass(frozen=True)
+class History:
+    """State carried between ticks by the caller; each Decision returns the next one."""
+
+    recommendations: tuple[tuple[float, int], ...] = ()  # (time, recommendation) in window
+    last_active_at: float | None = None       # last time ready + in_flight > 0 was seen
+    last_scale_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to set the pool to, why, and the numbers behind it."""
+
+    desired: int
+    reason: str
+    history: History
+    raw_desired: int                          # before stabilization, limits and floors
+    details: Details = field(default_factory=dict)
+
+
+def desired_replicas(  # noqa: PLR0917 - the positional signature is the published contract
+        obs: Observation, current: int, concurrency: int, config: PolicyConfig,
+        history: History, now: float) -> Decision:
+    """Decide the replica count for one tick. Pure: same inputs, same Decision."""
+    if current < 0:
+        raise ValueError(f"current must be >= 0, got {current}")
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    if not obs.ok or obs.ready is None:
+        return _on_metrics_error(obs, current, config, history, now)
+
+    ready = max(obs.ready, 0)
+    in_flight = max(obs.in_flight or 0, 0)
+    work = ready + in_flight
+    need, mode_used = _need(obs, ready, in_flight, concurrency, config)
+    raw = math.ceil(need - 1e-9) if need > 0 else 0
+    if work > 0:
+        raw = max(raw, 1)
+    details: dict[str, float | int | str] = {
+        "ready": ready, "in_flight": in_flight, "work": work, "need": round(need, 3),
+        "mode": mode_used, "current": current, "concurrency": concurrency,
+        "busy_pods": obs.busy_pods,
+    }
+    last_active = _last_active(history, work, current, now)
+    reason_cause = mode_used
+
+    # 0 -> 1 activation: a replica appears only when the work passes the threshold.
+    if current == 0 and work <= config.activation_threshold:
+        raw = 0
+        reason_cause = "below-activation"
+
+    # Tolerance: a small relative change is noise, keep the current size.
+    proposal = raw
+    if current > 0 and raw > 0 and abs(need / current - 1.0) <= config.tolerance:
+        proposal = current
+        details["within_tolerance"] = 1
+
+    recs = _window(history.recommendations, now, config.scale_down_window_seconds)
+    recs = (*recs, (now, proposal))
+    details["cause"] = reason_cause
+    desired, reason = _step(proposal, current, recs, config, details)
+
+    # Scale to zero only after a full cooldown with nothing ready or in flight.
+    if desired == 0 and current > 0:
+        idle_for = math.inf if last_active is None else now - last_active
+        details["idle_seconds"] = round(idle_for, 3) if math.isfinite(idle_for) else -1
+        if config.min_replicas == 0 and work == 0 and idle_for >= config.cooldown_seconds:
+            reason = "scale-to-zero:cooldown"
+        else:
+            desired, reason = 1, "hold:cooldown"
+
+    desired, reason = _clamp(desired, reason, config)
+    desired, reason = _busy_floor(desired, reason, current, obs)
+    next_history = History(
+        recommendations=recs,
+        last_active_at=last_active,
+        last_scale_at=now if desired != current else history.last_scale_at,
+    )
+    details["proposal"] = proposal
+    return Decision(desired, reason, next_history, raw, details)
+
+
+def _need(obs: Observation, ready: int, in_flight: int, concurrency: int,
+          config: PolicyConfig) -> tuple[float, str]:
+    """Fractional replicas the work calls for, and which formula produced it."""
+    service = obs.service_time_seconds
+    if config.mode == "latency":
+        if obs.arrival_rate is not None and service is not None and service > 0:
+            # Little's law for the steady stream, plus enough extra slots to drain
+            # the current backlog within the target wait.
+            steady = max(obs.arrival_rate, 0.0) * service / concurrency
+            drain = ready * service / (concurrency * config.target_wait_seconds)
+            return steady + drain, "latency"
+        mode = "queue-fallback"  # rates or service time unknown (e.g. nothing finished yet)
+    else:
+        mode = "queue"
+    return (ready + in_flight) / (config.target_per_slot * concurrency), mode
+
+
+def _last_active(history: History, work: int, current: int, now: float) -> float | None:
+    """Work seen now refreshes the idle clock; a running pool with no memory starts it."""
+    if work > 0:
+        return now
+    if history.last_active_at is None and current > 0:
+        return now  # e.g. a controller restart: do not scale to zero at once
+    return history.last_active_at
+
+
+def _window(recs: tuple[tuple[float, int], ...], now: float,
+            window: float) -> tuple[tuple[float, int], ...]:
+    return tuple((t, r) for t, r in recs if now - t < window)
+
+
+def _step(proposal: int, current: int, recs: tuple[tuple[float, int], ...],
+          config: PolicyConfig, details: dict[str, float | int | str]) -> tuple[int, str]:
+    """Move from current toward the proposal: up at once, down only when stable."""
+    cause = details["cause"]
+    if proposal > current:
+        if config.max_step_up is not None and proposal - current > config.max_step_up:
+            details["step_limited"] = proposal
+            return current + config.max_step_up, f"scale-up:{cause}"
+        return proposal, f"scale-up:{cause}"
+    if proposal == current:
+        if cause == "below-activation":
+            return current, "hold:below-activation"
+        return current, "hold:tolerance" if details.get("within_tolerance") else "hold:steady"
+    stabilized = max(r for _, r in recs)
+    details["stabilized"] = stabilized
+    if stabilized >= current:
+        return current, "hold:stabilizing"
+    target = stabilized
+    if config.scale_down_step is not None and current - target > config.scale_down_step:
+        target = current - config.scale_down_step
+        details["step_limited"] = stabilized
+    return target, "scale-down:stabilized"
+
+
+def _clamp(desired: int, reason: str, config: PolicyConfig) -> tuple[int, str]:
+    if desired > config.max_replicas:
+        return config.max_replicas, "clamp:max"
+    if desired < config.min_replicas:
+        return config.min_replicas, "clamp:min"
+    return desired, reason
+
+
+def _busy_floor(desired: int, reason: str, current: int, obs: Observation) -> tuple[int, str]:
+    """Never shrink below the pods holding tasks, unless their drain deadline passed.
+
+    Capped at `current` so the floor can only stop a scale-down, never cause a scale-up.
+    """
+    floor = min(max(obs.busy_pods, 0), current)
+    if not obs.draining_deadline_passed and desired < floor:
+        return floor, "floor:busy-pods"
+    return desired, reason
+
+
+def _on_metrics_error(obs: Observation, current: int, config: PolicyConfig,
+                      history: History, now: float) -> Decision:
+    """A failed read holds (or falls back); it never scales to zero on missing data."""
+    details: dict[str, float | int | str] = {
+        "current": current,
+        "error": obs.error or ("ready depth missing" if obs.ok else "read failed"),
+    }
+    if config.on_error == "fallback" and config.fallback_replicas is not None:
+        desired = min(max(config.fallback_replicas, config.min_replicas, 1), config.max_replicas)
+        reason = "fallback:metrics-error"
+    else:
+        desired, reason = current, "hold:metrics-error"
+    floor = min(max(obs.busy_pods, 0), current)
+    if desired < floor:
+        desired, reason = floor, "floor:busy-pods"
+    # Unknown load counts as activity, so the idle cooldown restarts after the outage.
+    recs = _window(history.recommendations, now, config.scale_down_window_seconds)
+    next_history = replace(
+        history,
+        recommendations=(*recs, (now, desired)),
+        last_active_at=now if current > 0 else history.last_active_at,
+        last_scale_at=now if desired != current else history.last_scale_at,
+    )
+    return Decision(desired, reason, next_history, desired, details)
