@@ -30,9 +30,18 @@ class Signature:
     kwargs: JsonDict = field(default_factory=dict)
     queue: str | None = None
     priority: int | None = None
+    # `immutable` (f.si): a chain does not prepend the previous result to args.
+    # `task_id`: chosen when the workflow is sent, so its result can be awaited.
+    immutable: bool = False
+    task_id: str | None = None
 
     def to_json(self) -> JsonDict:
-        return asdict(self)
+        out = asdict(self)
+        if not self.immutable:
+            del out["immutable"]
+        if self.task_id is None:
+            del out["task_id"]
+        return out
 
     @classmethod
     def from_json(cls, raw: Any) -> Signature:
@@ -53,7 +62,14 @@ class Signature:
             raise BadMessage("signature.queue must be a string")
         if priority is not None and not isinstance(priority, int):
             raise BadMessage("signature.priority must be an integer")
-        return cls(task=task, args=args, kwargs=kwargs, queue=queue, priority=priority)
+        immutable = raw.get("immutable", False)
+        task_id = raw.get("task_id")
+        if not isinstance(immutable, bool):
+            raise BadMessage("signature.immutable must be a boolean")
+        if task_id is not None and (not isinstance(task_id, str) or not task_id):
+            raise BadMessage("signature.task_id must be a non-empty string")
+        return cls(task=task, args=args, kwargs=kwargs, queue=queue, priority=priority,
+                   immutable=immutable, task_id=task_id)
 
 
 @dataclass(frozen=True)
@@ -78,7 +94,8 @@ class ChordRef:
             raise BadMessage("chord needs string id, integer size and index")
         if size < 1 or not 0 <= index < size:
             raise BadMessage("chord index out of range")
-        return cls(id=cid, size=size, index=index, callback=Signature.from_json(raw.get("callback")))
+        return cls(id=cid, size=size, index=index,
+                   callback=Signature.from_json(raw.get("callback")))
 
 
 @dataclass(frozen=True)
@@ -155,7 +172,7 @@ def _expect(raw: JsonDict, key: str, kind: type | tuple[type, ...], what: str) -
     if key not in raw:
         raise BadMessage(f"missing field {key!r}")
     value = raw[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise BadMessage(f"field {key!r} must be {what}")
     return value
 
