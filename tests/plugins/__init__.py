@@ -1,0 +1,1 @@
+"""pytest plugins shared by the qscale test suites."""
