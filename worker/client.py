@@ -1,0 +1,134 @@
+"""The producer's connections: publish envelopes, read results.
+
+Most code uses the process-wide default client, created lazily from the
+environment (QSCALE_BROKER_URL / QSCALE_RESULT_URL) or set by `configure()`.
+Tests and libraries can build their own `Client` and pass it explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from worker.brokers import Broker, open_broker
+from worker.envelope import Envelope
+from worker.results import AsyncResult, ResultStore
+from worker.settings import WorkerSettings, load_settings
+
+PUBLISH_CHUNK = 500
+
+
+class Client:
+    """A broker connection for publishing plus the result store, both opened lazily.
+
+    Safe to share between threads (publishing is serialized) and across fork (a
+    child process reconnects instead of reusing the parent's socket).
+    """
+
+    def __init__(self, broker_url: str | None = None, result_url: str | None = None, *,
+                 settings: WorkerSettings | None = None) -> None:
+        overrides: dict[str, Any] = {}
+        if broker_url is not None:
+            overrides["broker_url"] = broker_url
+        if result_url is not None:
+            overrides["result_url"] = result_url
+        if settings is None:
+            settings = load_settings(**overrides)
+        elif overrides:
+            settings = settings.model_copy(update=overrides)
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._broker: Broker | None = None
+        self._results: ResultStore | None = None
+        self._results_opened = False
+
+    def _check_fork(self) -> None:
+        if os.getpid() != self._pid:  # never reuse the parent's sockets
+            self._pid = os.getpid()
+            self._broker, self._results, self._results_opened = None, None, False
+
+    @property
+    def broker(self) -> Broker:
+        self._check_fork()
+        if self._broker is None:
+            self._broker = open_broker(self.settings.broker_url)
+        return self._broker
+
+    @property
+    def results(self) -> ResultStore | None:
+        """The result store, or None when results are disabled (AMQP, no result URL)."""
+        self._check_fork()
+        if not self._results_opened:
+            url = self.settings.effective_result_url
+            self._results = ResultStore(url, self.settings.result_ttl) if url else None
+            self._results_opened = True
+        return self._results
+
+    def send(self, env: Envelope, *, countdown: float = 0.0) -> AsyncResult:
+        """Publish one envelope (after `countdown` s) and return a handle on its result."""
+        body = env.encode()
+        with self._lock:
+            self.broker.publish(env.queue, body, delay=max(0.0, countdown),
+                                priority=env.priority)
+        return self.async_result(env.id)
+
+    def send_many(self, envelopes: Sequence[Envelope],
+                  progress: Callable[[int], None] | None = None) -> list[AsyncResult]:
+        """Publish many envelopes in pipelined chunks (per queue); `progress(n)` after each."""
+        by_queue: dict[str, list[Envelope]] = {}
+        for env in envelopes:
+            by_queue.setdefault(env.queue, []).append(env)
+        for queue, batch in by_queue.items():
+            for start in range(0, len(batch), PUBLISH_CHUNK):
+                chunk = batch[start:start + PUBLISH_CHUNK]
+                bodies = [env.encode() for env in chunk]
+                with self._lock:
+                    self.broker.publish_many(queue, bodies)
+                if progress is not None:
+                    progress(len(chunk))
+        return [self.async_result(env.id) for env in envelopes]
+
+    def async_result(self, task_id: str) -> AsyncResult:
+        return AsyncResult(task_id, self.results)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._broker is not None and os.getpid() == self._pid:
+                self._broker.close()
+            if self._results is not None:
+                self._results.close()
+            self._broker, self._results, self._results_opened = None, None, False
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_default: Client | None = None
+_default_lock = threading.Lock()
+
+
+def get_client() -> Client:
+    """The process-wide default client (created from the environment on first use)."""
+    global _default  # noqa: PLW0603 - the one deliberate process-wide default
+    with _default_lock:
+        if _default is None:
+            _default = Client()
+        return _default
+
+
+def configure(broker_url: str | None = None, result_url: str | None = None, *,
+              client: Client | None = None) -> Client:
+    """Replace the default client, by URLs or with a ready `Client`; returns it."""
+    global _default
+    new = client if client is not None else Client(broker_url, result_url)
+    with _default_lock:
+        old, _default = _default, new
+    if old is not None and old is not new:
+        old.close()
+    return new

@@ -1,0 +1,149 @@
+"""Signatures and workflows: chain (pipeline), group (scatter-gather), chord (map-reduce).
+
+Everything travels in the envelope, so no coordinator process is needed: a chain
+carries its remaining steps in `link`; chord members carry a ChordRef, and the
+member that completes the set (atomic count in the result store) sends the callback.
+
+A chord member that ends in the dead-letter queue leaves the chord unfinished: the
+callback never runs and the chord's result is marked FAILURE with a ChordError
+naming the member. Requeueing that member from the DLQ and letting it succeed
+completes the chord after all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from worker import envelope as wire
+from worker.client import Client, get_client
+from worker.envelope import ChordRef, Envelope
+from worker.results import AsyncResult, GroupResult, ResultsDisabled
+
+
+@dataclass(frozen=True)
+class TaskSignature:
+    """A task call to send later: `f.s(*args, **kwargs)` (or `f.si(...)`: immutable)."""
+
+    task: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    queue: str | None = None
+    priority: int | None = None
+    immutable: bool = False
+
+    def wire(self, task_id: str | None = None) -> wire.Signature:
+        return wire.Signature(task=self.task, args=list(self.args), kwargs=dict(self.kwargs),
+                              queue=self.queue, priority=self.priority,
+                              immutable=self.immutable, task_id=task_id)
+
+    def envelope(self, *, task_id: str | None = None, **options: Any) -> Envelope:
+        return Envelope.create(self.task, self.args, self.kwargs,
+                               queue=self.queue or "default", task_id=task_id,
+                               priority=self.priority, **options)
+
+    def set(self, **changes: Any) -> TaskSignature:
+        """A copy with other options (queue=..., priority=...)."""
+        return replace(self, **changes)
+
+    def apply_async(self, *, client: Client | None = None, countdown: float = 0.0,
+                    task_id: str | None = None) -> AsyncResult:
+        return (client or get_client()).send(self.envelope(task_id=task_id),
+                                             countdown=countdown)
+
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Send with extra args appended and kwargs merged."""
+        merged = replace(self, args=(*self.args, *args), kwargs={**self.kwargs, **kwargs})
+        return merged.apply_async()
+
+    def __or__(self, other: TaskSignature | chain) -> chain:
+        return chain(self, other)
+
+
+class chain:  # noqa: N801 - Celery's spelling
+    """Run signatures one after another; each result is prepended to the next args."""
+
+    def __init__(self, *steps: TaskSignature | chain) -> None:
+        flat: list[TaskSignature] = []
+        for step in steps:
+            if isinstance(step, chain):
+                flat.extend(step.steps)
+            elif isinstance(step, TaskSignature):
+                flat.append(step)
+            else:
+                raise TypeError(f"chain steps must be task signatures, not {step!r}")
+        if not flat:
+            raise ValueError("chain needs at least one signature")
+        self.steps: list[TaskSignature] = flat
+
+    def __or__(self, other: TaskSignature | chain) -> chain:
+        return chain(self, other)
+
+    def apply_async(self, *, client: Client | None = None, countdown: float = 0.0) -> AsyncResult:
+        """Send the first step; returns the handle of the last step's result."""
+        ids = [Envelope.new_id() for _ in self.steps]
+        links = tuple(step.wire(task_id) for step, task_id in
+                      zip(self.steps[1:], ids[1:], strict=True))
+        first = self.steps[0].envelope(task_id=ids[0], link=links)
+        client = client or get_client()
+        client.send(first, countdown=countdown)
+        return client.async_result(ids[-1])
+
+    def delay(self) -> AsyncResult:
+        return self.apply_async()
+
+
+class group:  # noqa: N801 - Celery's spelling
+    """Run signatures in parallel; `.get()` on the result lists them in order."""
+
+    def __init__(self, *members: TaskSignature | Iterable[TaskSignature]) -> None:
+        flat: list[TaskSignature] = []
+        for member in members:
+            flat.extend([member] if isinstance(member, TaskSignature) else member)
+        self.members = flat
+
+    def apply_async(self, *, client: Client | None = None) -> GroupResult:
+        client = client or get_client()
+        envelopes = [m.envelope() for m in self.members]
+        client.send_many(envelopes)
+        return GroupResult(Envelope.new_id(), [client.async_result(e.id) for e in envelopes])
+
+    def delay(self) -> GroupResult:
+        return self.apply_async()
+
+
+class chord:  # noqa: N801 - Celery's spelling
+    """Run a group, then `callback` with the list of member results (in order)."""
+
+    def __init__(self, header: group | Iterable[TaskSignature],
+                 callback: TaskSignature | None = None) -> None:
+        self.header = header if isinstance(header, group) else group(header)
+        self.callback = callback
+
+    def __call__(self, callback: TaskSignature) -> AsyncResult:
+        """Celery style: `chord(header)(callback)` sends at once."""
+        return chord(self.header, callback).apply_async()
+
+    def apply_async(self, *, client: Client | None = None) -> AsyncResult:
+        """Send the members; returns the handle of the callback's result."""
+        if self.callback is None:
+            raise TypeError("chord needs a callback: chord(header, callback)")
+        client = client or get_client()
+        if client.results is None:
+            raise ResultsDisabled("chords")
+        chord_id = Envelope.new_id()
+        callback = self.callback.wire(task_id=chord_id)
+        members = self.header.members
+        if not members:
+            args = list(callback.args) if callback.immutable else [[], *callback.args]
+            client.send(replace(self.callback, args=tuple(args)).envelope(task_id=chord_id))
+            return client.async_result(chord_id)
+        client.send_many([
+            member.envelope(chord=ChordRef(id=chord_id, size=len(members), index=index,
+                                           callback=callback))
+            for index, member in enumerate(members)])
+        return client.async_result(chord_id)
+
+    def delay(self) -> AsyncResult:
+        return self.apply_async()
