@@ -1,0 +1,144 @@
+"""Redis-only broker behaviour: raw bytes in the ready list, leases, lost replies, outages."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.integration.test_broker_support import claim_exactly, cleanup
+from worker.brokers import open_broker
+from worker.brokers.redis import RedisBroker, ready_key
+from worker.errors import BrokerUnavailable
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def client(redis_url: str, queue_name: str) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(redis_url)
+    yield connection
+    connection.close()
+    cleanup(redis_url, queue_name)
+
+
+def test_open_broker_builds_a_redis_broker(redis_url: str) -> None:
+    with open_broker(redis_url, consumer_id="pod-a", lease_seconds=3) as broker:
+        assert isinstance(broker, RedisBroker)
+        assert broker.owner.startswith("pod-a/")
+        assert broker.lease_ms == 3000
+
+
+def test_raw_bytes_pushed_into_the_ready_list_come_out_unchanged(
+        redis_url: str, client: redis.Redis, queue_name: str) -> None:
+    garbage = [b"\x00\xff\xfe{not json", b"", b"x" * 100_000]
+    client.lpush(ready_key(queue_name), *garbage)
+    with RedisBroker(redis_url) as broker:
+        got = claim_exactly(broker, [queue_name], 3)
+        assert [d.body for d in got] == garbage
+        for d in got:
+            broker.dead_letter(d, "bad_message", "not JSON")
+        assert [x.body for x in broker.dead_letters(queue_name)] == garbage
+
+
+def test_live_owner_keeps_its_claims(redis_url: str, client: redis.Redis,
+                                     queue_name: str) -> None:
+    lease = 1.5
+    with RedisBroker(redis_url, lease_seconds=lease) as holder, \
+            RedisBroker(redis_url, lease_seconds=lease) as other:
+        holder.publish(queue_name, b"mine")
+        [held] = claim_exactly(holder, [queue_name], 1)
+        end = time.monotonic() + lease * 3
+        while time.monotonic() < end:
+            holder.heartbeat()
+            assert other.claim([queue_name], 10, 0.2) == []
+        holder.ack([held])
+
+
+def test_claims_of_a_closed_broker_return_after_the_lease(
+        redis_url: str, client: redis.Redis, queue_name: str) -> None:
+    lease = 1.0
+    with RedisBroker(redis_url, lease_seconds=lease) as first:
+        first.publish(queue_name, b"orphan")
+        [held] = claim_exactly(first, [queue_name], 1)
+    with RedisBroker(redis_url, lease_seconds=lease) as second:
+        [back] = claim_exactly(second, [queue_name], 1, timeout=15)
+        assert (back.body, back.redelivered) == (b"orphan", True)
+        second.ack([back])
+        # The first owner's late ack is harmless: the claim is gone.
+        first.ack([held])
+        assert second.stats(queue_name).in_flight == 0
+
+
+def test_late_settlement_after_lost_lease_is_skipped(
+        redis_url: str, client: redis.Redis, queue_name: str) -> None:
+    with RedisBroker(redis_url, lease_seconds=1.0) as slow, RedisBroker(redis_url) as fast:
+        slow.publish(queue_name, b"job")
+        [held] = claim_exactly(slow, [queue_name], 1)
+        client.delete(f"qscale:alive:{slow.owner}")  # the lease ran out
+        [back] = claim_exactly(fast, [queue_name], 1, timeout=15)
+        slow.retry_later(held, b"retry", 0)
+        slow.dead_letter(held, "failure")
+        stats = fast.stats(queue_name)
+        assert (stats.delayed, stats.dead, stats.in_flight) == (0, 0, 1)
+        fast.ack([back])
+
+
+def test_lost_claim_reply_is_given_back(redis_url: str, client: redis.Redis,
+                                        queue_name: str) -> None:
+    with RedisBroker(redis_url) as broker:
+        broker.publish_many(queue_name, [b"a", b"b"])
+        # Simulate a claim that ran on the server but whose reply never arrived.
+        first = broker._seq
+        broker._seq += 5
+        broker._claim(args=[broker.owner, broker.lease_ms, 5, first, 0, 10,
+                            f"qscale:{queue_name}:"])
+        broker._uncertain.append((first, first + 4, (f"qscale:{queue_name}:",)))
+        got = claim_exactly(broker, [queue_name], 2)
+        assert sorted(d.body for d in got) == [b"a", b"b"]
+        assert all(d.redelivered for d in got)
+        broker.ack(got)
+        assert broker.stats(queue_name).in_flight == 0
+
+
+def test_unreachable_redis_raises_broker_unavailable() -> None:
+    broker = RedisBroker("redis://127.0.0.1:1/0")
+    for operation in (lambda: broker.claim(["q"], 1, 0), lambda: broker.publish("q", b"x"),
+                      lambda: broker.stats("q"), broker.heartbeat):
+        with pytest.raises(BrokerUnavailable):
+            operation()
+        assert not broker.connected()
+    broker.close()
+
+
+def test_reconnects_after_the_server_drops_the_connection(
+        redis_url: str, client: redis.Redis, queue_name: str) -> None:
+    with RedisBroker(redis_url) as broker:
+        broker.publish(queue_name, b"before")
+        client.client_kill_filter(_id=broker._redis.client_id())
+        for _ in range(3):
+            try:
+                broker.publish(queue_name, b"after")
+                break
+            except BrokerUnavailable:
+                assert not broker.connected()
+        assert broker.connected()
+        got = claim_exactly(broker, [queue_name], 2)
+        assert [d.body for d in got] == [b"before", b"after"]
+
+
+def test_bad_priority_is_refused(redis_url: str) -> None:
+    with RedisBroker(redis_url) as broker, pytest.raises(ValueError, match="priority"):
+        broker.publish("q", b"x", priority=10)
+
+
+def test_idle_claim_loop_is_cheap(redis_url: str, queue_name: str,
+                                  client: redis.Redis) -> None:
+    with RedisBroker(redis_url) as broker:
+        cpu, wall = time.process_time(), time.monotonic()
+        assert broker.claim([queue_name], 10, 2.0) == []
+        cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+        print(f"idle claim: {cpu / wall:.1%} of a core over {wall:.1f}s")
+        assert cpu / wall < 0.25

@@ -1,0 +1,176 @@
+"""Lua scripts behind the Redis broker: each state change is one atomic script.
+
+Keys are derived inside the scripts from a per-queue prefix `qscale:<queue>:`
+passed in ARGV (the layout is documented in worker/brokers/redis.py). That is
+fine on a single Redis primary (or Sentinel); Redis Cluster is not supported.
+Times come from the server clock (`TIME`) so producers and workers with skewed
+clocks agree on when a delayed message is due. Priorities are single digits:
+tags end in `.<digit>` and internal entries start with (or carry) that digit.
+"""
+
+from __future__ import annotations
+
+_HELPERS = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function ready_key(base, prio)
+  if prio == '0' or prio == 0 then return base .. 'ready' end
+  return base .. 'ready:' .. prio
+end
+"""
+
+# ARGV: owner, lease_ms, max_count, first_seq, reclaim(0/1), due_limit, prefix...
+# Returns {reclaimed_count, tag1, body1, redelivered1, queue_index1, tag2, ...}.
+CLAIM = _HELPERS + """
+local owner = ARGV[1]
+local want = tonumber(ARGV[3])
+local seq = tonumber(ARGV[4])
+local reclaim = ARGV[5] == '1'
+local due_limit = tonumber(ARGV[6])
+redis.call('SET', 'qscale:alive:' .. owner, '1', 'PX', ARGV[2])
+local now = now_ms()
+local out = {0}
+
+local function reclaim_dead(base)
+  local owners = redis.call('SMEMBERS', base .. 'owners')
+  for _, other in ipairs(owners) do
+    if redis.call('EXISTS', 'qscale:alive:' .. other) == 0 then
+      local held = base .. 'inflight:' .. other
+      local kv = redis.call('HGETALL', held)
+      for j = 1, #kv, 2 do
+        redis.call('LPUSH', base .. 'redelivered', string.sub(kv[j], -1) .. kv[j + 1])
+      end
+      redis.call('DEL', held)
+      redis.call('SREM', base .. 'owners', other)
+      out[1] = out[1] + #kv / 2
+    end
+  end
+end
+
+local function promote_due(base)
+  local delayed = base .. 'delayed'
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, due_limit)
+  if #due == 0 then return end
+  redis.call('ZREM', delayed, unpack(due))
+  for _, member in ipairs(due) do
+    redis.call('LPUSH', ready_key(base, string.sub(member, 17, 17)), string.sub(member, 18))
+  end
+end
+
+local function take(qi, key, prio, redelivered, fields)
+  local items = redis.call('RPOP', key, want)
+  if not items then return end
+  for _, item in ipairs(items) do
+    local p, body = prio, item
+    if redelivered == 1 then
+      p, body = string.sub(item, 1, 1), string.sub(item, 2)
+    end
+    local tag = string.format('%d.%s', seq, p)
+    seq = seq + 1
+    fields[#fields + 1] = tag
+    fields[#fields + 1] = body
+    out[#out + 1] = tag
+    out[#out + 1] = body
+    out[#out + 1] = redelivered
+    out[#out + 1] = qi
+  end
+  want = want - #items
+end
+
+for i = 7, #ARGV do
+  local base = ARGV[i]
+  if reclaim then reclaim_dead(base) end
+  promote_due(base)
+  if want > 0 then
+    local fields = {}
+    take(i - 6, base .. 'redelivered', '0', 1, fields)
+    for p = 9, 0, -1 do
+      if want <= 0 then break end
+      take(i - 6, ready_key(base, tostring(p)), tostring(p), 0, fields)
+    end
+    if #fields > 0 then
+      redis.call('HSET', base .. 'inflight:' .. owner, unpack(fields))
+      redis.call('SADD', base .. 'owners', owner)
+    end
+  end
+end
+return out
+"""
+
+# ARGV: prefix, token16, priority digit, body, delay_ms. Schedules a new message.
+SCHEDULE = _HELPERS + """
+redis.call('ZADD', ARGV[1] .. 'delayed', now_ms() + tonumber(ARGV[5]),
+           ARGV[2] .. ARGV[3] .. ARGV[4])
+return 1
+"""
+
+# ARGV: prefix, owner, tag, token16, body, delay_ms. Returns 0 if the claim was lost.
+RETRY_LATER = _HELPERS + """
+if redis.call('HDEL', ARGV[1] .. 'inflight:' .. ARGV[2], ARGV[3]) == 0 then return 0 end
+redis.call('ZADD', ARGV[1] .. 'delayed', now_ms() + tonumber(ARGV[6]),
+           ARGV[4] .. string.sub(ARGV[3], -1) .. ARGV[5])
+return 1
+"""
+
+# ARGV: prefix, owner, tag, record. Returns 0 if the claim was lost.
+DEAD_LETTER = """
+if redis.call('HDEL', ARGV[1] .. 'inflight:' .. ARGV[2], ARGV[3]) == 0 then return 0 end
+redis.call('RPUSH', ARGV[1] .. 'dead', ARGV[4])
+return 1
+"""
+
+# ARGV: prefix, owner, tag... Puts held messages first in line; returns how many.
+REQUEUE = """
+local held = ARGV[1] .. 'inflight:' .. ARGV[2]
+local moved = 0
+for i = #ARGV, 3, -1 do
+  local body = redis.call('HGET', held, ARGV[i])
+  if body then
+    redis.call('HDEL', held, ARGV[i])
+    redis.call('RPUSH', ARGV[1] .. 'redelivered', string.sub(ARGV[i], -1) .. body)
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+# ARGV: owner, first_seq, last_seq, prefix... Gives back claims whose reply was lost.
+RELEASE_RANGE = """
+local first, last = tonumber(ARGV[2]), tonumber(ARGV[3])
+local moved = 0
+for i = 4, #ARGV do
+  local held = ARGV[i] .. 'inflight:' .. ARGV[1]
+  local kv = redis.call('HGETALL', held)
+  for j = 1, #kv, 2 do
+    local seq = tonumber(string.match(kv[j], '^(%d+)%.'))
+    if seq and seq >= first and seq <= last then
+      redis.call('HDEL', held, kv[j])
+      redis.call('LPUSH', ARGV[i] .. 'redelivered', string.sub(kv[j], -1) .. kv[j + 1])
+      moved = moved + 1
+    end
+  end
+end
+return moved
+"""
+
+# ARGV: prefix. Returns {ready, in_flight, delayed, dead}, read in one atomic step.
+STATS = """
+local base = ARGV[1]
+local ready = redis.call('LLEN', base .. 'ready') + redis.call('LLEN', base .. 'redelivered')
+for p = 1, 9 do ready = ready + redis.call('LLEN', base .. 'ready:' .. p) end
+local in_flight = 0
+for _, owner in ipairs(redis.call('SMEMBERS', base .. 'owners')) do
+  in_flight = in_flight + redis.call('HLEN', base .. 'inflight:' .. owner)
+end
+local delayed = redis.call('ZCARD', base .. 'delayed')
+return {ready, in_flight, delayed, redis.call('LLEN', base .. 'dead')}
+"""
+
+# ARGV: prefix. Deletes the dead-letter list; returns how many records it held.
+PURGE_DEAD = """
+local n = redis.call('LLEN', ARGV[1] .. 'dead')
+redis.call('DEL', ARGV[1] .. 'dead')
+return n
+"""
