@@ -1,0 +1,210 @@
+"""The actuator: the only code that changes workloads through the Kubernetes API.
+
+It scales a Deployment through its `scale` subresource (patched only on change),
+keeps the Deployment's current state from a watch (restarted when it expires),
+and before any scale-down marks pods with `controller.kubernetes.io/pod-deletion-cost`
+so the ReplicaSet removes idle workers first. Nothing here is remembered across
+restarts that the cluster does not also hold: state is re-read on start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+from controller.podstate import DELETION_COST
+
+log = logging.getLogger(__name__)
+
+
+class ActuationError(Exception):
+    """A Kubernetes call failed; the loop backs off and holds its decisions."""
+
+
+class TargetMissingError(ActuationError):
+    """The Deployment to scale does not exist."""
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    """What the controller knows about its target Deployment."""
+
+    exists: bool
+    spec_replicas: int = 0
+    status_replicas: int = 0
+    ready_replicas: int = 0
+    match_labels: Mapping[str, str] = field(default_factory=dict)
+    resource_version: str = ""
+
+
+def _view(dep: client.V1Deployment) -> DeploymentView:
+    selector = dep.spec.selector.match_labels if dep.spec.selector else None
+    return DeploymentView(
+        exists=True,
+        spec_replicas=int(dep.spec.replicas if dep.spec.replicas is not None else 1),
+        status_replicas=int(dep.status.replicas or 0) if dep.status else 0,
+        ready_replicas=int(dep.status.ready_replicas or 0) if dep.status else 0,
+        match_labels=dict(selector or {}),
+        resource_version=(dep.metadata.resource_version if dep.metadata else "") or "",
+    )
+
+
+class DeploymentWatcher:
+    """Keeps a current DeploymentView of one Deployment from list + watch.
+
+    The watch resumes from the last resourceVersion; when that is too old (410
+    Gone) or the stream breaks, it re-lists, so the view converges after restarts.
+    """
+
+    def __init__(self, apps: client.AppsV1Api, namespace: str, name: str) -> None:
+        self.apps, self.namespace, self.name = apps, namespace, name
+        self._view: DeploymentView | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._synced = threading.Event()
+        self._watch: watch.Watch | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"watch-deploy-{namespace}/{name}")
+
+    def start(self) -> DeploymentWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.stop()  # type: ignore[no-untyped-call]
+
+    def view(self, wait: float = 0.0) -> DeploymentView | None:
+        """The latest view; None until the first list succeeded (waits up to `wait` s)."""
+        if wait:
+            self._synced.wait(wait)
+        with self._lock:
+            return self._view
+
+    def set(self, view: DeploymentView) -> None:
+        with self._lock:
+            self._view = view
+        self._synced.set()
+
+    def _run(self) -> None:
+        selector = f"metadata.name={self.name}"
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                listed = self.apps.list_namespaced_deployment(
+                    self.namespace, field_selector=selector, _request_timeout=10)
+                version = listed.metadata.resource_version if listed.metadata else None
+                items = listed.items
+                self.set(_view(items[0]) if items else DeploymentView(exists=False))
+                self._watch = watch.Watch()  # type: ignore[no-untyped-call]
+                for event in self._watch.stream(  # type: ignore[no-untyped-call]
+                        self.apps.list_namespaced_deployment, self.namespace,
+                        field_selector=selector, resource_version=version,
+                        timeout_seconds=300, _request_timeout=330):
+                    if self._stop.is_set():
+                        return
+                    kind, obj = event["type"], event["object"]
+                    if kind in ("ADDED", "MODIFIED"):
+                        self.set(_view(obj))
+                    elif kind == "DELETED":
+                        self.set(DeploymentView(exists=False))
+                delay = 0.5
+            except ApiException as exc:
+                if exc.status != 410:
+                    log.warning("deployment watch %s/%s failed: %s", self.namespace,
+                                self.name, exc.reason)
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, 30.0)
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                log.warning("deployment watch %s/%s broke: %s", self.namespace, self.name, exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+
+class Actuator:
+    """Scales one Deployment and steers which of its pods go first."""
+
+    def __init__(self, apps: client.AppsV1Api, core: client.CoreV1Api,
+                 namespace: str, deployment: str) -> None:
+        self.apps, self.core = apps, core
+        self.namespace, self.deployment = namespace, deployment
+        self.watcher = DeploymentWatcher(apps, namespace, deployment)
+
+    def start(self) -> Actuator:
+        self.watcher.start()
+        return self
+
+    def stop(self) -> None:
+        self.watcher.stop()
+
+    def current(self) -> DeploymentView:
+        """The Deployment as the watch last saw it; read directly if the watch has not synced."""
+        view = self.watcher.view(wait=2.0)
+        if view is not None:
+            return view
+        try:
+            dep = self.apps.read_namespaced_deployment(self.deployment, self.namespace,
+                                                       _request_timeout=5)
+        except ApiException as exc:
+            if exc.status == 404:
+                return DeploymentView(exists=False)
+            raise ActuationError(f"reading deployment: {exc.status} {exc.reason}") from exc
+        except Exception as exc:
+            raise ActuationError(f"reading deployment: {exc}") from exc
+        return _view(dep)
+
+    def scale(self, replicas: int) -> bool:
+        """Set spec.replicas through the scale subresource; False when it already was."""
+        view = self.current()
+        if not view.exists:
+            raise TargetMissingError(f"deployment {self.namespace}/{self.deployment} not found")
+        if view.spec_replicas == replicas:
+            return False
+        try:
+            self.apps.patch_namespaced_deployment_scale(
+                self.deployment, self.namespace, {"spec": {"replicas": replicas}},
+                _request_timeout=5)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise TargetMissingError(
+                    f"deployment {self.namespace}/{self.deployment} not found") from exc
+            raise ActuationError(f"patching scale: {exc.status} {exc.reason}") from exc
+        except Exception as exc:
+            raise ActuationError(f"patching scale: {exc}") from exc
+        # Reflect our write at once; the watch confirms it moments later.
+        self.watcher.set(DeploymentView(
+            exists=True, spec_replicas=replicas, status_replicas=view.status_replicas,
+            ready_replicas=view.ready_replicas, match_labels=view.match_labels,
+            resource_version=view.resource_version))
+        return True
+
+    def mark_deletion_costs(self, costs: Mapping[str, int],
+                            current: Mapping[str, int | None]) -> int:
+        """Annotate pods with their deletion cost where `current` (from the pod list) differs.
+
+        Returns how many pods were patched. Comparing against the cluster's values, not a
+        cache, keeps a restarted controller idempotent.
+        """
+        patched = 0
+        for pod, cost in costs.items():
+            if current.get(pod) == cost:
+                continue
+            body = {"metadata": {"annotations": {DELETION_COST: str(cost)}}}
+            try:
+                self.core.patch_namespaced_pod(pod, self.namespace, body, _request_timeout=5)
+            except ApiException as exc:
+                if exc.status == 404:  # the pod went away meanwhile: nothing to steer
+                    continue
+                raise ActuationError(f"annotating pod {pod}: {exc.status} {exc.reason}") from exc
+            except Exception as exc:
+                raise ActuationError(f"annotating pod {pod}: {exc}") from exc
+            patched += 1
+        return patched

@@ -1,0 +1,157 @@
+"""Assembles the controller from settings and runs it until SIGTERM.
+
+Wiring only: API client, metrics, HTTP, leader election, and the pool manager.
+On SIGTERM the pools stop first, then the lease is released so a standby takes
+over at once instead of waiting out the lease duration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from kubernetes import client, config
+
+from controller.events import EventRecorder
+from controller.http import HealthServer
+from controller.leader import LeaderElector
+from controller.manager import PoolManager, make_deps
+from controller.metrics import ControllerMetrics
+from controller.podstate import PodStateReader
+from controller.pool import GROUP, PLURAL, VERSION, pool_from_settings
+from controller.settings import ControllerSettings
+from worker.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Command-line choices that are not settings."""
+
+    kubeconfig: str | None = None
+    once: bool = False
+
+
+def api_client(kubeconfig: str | None) -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else a kubeconfig."""
+    cfg = client.Configuration()
+    try:
+        if kubeconfig or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, client_configuration=cfg, persist_config=False)
+        else:
+            config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=cfg)
+    except Exception as exc:
+        raise ConfigError(f"--kubeconfig/KUBECONFIG: cannot load Kubernetes credentials: "
+                          f"{exc}") from None
+    return client.ApiClient(cfg)
+
+
+class ApiProbe:
+    """Remembers whether the API server answered recently (for /readyz)."""
+
+    def __init__(self, api: client.ApiClient, stop: threading.Event,
+                 interval: float = 10.0) -> None:
+        self.version = client.VersionApi(api)
+        self.stop, self.interval = stop, interval
+        self.last_ok = 0.0
+
+    def check(self) -> bool:
+        try:
+            self.version.get_code(_request_timeout=5)
+        except Exception as exc:
+            log.warning("API server unreachable: %s", exc)
+            return False
+        self.last_ok = time.monotonic()
+        return True
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            self.check()
+
+    def reachable(self) -> bool:
+        return time.monotonic() - self.last_ok < 3 * self.interval
+
+
+def run(settings: ControllerSettings, options: RunOptions) -> int:
+    """Run the controller; returns the process exit code."""
+    api = api_client(options.kubeconfig)
+    core = client.CoreV1Api(api)
+    metrics = ControllerMetrics()
+    events = EventRecorder(core, host=settings.identity)
+    pod_reader = PodStateReader(core, access=settings.pod_state_access,
+                                timeout=settings.pod_state_timeout_seconds)
+    elector: LeaderElector | None = None
+    if settings.leader_election and not options.once and not settings.dry_run:
+        elector = LeaderElector(
+            client.CoordinationV1Api(api), name=settings.lease_name,
+            namespace=settings.lease_namespace, identity=settings.identity,
+            duration_seconds=settings.lease_duration_seconds,
+            renew_seconds=settings.lease_renew_seconds,
+            on_change=lambda leader: metrics.is_leader.set(1 if leader else 0))
+    else:
+        metrics.is_leader.set(1)
+    deps = make_deps(api, pod_reader=pod_reader, events=events, metrics=metrics,
+                     is_leader=elector.is_leader if elector else (lambda: True),
+                     dry_run=settings.dry_run, log_format=settings.log_format,
+                     status_interval=settings.status_min_interval_seconds)
+    custom = client.CustomObjectsApi(api)
+    manager = PoolManager(deps, custom=custom, namespace=settings.namespace, events=events,
+                          background=not options.once)
+    if options.once:
+        return _run_once(settings, manager, custom)
+
+    stop = manager.stop_event
+    probe = ApiProbe(api, stop)
+    probe.check()
+    server = HealthServer(settings.http_host, settings.http_port, metrics.registry,
+                          api_reachable=probe.reachable, alive=lambda: not stop.is_set())
+    server.start()
+    threading.Thread(target=probe.run, daemon=True, name="api-probe").start()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if elector is not None:
+        elector.start()
+    if settings.pool_source == "workerpools":
+        manager.start_watching()
+    else:
+        manager.add_static(pool_from_settings(settings))
+    log.info("controller running identity=%s pool_source=%s namespace=%s http=%s dry_run=%s",
+             settings.identity, settings.pool_source, settings.namespace or "*", server.port,
+             settings.dry_run)
+    stop.wait()
+    manager.stop()
+    if elector is not None:
+        elector.stop(release=True)
+    server.stop()
+    pod_reader.close()
+    return 0
+
+
+def _run_once(settings: ControllerSettings, manager: PoolManager,
+              custom: client.CustomObjectsApi) -> int:
+    """One tick of every pool in the foreground, then exit (0 if every tick worked)."""
+    if settings.pool_source == "env":
+        manager.add_static(pool_from_settings(settings))
+    else:
+        listed: Any = (
+            custom.list_namespaced_custom_object(GROUP, VERSION, settings.namespace, PLURAL)
+            if settings.namespace else custom.list_cluster_custom_object(GROUP, VERSION, PLURAL))
+        for item in listed.get("items", []):
+            manager.on_event("SYNC", item)
+    results = manager.tick_all_once()
+    manager.stop()
+    return 0 if all(r.error is None for r in results.values()) else 1

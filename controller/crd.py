@@ -1,0 +1,139 @@
+"""WorkerPool plumbing: list + watch the custom resources, and write their status.
+
+The watcher hands raw objects to a callback (the manager turns them into pools);
+a 410 Gone or a broken stream re-lists, so nothing is missed across expiries.
+The status writer patches the status subresource only when something a reader
+cares about changed, and at most once per `min_interval` per pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+from controller.pool import GROUP, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+
+PoolEvent = Callable[[str, Mapping[str, Any]], None]  # (ADDED|MODIFIED|DELETED|SYNC, object)
+
+
+class WorkerPoolWatcher:
+    """Streams WorkerPool changes (one namespace, or all when `namespace` is empty)."""
+
+    def __init__(self, api: client.CustomObjectsApi, namespace: str,
+                 on_event: PoolEvent) -> None:
+        self.api, self.namespace, self.on_event = api, namespace, on_event
+        self._stop = threading.Event()
+        self._watch: watch.Watch | None = None
+        self.synced = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="watch-workerpools")
+
+    def start(self) -> WorkerPoolWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.stop()  # type: ignore[no-untyped-call]
+
+    def _list_func(self) -> Callable[..., Any]:
+        if self.namespace:
+            def namespaced(**kwargs: Any) -> Any:
+                return self.api.list_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL, **kwargs)
+            return namespaced
+
+        def cluster(**kwargs: Any) -> Any:
+            return self.api.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs)
+        return cluster
+
+    def _run(self) -> None:
+        list_func = self._list_func()
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                listed = list_func(_request_timeout=10)
+                version = listed["metadata"]["resourceVersion"]
+                for item in listed.get("items", []):
+                    self.on_event("SYNC", item)
+                self.on_event("RESYNCED", {"items": listed.get("items", [])})
+                self.synced.set()
+                self._watch = watch.Watch()  # type: ignore[no-untyped-call]
+                for event in self._watch.stream(  # type: ignore[no-untyped-call]
+                        list_func, resource_version=version,
+                        timeout_seconds=300, _request_timeout=330):
+                    if self._stop.is_set():
+                        return
+                    if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                        self.on_event(event["type"], event["object"])
+                delay = 0.5
+            except ApiException as exc:
+                if exc.status != 410:
+                    log.warning("workerpool watch failed: %s %s", exc.status, exc.reason)
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, 30.0)
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                log.warning("workerpool watch broke: %s", exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class StatusWriter:
+    """Writes one WorkerPool's status subresource, only on change and rate-limited."""
+
+    def __init__(self, api: client.CustomObjectsApi, namespace: str, name: str,
+                 min_interval: float = 1.0) -> None:
+        self.api, self.namespace, self.name = api, namespace, name
+        self.min_interval = min_interval
+        self._written: dict[str, Any] | None = None
+        self._conditions: dict[str, dict[str, str]] = {}
+        self._last_write = 0.0
+
+    def condition(self, kind: str, ok: bool, reason: str, message: str = "") -> None:
+        """Set a condition; its lastTransitionTime moves only when the status flips."""
+        status = "True" if ok else "False"
+        previous = self._conditions.get(kind)
+        since = previous["lastTransitionTime"] if previous and previous["status"] == status \
+            else _now()
+        self._conditions[kind] = {"type": kind, "status": status, "reason": reason,
+                                  "message": message[:512], "lastTransitionTime": since}
+
+    def write(self, fields: Mapping[str, Any], *, force: bool = False) -> bool:
+        """Patch status with `fields` + conditions if changed; returns whether it patched."""
+        status = dict(fields)
+        status["conditions"] = [self._conditions[k] for k in sorted(self._conditions)]
+        if status == self._written:
+            return False
+        if not force and time.monotonic() - self._last_write < self.min_interval:
+            return False
+        try:
+            self.api.patch_namespaced_custom_object_status(
+                GROUP, VERSION, self.namespace, PLURAL, self.name, {"status": status},
+                _request_timeout=5)
+        except ApiException as exc:
+            if exc.status == 404:  # the pool was deleted meanwhile
+                return False
+            log.warning("status of %s/%s not written: %s %s", self.namespace, self.name,
+                        exc.status, exc.reason)
+            return False
+        except Exception as exc:
+            log.warning("status of %s/%s not written: %s", self.namespace, self.name, exc)
+            return False
+        self._written = status
+        self._last_write = time.monotonic()
+        return True

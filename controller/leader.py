@@ -1,0 +1,167 @@
+"""Leader election on a coordination.k8s.io/v1 Lease: one controller replica acts.
+
+The holder renews every `renew_seconds`; a standby takes over once it has seen
+the lease unchanged for `duration_seconds` (judged by its own clock, so skew
+between nodes does not matter), or at once when the holder released it. A leader
+that cannot renew before `renew_deadline` steps down immediately, and a leader
+told it lost the lease (another holder) stops at once. Release on shutdown
+empties the holder so a standby need not wait out the lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+log = logging.getLogger(__name__)
+
+
+def _now_micro() -> datetime:
+    return _micro(datetime.now(UTC))
+
+
+def _micro(moment: datetime) -> datetime:
+    """A time the API server parses as MicroTime: isoformat() drops a zero microsecond,
+    which the server's fixed-width layout rejects, so never send exactly .000000."""
+    return moment.replace(microsecond=moment.microsecond or 1)
+
+
+class LeaderElector:
+    """Acquires and renews one Lease in a background thread; `is_leader()` says who acts."""
+
+    def __init__(self, api: client.CoordinationV1Api, *, name: str, namespace: str,
+                 identity: str, duration_seconds: float = 15.0, renew_seconds: float = 5.0,
+                 on_change: Callable[[bool], None] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.api, self.name, self.namespace = api, name, namespace
+        self.identity = identity
+        self.duration = duration_seconds
+        self.renew = renew_seconds
+        # Step down if renewals keep failing for this long, well before others may take over.
+        self.renew_deadline = max(renew_seconds, duration_seconds * 2 / 3)
+        self._on_change = on_change
+        self._clock = monotonic
+        self._leader = threading.Event()
+        self._stop = threading.Event()
+        self._last_renew = 0.0
+        self._observed: tuple[str, str] | None = None  # (holder, renewTime) last seen
+        self._observed_at = 0.0
+        self._thread = threading.Thread(target=self._run, daemon=True, name="leader-election")
+
+    def is_leader(self) -> bool:
+        if self._leader.is_set() and self._clock() - self._last_renew > self.renew_deadline:
+            self._set_leader(False, "renew deadline passed")
+        return self._leader.is_set()
+
+    def start(self) -> LeaderElector:
+        self._thread.start()
+        return self
+
+    def stop(self, release: bool = True) -> None:
+        """Stop campaigning; release the lease if held so a standby takes over at once."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        was_leader = self._leader.is_set()
+        self._set_leader(False, "shutting down")
+        if release and was_leader:
+            self.release()
+
+    def _set_leader(self, leader: bool, why: str) -> None:
+        if leader == self._leader.is_set():
+            return
+        if leader:
+            self._leader.set()
+        else:
+            self._leader.clear()
+        log.info("leader=%s identity=%s lease=%s/%s reason=%r", leader, self.identity,
+                 self.namespace, self.name, why)
+        if self._on_change is not None:
+            self._on_change(leader)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.try_acquire_or_renew()
+            except Exception as exc:
+                log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
+            self.is_leader()  # applies the renew deadline
+            wait = self.renew if self._leader.is_set() else min(self.renew, 2.0)
+            self._stop.wait(wait)
+
+    def try_acquire_or_renew(self) -> bool:
+        """One round of the election; returns whether this replica now holds the lease."""
+        now = _now_micro()
+        try:
+            lease = self.api.read_namespaced_lease(self.name, self.namespace, _request_timeout=5)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            body = client.V1Lease(
+                metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
+                spec=self._spec(now, acquired=now, transitions=0))
+            try:
+                self.api.create_namespaced_lease(self.namespace, body, _request_timeout=5)
+            except ApiException as create_exc:
+                if create_exc.status == 409:
+                    return False
+                raise
+            self._won()
+            return True
+        spec = lease.spec or client.V1LeaseSpec()
+        holder = spec.holder_identity or ""
+        record = (holder, str(spec.renew_time))
+        if record != self._observed:
+            self._observed, self._observed_at = record, self._clock()
+        held_by_me = holder == self.identity
+        expired = self._clock() - self._observed_at > float(
+            spec.lease_duration_seconds or self.duration)
+        if holder and not held_by_me and not expired:
+            self._set_leader(False, f"held by {holder}")
+            return False
+        transitions = int(spec.lease_transitions or 0) + (0 if held_by_me else 1)
+        acquired = spec.acquire_time if held_by_me and spec.acquire_time else now
+        lease.spec = self._spec(now, acquired=acquired, transitions=transitions)
+        try:
+            self.api.replace_namespaced_lease(self.name, self.namespace, lease,
+                                              _request_timeout=5)
+        except ApiException as exc:
+            if exc.status == 409:  # someone else wrote first: they lead
+                self._set_leader(False, "lost update race")
+                return False
+            raise
+        self._won()
+        return True
+
+    def _spec(self, now: datetime, *, acquired: datetime,
+              transitions: int) -> client.V1LeaseSpec:
+        return client.V1LeaseSpec(
+            holder_identity=self.identity,
+            lease_duration_seconds=max(1, round(self.duration)),
+            acquire_time=_micro(acquired), renew_time=now, lease_transitions=transitions)
+
+    def _won(self) -> None:
+        self._last_renew = self._clock()
+        self._set_leader(True, "acquired lease")
+
+    def release(self) -> None:
+        """Empty the holder if it is still us (best effort)."""
+        try:
+            lease = self.api.read_namespaced_lease(self.name, self.namespace, _request_timeout=5)
+            if lease.spec is None or lease.spec.holder_identity != self.identity:
+                return
+            lease.spec.holder_identity = None
+            lease.spec.lease_duration_seconds = 1
+            lease.spec.renew_time = _now_micro()
+            if lease.spec.acquire_time is not None:
+                lease.spec.acquire_time = _micro(lease.spec.acquire_time)
+            self.api.replace_namespaced_lease(self.name, self.namespace, lease,
+                                              _request_timeout=5)
+            log.info("released lease %s/%s", self.namespace, self.name)
+        except Exception as exc:
+            log.warning("releasing lease %s/%s failed: %s", self.namespace, self.name, exc)

@@ -1,0 +1,226 @@
+"""Runs one loop per pool: pools come from WorkerPool resources or from the environment.
+
+Each pool gets its own thread ticking every `pollIntervalSeconds`, so a slow
+broker or API call in one pool never delays another. A WorkerPool edit replaces
+the pool's spec in place (next tick uses it); a deleted pool's loop stops. A
+spec that cannot be acted on yields a Warning event and a Ready=False condition.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kubernetes import client
+
+from controller.actuator import Actuator
+from controller.crd import StatusWriter, WorkerPoolWatcher
+from controller.events import EventRecorder, Involved
+from controller.loop import LoopDeps, PoolLoop, TickResult
+from controller.pool import KIND, PoolSpec, SpecError, pool_from_workerpool
+from controller.sources import BrokerDepthSource, MetricReadError
+
+log = logging.getLogger(__name__)
+
+
+def secret_broker_url(core: client.CoreV1Api, spec: PoolSpec) -> str:
+    """The broker URL a pool names: inline, or read from its Secret on each (re)connect."""
+    if spec.broker_url:
+        return spec.broker_url
+    ref = spec.broker_secret
+    if ref is None:
+        raise MetricReadError("no broker url or secretRef")
+    try:
+        secret = core.read_namespaced_secret(ref.name, spec.namespace, _request_timeout=5)
+    except client.ApiException as exc:
+        raise MetricReadError(
+            f"broker secret {spec.namespace}/{ref.name}: {exc.status} {exc.reason}") from exc
+    data = (secret.data or {}).get(ref.key)
+    if data is None:
+        raise MetricReadError(f"broker secret {spec.namespace}/{ref.name} has no key {ref.key!r}")
+    return base64.b64decode(data).decode().strip()
+
+
+class LazySecretSource:
+    """A broker depth source whose URL is resolved from the Secret on first use."""
+
+    def __init__(self, resolve: Callable[[], str], queues: tuple[str, ...]) -> None:
+        self._resolve = resolve
+        self._queues = queues
+        self._inner: BrokerDepthSource | None = None
+
+    def sample(self) -> Any:
+        if self._inner is None:
+            self._inner = BrokerDepthSource(self._resolve(), self._queues)
+        try:
+            return self._inner.sample()
+        except MetricReadError:
+            self._inner.close()
+            self._inner = None  # re-read the Secret next time: it may have been rotated
+            raise
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
+
+
+class PoolRunner:
+    """A thread ticking one PoolLoop at its poll interval until stopped."""
+
+    def __init__(self, loop: PoolLoop, stop: threading.Event) -> None:
+        self.loop = loop
+        self._stop = threading.Event()
+        self._global_stop = stop
+        self.thread = threading.Thread(target=self._run, daemon=True,
+                                       name=f"pool-{loop.spec.key}")
+
+    def _run(self) -> None:
+        clock = self.loop.deps.clock
+        while not (self._stop.is_set() or self._global_stop.is_set()):
+            started = clock()
+            try:
+                self.loop.tick()
+            except Exception:
+                log.exception("pool=%s tick failed", self.loop.spec.key)
+            wait = self.loop.spec.poll_interval_seconds - (clock() - started)
+            self._stop.wait(max(0.05, wait))
+        self.loop.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class PoolManager:
+    """Owns the pool loops and keeps them in line with the declared pools."""
+
+    def __init__(self, deps: LoopDeps, *, custom: client.CustomObjectsApi | None,
+                 namespace: str, events: EventRecorder | None, background: bool = True) -> None:
+        self.deps = deps
+        self.background = background
+        self.custom = custom
+        self.namespace = namespace
+        self.events = events
+        self.stop_event = threading.Event()
+        self._runners: dict[str, PoolRunner] = {}
+        self._bad: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._watcher: WorkerPoolWatcher | None = None
+
+    def start_watching(self) -> None:
+        assert self.custom is not None
+        self._watcher = WorkerPoolWatcher(self.custom, self.namespace, self.on_event).start()
+
+    def add_static(self, spec: PoolSpec) -> None:
+        self._upsert(spec)
+
+    def on_event(self, kind: str, obj: Mapping[str, Any]) -> None:
+        """Apply one WorkerPool change from the watch."""
+        if kind == "RESYNCED":
+            keep = {f"{(o.get('metadata') or {}).get('namespace')}/"
+                    f"{(o.get('metadata') or {}).get('name')}" for o in obj.get("items", [])}
+            for key in set(self._runners) - keep:
+                self._remove(key)
+            return
+        meta = obj.get("metadata") or {}
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        if kind == "DELETED":
+            self._remove(key)
+            return
+        try:
+            spec = pool_from_workerpool(obj)
+        except (SpecError, ValueError) as exc:
+            self._reject(key, meta, str(exc))
+            return
+        self._bad.pop(key, None)
+        self._upsert(spec)
+
+    def _reject(self, key: str, meta: Mapping[str, Any], reason: str) -> None:
+        self._remove(key)
+        if self._bad.get(key) == reason:
+            return
+        self._bad[key] = reason
+        log.warning("pool=%s invalid spec: %s", key, reason)
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        if self.events and not self.deps.dry_run and self.deps.is_leader():
+            self.events.emit(Involved(KIND, namespace, name, str(meta.get("uid") or "")),
+                             "Warning", "InvalidSpec", reason)
+        if self.deps.make_status and not self.deps.dry_run and self.deps.is_leader():
+            writer = StatusWriter(self.custom, namespace, name) if self.custom else None
+            if writer is not None:
+                writer.condition("Ready", False, "InvalidSpec", reason)
+                writer.write({"lastDecisionReason": "error:invalid-spec",
+                              "observedGeneration": int(meta.get("generation") or 0)})
+
+    def _upsert(self, spec: PoolSpec) -> None:
+        with self._lock:
+            runner = self._runners.get(spec.key)
+            if runner is not None:
+                runner.loop.update(spec)
+                return
+            runner = PoolRunner(PoolLoop(spec, self.deps), self.stop_event)
+            self._runners[spec.key] = runner
+        log.info("pool=%s started (deployment=%s queues=%s)", spec.key, spec.deployment,
+                 ",".join(spec.queues))
+        if self.background:
+            runner.thread.start()
+
+    def _remove(self, key: str) -> None:
+        with self._lock:
+            runner = self._runners.pop(key, None)
+        if runner is not None:
+            runner.stop()
+            namespace, _, name = key.partition("/")
+            self.deps.metrics.forget(namespace, name)
+            log.info("pool=%s stopped", key)
+
+    def pools(self) -> list[PoolLoop]:
+        with self._lock:
+            return [r.loop for r in self._runners.values()]
+
+    def tick_all_once(self) -> dict[str, TickResult]:
+        """One tick of every pool, in this thread (for `run --once`)."""
+        return {loop.spec.key: loop.tick() for loop in self.pools()}
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self._watcher is not None:
+            self._watcher.stop()
+        with self._lock:
+            runners = list(self._runners.values())
+        for runner in runners:
+            runner.stop()
+        for runner in runners:
+            if runner.thread.is_alive():
+                runner.thread.join(timeout=5)
+            elif not self.background:
+                runner.loop.close()
+
+
+def make_deps(api: client.ApiClient, *, pod_reader: Any, events: EventRecorder | None,
+              metrics: Any, is_leader: Callable[[], bool], dry_run: bool, log_format: str,
+              status_interval: float) -> LoopDeps:
+    """Wire the per-pool factories to one shared API client."""
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
+
+    def make_source(spec: PoolSpec) -> Any:
+        if spec.broker_url:
+            return BrokerDepthSource(spec.broker_url, spec.queues)
+        return LazySecretSource(lambda: secret_broker_url(core, spec), spec.queues)
+
+    def make_actuator(spec: PoolSpec) -> Actuator:
+        return Actuator(apps, core, spec.namespace, spec.deployment)
+
+    def make_status(spec: PoolSpec) -> StatusWriter | None:
+        if not spec.from_crd:
+            return None
+        return StatusWriter(custom, spec.namespace, spec.name, min_interval=status_interval)
+
+    return LoopDeps(make_source=make_source, make_actuator=make_actuator,
+                    pod_reader=pod_reader, events=events,
+                    make_status=make_status,
+                    metrics=metrics, is_leader=is_leader, dry_run=dry_run,
+                    log_format=log_format)

@@ -1,0 +1,155 @@
+"""Controller settings, parsed once from the environment (prefix QSCALE_CONTROLLER_).
+
+Two ways to name the pools to scale: `pool_source=workerpools` (default) watches
+WorkerPool resources; `pool_source=env` scales the one Deployment described by the
+QSCALE_CONTROLLER_* variables below, for the smallest setups without the CRD.
+`load_settings()` turns any problem into a one-line ConfigError naming the variable.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from worker.errors import ConfigError
+
+ENV_PREFIX = "QSCALE_CONTROLLER_"
+_BROKER_SCHEMES = ("redis", "rediss", "unix", "amqp", "amqps", "pyamqp")
+
+
+class ControllerSettings(BaseSettings):
+    """Everything the controller reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    pool_source: Literal["workerpools", "env"] = "workerpools"
+    # WorkerPool mode: "" watches all namespaces. Env mode: the Deployment's namespace.
+    namespace: str = ""
+    dry_run: bool = False
+
+    # -- single-pool (env) mode --
+    pool_name: str = "default"
+    broker_url: str = ""
+    queues: Annotated[tuple[str, ...], NoDecode] = ("default",)
+    deployment: str = ""
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 1
+    mode: Literal["queue", "latency"] = "queue"
+    min_replicas: Annotated[int, Field(ge=0)] = 1
+    max_replicas: Annotated[int, Field(ge=1)] = 10
+    target_per_slot: Annotated[float, Field(gt=0)] = 1.0
+    target_wait_seconds: Annotated[float, Field(gt=0)] = 10.0
+    activation_threshold: Annotated[int, Field(ge=0)] = 0
+    tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    max_step_up: Annotated[int | None, Field(ge=1)] = None
+    scale_down_window_seconds: Annotated[float, Field(ge=0)] = 30.0
+    scale_down_step: Annotated[int | None, Field(ge=1)] = None
+    cooldown_seconds: Annotated[float, Field(ge=0)] = 60.0
+    poll_interval_seconds: Annotated[float, Field(ge=0.1, le=300)] = 1.0
+    on_error: Literal["hold", "fallback"] = "hold"
+    fallback_replicas: Annotated[int | None, Field(ge=1)] = None
+    drain_deadline_seconds: Annotated[float, Field(ge=0)] = 900.0
+    pod_state_port: Annotated[int, Field(ge=0, le=65535)] = 8080  # 0: pods serve no /state
+
+    # -- how pods' /state is read --
+    pod_state_access: Literal["direct", "apiserver-proxy"] = "direct"
+    pod_state_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 0.5
+
+    # -- leader election on a coordination.k8s.io Lease --
+    leader_election: bool = True
+    lease_name: str = "qscale-controller"
+    lease_namespace: str = "default"
+    lease_duration_seconds: Annotated[float, Field(ge=1, le=600)] = 15.0
+    lease_renew_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
+    identity: str = Field(default_factory=socket.gethostname)
+
+    # -- plumbing --
+    status_min_interval_seconds: Annotated[float, Field(ge=0)] = 1.0
+    http_host: str = "0.0.0.0"
+    http_port: Annotated[int, Field(ge=0, le=65535)] = 8081
+    log_level: str = "INFO"
+    log_format: Literal["kv", "json"] = "kv"
+
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("queues")
+    @classmethod
+    def _queues_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one queue is required")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, value: str) -> str:
+        if value:
+            check_broker_url(value)
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ControllerSettings:
+        if self.lease_renew_seconds >= self.lease_duration_seconds:
+            raise _FieldError("lease_renew_seconds", "must be shorter than the lease duration")
+        if self.pool_source == "env":
+            if not self.broker_url:
+                raise _FieldError("broker_url", "required when pool_source=env")
+            if not self.deployment:
+                raise _FieldError("deployment", "required when pool_source=env")
+        if self.min_replicas > self.max_replicas:
+            raise _FieldError("min_replicas", "must not exceed max_replicas")
+        if self.on_error == "fallback" and self.fallback_replicas is None:
+            raise _FieldError("fallback_replicas", "required when on_error=fallback")
+        return self
+
+    @property
+    def env_namespace(self) -> str:
+        """The namespace of the single env-mode pool."""
+        return self.namespace or "default"
+
+
+class _FieldError(ValueError):
+    """A cross-field problem attributed to one variable."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+def check_broker_url(value: str) -> None:
+    """Raise ValueError unless `value` is a broker URL the worker's brokers accept."""
+    parts = urlsplit(value)
+    if parts.scheme not in _BROKER_SCHEMES:
+        raise ValueError(f"scheme must be redis:// or amqp://, got {value!r}")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError(f"no host in {value!r}")
+
+
+def load_settings(**overrides: object) -> ControllerSettings:
+    """Parse the environment (plus explicit overrides) or raise a one-line ConfigError."""
+    try:
+        return ControllerSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        cause = (first.get("ctx") or {}).get("error")
+        if isinstance(cause, _FieldError):
+            raise ConfigError(f"{ENV_PREFIX}{cause.field.upper()}: {cause.reason}") from None
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        reason = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{ENV_PREFIX}{field.upper()}: {reason}") from None
