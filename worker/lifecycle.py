@@ -1,0 +1,65 @@
+"""Start-up and wiring of a worker process: tasks, metrics, HTTP, broker link, supervisor.
+
+Configuration problems found here (a task module that does not import, a port
+that cannot be bound) end the process with exit code 2 and a one-line reason;
+a broker that is down is not one of them: the worker starts, reports not-ready
+and keeps reconnecting.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from worker import executor, registry
+from worker.cli import fail
+from worker.errors import ConfigError
+from worker.http import WorkerHTTPServer
+from worker.link import BrokerLink
+from worker.metrics import setup_metrics
+from worker.settings import WorkerSettings
+from worker.state import RuntimeState
+from worker.supervisor import Hooks, Supervisor
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: WorkerSettings) -> int:
+    """Run until SIGTERM/SIGINT and a finished drain; returns the process exit code."""
+    # Order matters: metrics first (points prometheus-client at the multiprocess
+    # directory before a task module may import it), and task modules before the
+    # first fork so every child has the same registry.
+    metrics = setup_metrics()
+    try:
+        registry.import_task_modules(settings.imports)
+    except ConfigError as exc:
+        return fail(str(exc))
+    state = RuntimeState(settings.pod_name, settings.concurrency)
+    try:
+        http = WorkerHTTPServer(settings.http_host, settings.http_port, state, metrics,
+                                max_stall=max(60.0, 3 * settings.lease_seconds))
+    except OSError as exc:
+        return fail(f"QSCALE_HTTP_PORT: cannot listen on "
+                    f"{settings.http_host}:{settings.http_port}: {exc.strerror or exc}")
+    hooks = Hooks(executor_factory=executor.Executor,
+                  outcome_for_lost=executor.outcome_for_lost,
+                  hard_limit_for=executor.hard_time_limit_for if _limits_possible(settings)
+                  else None)
+    prefetch = settings.concurrency * 32 + settings.prefetch
+    link = BrokerLink(settings, consumer_id=f"{settings.pod_name}-{os.getpid()}",
+                      prefetch=prefetch)
+    supervisor = Supervisor(settings, hooks, link, state, metrics)
+    supervisor.install_signals()
+    http.start()
+    try:
+        return supervisor.run()
+    finally:
+        http.stop()
+
+
+def _limits_possible(settings: WorkerSettings) -> bool:
+    """Whether any message can have a hard limit; if not, skip the per-message lookup."""
+    if settings.hard_time_limit > 0:
+        return True
+    return any((spec := registry.lookup(name)) is not None and spec.hard_time_limit
+               for name in registry.registered_names())

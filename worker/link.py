@@ -1,0 +1,200 @@
+"""The supervisor's single broker connection: claims, heartbeats and settlements.
+
+Broker trouble never raises out of here: the link marks itself disconnected,
+keeps unsettled work for later, and probes the broker with back-off. Acks are
+batched (one broker call per batch); follow-ups of an outcome are published
+before it is settled, and never twice for the same outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from worker.brokers import Broker, Delivery, open_broker
+from worker.outcome import Outcome, Settle
+from worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+ACK_BATCH = 64           # flush acks once this many are waiting...
+ACK_MAX_AGE = 0.01       # ...or the oldest has waited this long (seconds)
+MAX_SETTLE_TRIES = 20    # then give up: the claim expires and the message runs again
+BACKOFF_MIN, BACKOFF_MAX = 0.25, 10.0
+
+Opener = Callable[..., Broker]
+
+
+@dataclass
+class _Pending:
+    delivery: Delivery
+    outcome: Outcome
+    follow_ups_sent: bool = False
+    tries: int = 0
+
+
+class BrokerLink:
+    """Owns the Broker object; every method is safe to call while the broker is down."""
+
+    def __init__(self, settings: WorkerSettings, consumer_id: str, prefetch: int,
+                 opener: Opener = open_broker) -> None:
+        self.settings = settings
+        self.consumer_id = consumer_id
+        self.prefetch = prefetch
+        self._opener = opener
+        self.broker: Broker | None = None
+        self.connected = False
+        self._retry_at = 0.0
+        self._backoff = BACKOFF_MIN
+        self._heartbeat_every = settings.lease_seconds / 3
+        self._next_heartbeat = 0.0
+        self._acks: list[Delivery] = []
+        self._acks_since = 0.0
+        self._requeues: list[Delivery] = []
+        self._settles: list[_Pending] = []
+
+    @property
+    def unsettled(self) -> int:
+        return len(self._acks) + len(self._requeues) + len(self._settles)
+
+    # -- connection --
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        if self.connected:
+            log.warning("broker %s failed, reconnecting: %s", what, exc)
+        self.connected = False
+        now = time.monotonic()
+        self._retry_at = now + self._backoff
+        self._backoff = min(BACKOFF_MAX, self._backoff * 2)
+
+    def maintain(self, now: float) -> None:
+        """Connect or probe when due; heartbeat every lease/3 while connected."""
+        if not self.connected:
+            if now < self._retry_at:
+                return
+            try:
+                if self.broker is None:
+                    self.broker = self._opener(
+                        self.settings.broker_url, consumer_id=self.consumer_id,
+                        lease_seconds=self.settings.lease_seconds, prefetch=self.prefetch)
+                self.broker.heartbeat()
+            except Exception as exc:
+                self._failed("connect", exc)
+                return
+            log.info("broker connected url=%s", _redact(self.settings.broker_url))
+            self.connected = True
+            self._backoff = BACKOFF_MIN
+            self._next_heartbeat = now + self._heartbeat_every
+            return
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self._heartbeat_every
+            self._call("heartbeat", lambda b: b.heartbeat())
+
+    def _call(self, what: str, op: Callable[[Broker], object]) -> bool:
+        if not self.connected or self.broker is None:
+            return False
+        try:
+            op(self.broker)
+        except Exception as exc:
+            self._failed(what, exc)
+            return False
+        return True
+
+    def seconds_to_heartbeat(self, now: float) -> float:
+        return max(0.0, self._next_heartbeat - now) if self.connected else \
+            max(0.0, self._retry_at - now)
+
+    # -- claiming --
+
+    def claim(self, queues: Sequence[str], count: int, timeout: float) -> list[Delivery]:
+        got: list[Delivery] = []
+
+        def op(broker: Broker) -> None:
+            got.extend(broker.claim(queues, count, timeout))
+
+        self._call("claim", op)
+        return got
+
+    # -- settling --
+
+    def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+        """Queue the outcome's broker work; `flush()` performs it."""
+        if outcome.settle is Settle.ACK and not outcome.follow_ups:
+            if not self._acks:
+                self._acks_since = time.monotonic()
+            self._acks.append(delivery)
+        elif outcome.settle is Settle.REQUEUE:
+            self._requeues.append(delivery)
+        else:
+            self._settles.append(_Pending(delivery, outcome))
+
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        self._requeues.extend(deliveries)
+
+    def flush(self, now: float, force: bool = False) -> None:
+        """Send settlements: all non-acks now, acks when the batch is full or old."""
+        if not self.connected:
+            return
+        while self._settles:
+            item = self._settles[0]
+            if not self._settle_one(item):
+                item.tries += 1
+                if item.tries >= MAX_SETTLE_TRIES:
+                    log.error("giving up settling %s of task %s; it will run again",
+                              item.outcome.settle.value, item.outcome.task_id)
+                    self._settles.pop(0)
+                return
+            self._settles.pop(0)
+        if self._requeues:
+            batch = self._requeues
+            if self._call("requeue", lambda b: b.requeue(batch)):
+                self._requeues = []
+        if self._acks and (force or len(self._acks) >= ACK_BATCH
+                           or now - self._acks_since >= ACK_MAX_AGE):
+            acks = self._acks
+            if self._call("ack", lambda b: b.ack(acks)):
+                self._acks = []
+
+    def _settle_one(self, item: _Pending) -> bool:
+        outcome, delivery = item.outcome, item.delivery
+        if not item.follow_ups_sent:
+            def publish(broker: Broker) -> None:
+                for f in outcome.follow_ups:
+                    broker.publish(f.queue, f.body, delay=f.delay, priority=f.priority)
+            if outcome.follow_ups and not self._call("publish follow-ups", publish):
+                return False
+            item.follow_ups_sent = True
+        if outcome.settle is Settle.ACK:
+            if not self._acks:
+                self._acks_since = time.monotonic()
+            self._acks.append(delivery)
+            return True
+        if outcome.settle is Settle.RETRY and outcome.retry_body is not None:
+            body = outcome.retry_body
+            return self._call("retry", lambda b: b.retry_later(delivery, body,
+                                                                outcome.retry_delay))
+        if outcome.settle is Settle.RETRY:  # no new body: give it back unchanged
+            return self._call("requeue", lambda b: b.requeue([delivery]))
+        return self._call("dead-letter", lambda b: b.dead_letter(
+            delivery, outcome.reason or outcome.status, outcome.detail))
+
+    def close(self) -> None:
+        if self.broker is not None:
+            try:
+                self.broker.close()
+            except Exception as exc:
+                log.warning("broker close failed: %s", exc)
+            self.broker = None
+        self.connected = False
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for logs."""
+    head, sep, tail = url.partition("@")
+    if not sep or "://" not in head:
+        return url
+    scheme, _, creds = head.partition("://")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{tail}"

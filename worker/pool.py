@@ -1,0 +1,184 @@
+"""The pool of child processes: spawning, job bookkeeping, dispatch and reaping.
+
+The supervisor owns one Pool. Each child has a FIFO of jobs sent to it; the
+head is the job it is running (the next one starts when the head's result
+arrives, which is when the pool stamps its start time for the hard limit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+
+from worker.brokers.base import Delivery
+from worker.child import CANCEL, STOP, ExecutorFactory, child_main
+from worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+_FORK = multiprocessing.get_context("fork")
+
+
+@dataclass
+class Job:
+    """One claimed delivery on its way through a child."""
+
+    seq: int
+    delivery: Delivery
+    hard_limit: float | None
+    started: float = 0.0  # monotonic; set when it becomes the head of a child's FIFO
+
+
+@dataclass(eq=False)  # identity semantics: children are compared as objects
+class Child:
+    slot: int
+    process: BaseProcess
+    conn: Connection
+    born: float
+    jobs: deque[Job] = field(default_factory=deque)
+    done: int = 0
+    retire_cause: str | None = None   # set when it should be replaced (max_tasks, max_rss)
+    retiring: bool = False            # no new work; STOP sent once idle
+    stop_sent: bool = False
+    kill_cause: str | None = None     # set when the supervisor SIGKILLed it
+    overdue_seq: int | None = None    # the job that ran past its hard limit
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid or 0
+
+    @property
+    def accepting(self) -> bool:
+        return not (self.retiring or self.stop_sent or self.kill_cause)
+
+    def describe_exit(self) -> str:
+        code = self.process.exitcode
+        if code is None:
+            return "still running"
+        if code < 0:
+            try:
+                return f"killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exited with code {code}"
+
+
+class Pool:
+    """Children indexed by slot (0..concurrency-1); at most one child per slot."""
+
+    def __init__(self, settings: WorkerSettings, executor_factory: ExecutorFactory) -> None:
+        self.settings = settings
+        self.executor_factory = executor_factory
+        self.children: dict[int, Child] = {}
+        self._quick_deaths: dict[int, int] = {}
+        self._respawn_at: dict[int, float] = {}
+
+    # -- lifecycle --
+
+    def spawn(self, slot: int) -> Child:
+        parent_end, child_end = _FORK.Pipe(duplex=True)
+        process = _FORK.Process(
+            target=child_main, name=f"qscale-child-{slot}", daemon=False,
+            args=(child_end, self.settings, os.getpid(), self.executor_factory))
+        process.start()
+        child_end.close()
+        child = Child(slot=slot, process=process, conn=parent_end, born=time.monotonic())
+        self.children[slot] = child
+        log.debug("child started slot=%d pid=%d", slot, child.pid)
+        return child
+
+    def fill(self, now: float) -> list[Child]:
+        """Start children for empty slots whose respawn back-off has passed."""
+        started = []
+        for slot in range(self.settings.concurrency):
+            if slot not in self.children and self._respawn_at.get(slot, 0.0) <= now:
+                started.append(self.spawn(slot))
+        return started
+
+    def forget(self, child: Child, now: float) -> None:
+        """Remove a dead child; back off respawning a slot whose children die young."""
+        self.children.pop(child.slot, None)
+        child.conn.close()
+        child.process.join(timeout=0)
+        died_young = now - child.born < 1.0 and child.done == 0 and not child.stop_sent
+        if died_young and child.kill_cause is None:
+            count = self._quick_deaths.get(child.slot, 0) + 1
+            self._quick_deaths[child.slot] = count
+            self._respawn_at[child.slot] = now + min(10.0, 0.25 * 2 ** count)
+        else:
+            self._quick_deaths.pop(child.slot, None)
+            self._respawn_at.pop(child.slot, None)
+
+    def kill(self, child: Child, cause: str) -> None:
+        child.kill_cause = child.kill_cause or cause
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signal.SIGKILL)
+
+    def stop_when_idle(self, child: Child) -> None:
+        if not child.stop_sent and not child.jobs:
+            child.stop_sent = True
+            with contextlib.suppress(OSError):  # dying anyway: the sentinel will tell
+                child.conn.send(STOP)
+
+    def cancel_queued(self) -> None:
+        """Ask every child with jobs queued behind its current one to drop them."""
+        for child in self.children.values():
+            if len(child.jobs) > 1 and not child.kill_cause:
+                with contextlib.suppress(OSError):
+                    child.conn.send(CANCEL)
+
+    # -- work --
+
+    def dispatch(self, pending: deque[Job], per_child: int, now: float) -> None:
+        """Spread pending jobs over accepting children, least loaded first."""
+        eligible = sorted((c for c in self.children.values() if c.accepting),
+                          key=lambda c: len(c.jobs))
+        if not eligible or not pending:
+            return
+        batches: dict[int, list[Job]] = {}
+        for level in range(per_child):
+            for child in eligible:
+                if not pending:
+                    break
+                if len(child.jobs) + len(batches.get(child.slot, ())) <= level:
+                    batches.setdefault(child.slot, []).append(pending.popleft())
+        for slot, jobs in batches.items():
+            child = self.children[slot]
+            if not child.jobs:
+                jobs[0].started = now
+            child.jobs.extend(jobs)
+            with contextlib.suppress(OSError):  # died meanwhile: recovered when reaped
+                child.conn.send([(job.seq, job.delivery.body) for job in jobs])
+
+    def by_waitable(self) -> dict[Connection | int, Child]:
+        """Each child's pipe and process sentinel, for `multiprocessing.connection.wait`."""
+        out: dict[Connection | int, Child] = {}
+        for child in self.children.values():
+            out[child.conn] = child
+            out[child.process.sentinel] = child
+        return out
+
+    def busy(self) -> int:
+        return sum(1 for c in self.children.values() if c.jobs)
+
+    def queued_jobs(self) -> int:
+        return sum(len(c.jobs) for c in self.children.values())
+
+    def pids(self) -> tuple[int, ...]:
+        return tuple(c.pid for c in self.children.values())
+
+    def overdue(self, now: float) -> Iterable[tuple[Child, Job]]:
+        for child in self.children.values():
+            head = child.jobs[0] if child.jobs else None
+            if head is not None and head.hard_limit and not child.kill_cause \
+                    and now - head.started > head.hard_limit:
+                yield child, head

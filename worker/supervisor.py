@@ -1,0 +1,397 @@
+"""The supervisor: one broker connection, N forked children, and the loop joining them.
+
+One thread does all the work (claim, dispatch, collect, settle, enforce limits),
+so no state is shared under locks; the HTTP thread only reads `RuntimeState`.
+A message is removed from the broker only after its Outcome is settled: a child
+that dies, is hard-killed or is cut off by shutdown has its message retried
+(via `outcome_for_lost`) or requeued, never dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from types import FrameType
+from typing import Any
+
+from worker.brokers.base import Delivery
+from worker.child import ExecutorFactory
+from worker.link import BrokerLink
+from worker.metrics import WorkerMetrics
+from worker.outcome import Outcome
+from worker.pool import Child, Job, Pool
+from worker.settings import WorkerSettings
+from worker.state import RuntimeState
+
+log = logging.getLogger(__name__)
+
+GAUGE_EVERY = 0.5          # seconds between gauge refreshes
+IDLE_CLAIM_WAIT = 0.25     # a claim with nothing in flight blocks this long at most
+MAX_POLL_DELAY = 0.05      # claim polling back-off while partly busy and the queue is empty
+REAP_GRACE = 5.0           # seconds to wait for children to exit at shutdown
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the supervisor needs from the executor layer (injected for testability)."""
+
+    executor_factory: ExecutorFactory
+    outcome_for_lost: Callable[[bytes, str, WorkerSettings], Outcome]
+    hard_limit_for: Callable[[bytes, WorkerSettings], float | None] | None
+
+
+class Supervisor:
+    def __init__(self, settings: WorkerSettings, hooks: Hooks, link: BrokerLink,
+                 state: RuntimeState, metrics: WorkerMetrics) -> None:
+        self.settings = settings
+        self.hooks = hooks
+        self.link = link
+        self.state = state
+        self.metrics = metrics
+        self.pool = Pool(settings, hooks.executor_factory)
+        self.pending: deque[Job] = deque()
+        self._seq = 0
+        self._stop_signals = 0
+        self._deadline: float | None = None
+        self._next_poll = 0.0
+        self._poll_delay = 0.0
+        self._next_gauges = 0.0
+        self._shutting_down = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    # -- signals --
+
+    def install_signals(self) -> None:
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stop_signals += 1
+
+    def request_stop(self) -> None:
+        """Same as SIGTERM (for embedding and tests)."""
+        self._stop_signals += 1
+        os.write(self._wake_w, b"\0")
+
+    # -- sizing --
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.pending) + self.pool.queued_jobs()
+
+    def capacity(self) -> int:
+        """Messages to hold at once: one per child plus a prefetch sized by service time."""
+        n = self.settings.concurrency
+        if self.settings.prefetch:
+            return n + self.settings.prefetch
+        service = self.state.service_time
+        if service is None:
+            return 2 * n
+        if service < 0.002:
+            return 32 * n
+        if service < 0.02:
+            return 8 * n
+        if service < 0.2:
+            return 2 * n
+        return n
+
+    # -- the loop --
+
+    def run(self) -> int:
+        self.pool.fill(time.monotonic())
+        self._publish(time.monotonic(), force_gauges=True)
+        log.info("worker started pod=%s concurrency=%d queues=%s", self.settings.pod_name,
+                 self.settings.concurrency, ",".join(self.settings.queues))
+        while True:
+            now = time.monotonic()
+            self.state.loop_tick = now
+            self._check_stop(now)
+            self.link.maintain(now)
+            if self._deadline is None:
+                self._claim(now)
+            cap = self.capacity()
+            self.pool.dispatch(self.pending, math.ceil(cap / self.settings.concurrency), now)
+            self._collect(self._wait_timeout(now))
+            now = time.monotonic()
+            self._enforce_hard_limits(now)
+            self._recycle()
+            if self._deadline is None:
+                self.pool.fill(now)
+            self.link.flush(now, force=self.in_flight == 0 or self._deadline is not None)
+            self._publish(now)
+            if self._deadline is not None and (self.in_flight == 0 or now >= self._deadline):
+                break
+        self._shutdown()
+        return 0
+
+    def _check_stop(self, now: float) -> None:
+        if not self._stop_signals:
+            return
+        if self._deadline is None:
+            self._deadline = now + self.settings.drain_seconds
+            self.state.draining = True
+            log.info("draining: finishing %d running tasks within %.0fs, requeueing %d "
+                     "unstarted", self.pool.busy(), self.settings.drain_seconds,
+                     self.in_flight - self.pool.busy())
+            self._give_back([self.pending.popleft().delivery for _ in range(len(self.pending))])
+            self.pool.cancel_queued()
+        if self._stop_signals >= 2 and self._deadline > now:
+            log.info("second stop signal: stopping now")
+            self._deadline = now
+
+    def _claim(self, now: float) -> None:
+        if not self.link.connected or self.pending:
+            return
+        cap = self.capacity()
+        in_flight = self.in_flight
+        free = cap - in_flight
+        idle_child = any(c.accepting and not c.jobs for c in self.pool.children.values())
+        if free <= 0 or not (idle_child or free * 2 >= cap):
+            return
+        if in_flight:
+            if now < self._next_poll:
+                return
+            timeout = 0.0
+        else:
+            timeout = min(IDLE_CLAIM_WAIT, self.settings.lease_seconds / 6)
+        deliveries = self.link.claim(self.settings.queues, free, timeout)
+        if deliveries:
+            self._poll_delay = 0.0
+            self._add_jobs(deliveries)
+        else:
+            self._poll_delay = min(MAX_POLL_DELAY, max(0.002, self._poll_delay * 2))
+            self._next_poll = time.monotonic() + self._poll_delay
+
+    def _add_jobs(self, deliveries: list[Delivery]) -> None:
+        limit_for = self.hooks.hard_limit_for
+        for delivery in deliveries:
+            self._seq += 1
+            limit = limit_for(delivery.body, self.settings) if limit_for else None
+            self.pending.append(Job(self._seq, delivery, limit))
+
+    def _wait_timeout(self, now: float) -> float:
+        if self._stop_signals and self._deadline is None:
+            return 0.0
+        timeout = 0.25
+        if self.link.connected and self._deadline is None and not self.pending:
+            if self.in_flight == 0:
+                timeout = 0.0  # the next claim blocks instead
+            elif self.in_flight < self.capacity():
+                timeout = max(0.0, self._next_poll - now)
+        timeout = min(timeout, self.link.seconds_to_heartbeat(now))
+        for child in self.pool.children.values():
+            head = child.jobs[0] if child.jobs else None
+            if head is not None and head.hard_limit:
+                timeout = min(timeout, max(0.0, head.started + head.hard_limit - now))
+        if self._deadline is not None:
+            timeout = min(timeout, max(0.0, self._deadline - now))
+        if self.link.unsettled and self.link.connected:
+            timeout = min(timeout, 0.01)
+        return timeout
+
+    def _collect(self, timeout: float) -> None:
+        """Wait for results or deaths, then process everything that is ready."""
+        owners = self.pool.by_waitable()
+        ready = wait([*owners, self._wake_r], timeout)
+        dead: list[Child] = []
+        for item in ready:
+            if item == self._wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 512)
+                continue
+            child = owners.get(item)  # type: ignore[arg-type]
+            if child is None or child in dead:
+                continue
+            if item is child.conn:
+                if not self._drain_pipe(child):
+                    dead.append(child)
+            elif not child.process.is_alive():
+                dead.append(child)
+        for child in dead:
+            self._reap(child)
+
+    def _drain_pipe(self, child: Child) -> bool:
+        """Handle every message waiting from `child`; False when its pipe is closed."""
+        conn = child.conn
+        try:
+            while conn.poll():
+                self._on_message(child, conn.recv())
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def _on_message(self, child: Child, message: Any) -> None:
+        kind = message[0]
+        now = time.monotonic()
+        if kind == "done":
+            _, seq, outcome, over_rss = message
+            job = child.jobs.popleft()
+            if job.seq != seq:  # protocol invariant; recover rather than mis-settle
+                log.error("child %d reported job %d, expected %d", child.pid, seq, job.seq)
+                child.jobs.appendleft(job)
+                self._drop_job(child, seq)
+                return
+            if child.jobs:
+                child.jobs[0].started = now
+            child.done += 1
+            self._settled(job.delivery, outcome)
+            limit = self.settings.max_tasks_per_child
+            if over_rss:
+                child.retire_cause = "max_rss"
+            elif limit and child.done >= limit:
+                child.retire_cause = child.retire_cause or "max_tasks"
+        elif kind == "cancelled":
+            seqs = set(message[1])
+            kept = [job for job in child.jobs if job.seq not in seqs]
+            dropped = [job.delivery for job in child.jobs if job.seq in seqs]
+            child.jobs = deque(kept)
+            if kept and kept[0].started == 0.0:
+                kept[0].started = now
+            self._give_back(dropped)
+
+    def _drop_job(self, child: Child, seq: int) -> None:
+        for job in list(child.jobs):
+            if job.seq == seq:
+                child.jobs.remove(job)
+
+    def _settled(self, delivery: Delivery, outcome: Outcome) -> None:
+        self.link.settle(delivery, outcome)
+        self.metrics.record(outcome)
+        self.state.task_finished(outcome.task, outcome.runtime_s, time.time())
+
+    def _give_back(self, deliveries: list[Delivery]) -> None:
+        """Unstarted messages: back to the broker when draining, else to local dispatch."""
+        if not deliveries:
+            return
+        if self._deadline is not None:
+            self.link.requeue(deliveries)
+        else:
+            for delivery in reversed(deliveries):
+                self._seq += 1
+                limit_for = self.hooks.hard_limit_for
+                limit = limit_for(delivery.body, self.settings) if limit_for else None
+                self.pending.appendleft(Job(self._seq, delivery, limit))
+
+    # -- deaths, limits, recycling --
+
+    def _reap(self, child: Child) -> None:
+        """A child exited or was killed: settle its running job, redistribute the rest."""
+        self._drain_pipe(child)
+        child.process.join(timeout=REAP_GRACE)
+        if child.process.exitcode is None:
+            self.pool.kill(child, child.kill_cause or "stuck")
+            child.process.join()
+        now = time.monotonic()
+        if self._shutting_down and child.kill_cause is None:
+            cause = "shutdown"
+        else:
+            cause = child.kill_cause or (child.retire_cause if child.stop_sent else None) \
+                or ("stopped" if child.stop_sent else "crash")
+        jobs = list(child.jobs)
+        child.jobs.clear()
+        if jobs:
+            head, rest = jobs[0], jobs[1:]
+            if cause == "shutdown":
+                self.link.requeue([head.delivery])
+            elif cause == "hard_time_limit" and head.seq != child.overdue_seq:
+                rest.insert(0, head)  # the overdue job had just finished; this one barely ran
+            else:
+                if cause == "hard_time_limit":
+                    reason = f"hard time limit exceeded after {head.hard_limit:g}s"
+                else:
+                    reason = f"child process died while running the task " \
+                             f"({child.describe_exit()})"
+                self._settled(head.delivery,
+                              self.hooks.outcome_for_lost(head.delivery.body, reason,
+                                                          self.settings))
+            self._give_back([job.delivery for job in rest])
+        self.metrics.child_exited(child.pid)
+        self.pool.forget(child, now)
+        if cause in ("crash", "hard_time_limit"):
+            log.warning("child replaced pid=%d slot=%d cause=%s (%s)", child.pid, child.slot,
+                        cause, child.describe_exit())
+        elif cause != "shutdown":
+            log.info("child recycled pid=%d slot=%d cause=%s tasks=%d", child.pid,
+                     child.slot, cause, child.done)
+        if cause not in ("shutdown", "stopped"):
+            self.metrics.child_replaced(cause)
+            self.state.child_replaced(cause)
+
+    def _enforce_hard_limits(self, now: float) -> None:
+        for child, job in list(self.pool.overdue(now)):
+            child.overdue_seq = job.seq
+            log.warning("hard time limit: killing pid=%d after %.1fs", child.pid,
+                        now - job.started)
+            self.pool.kill(child, "hard_time_limit")
+
+    def _recycle(self) -> None:
+        """Replace children past their task or memory limit, one at a time."""
+        children = self.pool.children.values()
+        retiring = [c for c in children if c.retiring]
+        if not retiring and self._deadline is None:
+            for child in children:
+                if child.retire_cause and not child.kill_cause:
+                    child.retiring = True
+                    retiring.append(child)
+                    break
+        for child in retiring:
+            self.pool.stop_when_idle(child)
+
+    # -- state --
+
+    def _publish(self, now: float, force_gauges: bool = False) -> None:
+        state = self.state
+        busy = self.pool.busy()
+        in_flight = self.in_flight + self.link.unsettled
+        state.busy = busy
+        state.in_flight = in_flight
+        state.prefetched = in_flight - busy
+        state.broker_connected = self.link.connected
+        if force_gauges or now >= self._next_gauges:
+            self._next_gauges = now + GAUGE_EVERY
+            state.children = self.pool.pids()
+            self.metrics.set_gauges(in_flight=in_flight, busy=busy,
+                                    processes=len(self.pool.children),
+                                    connected=self.link.connected, draining=state.draining)
+
+    # -- shutdown --
+
+    def _shutdown(self) -> None:
+        """Kill children still running (their messages go back), stop the idle ones."""
+        self._shutting_down = True
+        for child in list(self.pool.children.values()):
+            if child.jobs:
+                log.warning("drain deadline: killing pid=%d, its message is requeued",
+                            child.pid)
+                self.pool.kill(child, "shutdown")
+            else:
+                self.pool.stop_when_idle(child)
+        self._give_back([self.pending.popleft().delivery for _ in range(len(self.pending))])
+        deadline = time.monotonic() + REAP_GRACE
+        while self.pool.children and time.monotonic() < deadline:
+            self._collect(0.1)
+        for child in list(self.pool.children.values()):
+            self.pool.kill(child, "shutdown")
+            self._reap(child)
+        for _ in range(3):
+            if not self.link.unsettled:
+                break
+            self.link.maintain(time.monotonic())
+            self.link.flush(time.monotonic(), force=True)
+        if self.link.unsettled:
+            log.warning("%d settlements could not be sent; those messages run again after "
+                        "their lease", self.link.unsettled)
+        self.link.close()
+        self.state.broker_connected = False
+        log.info("worker stopped: %d tasks completed", self.state.completed)
