@@ -195,8 +195,15 @@ class Executor:
 
 
 def record_failure(store: ResultStore, env: Envelope, error: dict[str, str]) -> None:
-    """Store FAILURE for the task, and fail its chord so waiters get a clear error."""
+    """Store FAILURE for the task, its chain's later steps and its chord, so waiters
+    on any of them get a clear error instead of waiting forever."""
     store.mark_error(env.id, FAILURE, error, task=env.task, attempt=env.attempt)
+    for step in env.link:
+        if step.task_id is not None:
+            message = (f"chain step {env.task}[{env.id}] failed, so {step.task} did not run: "
+                       f"{error['type']}: {error['message']}")
+            store.mark_error(step.task_id, FAILURE, error_record(
+                "ChainError", message, error.get("traceback", "")), task=step.task, attempt=0)
     if env.chord is not None:
         target = env.chord.callback.task_id or env.chord.id
         message = (f"chord member {env.chord.index} of {env.chord.size} ({env.task}[{env.id}]) "
