@@ -1,0 +1,165 @@
+"""The loop's wiring with stand-ins for broker and cluster (the real ones: tests/k8s).
+
+These pin the ordering rules that are pure logic: deletion costs before a
+scale-down, nothing written by a standby, a paused pool or a dry run, errors held.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.actuator import DeploymentView
+from controller.loop import LoopDeps, PoolLoop
+from controller.metrics import ControllerMetrics
+from controller.podstate import PodState
+from controller.policy import PolicyConfig
+from controller.pool import PoolSpec
+from controller.sources import DepthSample, MetricReadError
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class FakeSource:
+    ready: int = 0
+    in_flight: int = 0
+    fail: bool = False
+
+    def sample(self) -> DepthSample:
+        if self.fail:
+            raise MetricReadError("ConnectionError: refused")
+        return DepthSample(self.ready, self.in_flight, {"q": (self.ready, self.in_flight)})
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class FakeActuator:
+    replicas: int = 1
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+
+    def start(self) -> FakeActuator:
+        return self
+
+    def stop(self) -> None:
+        pass
+
+    def current(self) -> DeploymentView:
+        return DeploymentView(exists=True, spec_replicas=self.replicas,
+                              match_labels={"app": "w"})
+
+    def scale(self, replicas: int) -> bool:
+        self.calls.append(("scale", replicas))
+        changed = replicas != self.replicas
+        self.replicas = replicas
+        return changed
+
+    def mark_deletion_costs(self, costs: dict[str, int], current: dict[str, int | None]) -> int:
+        self.calls.append(("costs", dict(costs)))
+        return len(costs)
+
+
+@dataclass
+class FakePods:
+    pods: list[PodState] = field(default_factory=list)
+
+    def read(self, namespace: str, labels: Any, port: int) -> list[PodState]:
+        return self.pods
+
+
+@dataclass
+class FakeEvents:
+    seen: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def emit(self, obj: Any, event_type: str, reason: str, message: str) -> None:
+        self.seen.append((event_type, reason, message))
+
+
+def _pool(**policy: Any) -> PoolSpec:
+    config = PolicyConfig(**{"max_replicas": 20, "scale_down_window_seconds": 10.0, **policy})
+    return PoolSpec(namespace="ns", name="p", queues=("q",), deployment="w", concurrency=4,
+                    policy=config, broker_url="redis://x:1/0")
+
+
+def _loop(spec: PoolSpec, *, leader: bool = True, dry_run: bool = False,
+          replicas: int = 1) -> tuple[PoolLoop, FakeSource, FakeActuator, FakePods, FakeEvents,
+                                      Clock]:
+    source, actuator, pods, events, clock = (FakeSource(), FakeActuator(replicas), FakePods(),
+                                             FakeEvents(), Clock())
+    deps = LoopDeps(make_source=lambda _s: source, make_actuator=lambda _s: actuator,  # type: ignore[arg-type,return-value]
+                    pod_reader=pods, events=events, make_status=None,  # type: ignore[arg-type]
+                    metrics=ControllerMetrics(), is_leader=lambda: leader, dry_run=dry_run,
+                    clock=clock)
+    return PoolLoop(spec, deps), source, actuator, pods, events, clock
+
+
+def _pod(name: str, busy: int, created: float) -> PodState:
+    return PodState(name=name, ip="10.0.0.1", phase="Running", created=created,
+                    terminating=False, state={"busy": busy, "in_flight": busy})
+
+
+def test_burst_scales_in_one_step_with_event() -> None:
+    loop, source, actuator, _, events, _ = _loop(_pool())
+    source.ready = 40
+    result = loop.tick()
+    assert actuator.calls == [("scale", 10)]   # 40 tasks / 4 slots per pod
+    assert result.acted and result.decision is not None
+    assert result.decision.reason.startswith("scale-up")
+    assert events.seen[-1][:2] == ("Normal", "ScaledUp")
+    assert "1 -> 10" in events.seen[-1][2]
+
+
+def test_standby_paused_and_dry_run_never_write() -> None:
+    for kwargs, spec in (({"leader": False}, _pool()), ({"dry_run": True}, _pool()),
+                         ({}, PoolSpec(**{**_pool().__dict__, "paused": True}))):
+        loop, source, actuator, _, events, _ = _loop(spec, **kwargs)
+        source.ready = 40
+        result = loop.tick()
+        assert actuator.calls == [] and events.seen == []
+        assert result.decision is not None and result.decision.desired == 10
+    assert result.fields["reason"].startswith("paused:")
+
+
+def test_scale_down_marks_idle_pods_first_and_respects_busy_floor() -> None:
+    loop, source, actuator, pods, _, clock = _loop(_pool(), replicas=4)
+    pods.pods = [_pod("a", 2, 1.0), _pod("b", 0, 2.0), _pod("c", 0, 3.0), _pod("d", 1, 4.0)]
+    source.in_flight = 3
+    loop.tick()                      # fresh start: the window holds the current size
+    assert actuator.calls == []
+    clock.now += 11.0                # past the 10 s window
+    result = loop.tick()
+    assert result.decision is not None
+    assert actuator.calls[0][0] == "costs" and actuator.calls[1] == ("scale", 2)
+    costs = actuator.calls[0][1]
+    assert max(costs["b"], costs["c"]) < min(costs["a"], costs["d"])
+
+
+def test_busy_pods_floor_the_scale_down() -> None:
+    loop, _source, actuator, pods, _, clock = _loop(_pool(), replicas=4)
+    pods.pods = [_pod(n, 1, float(i)) for i, n in enumerate("abc")] + [_pod("d", 0, 9.0)]
+    loop.tick()
+    clock.now += 11.0
+    result = loop.tick()                 # queue empty, but three pods still hold tasks
+    assert result.decision is not None and result.decision.desired == 3
+    assert result.decision.reason == "floor:busy-pods"
+    assert actuator.calls[-1] == ("scale", 3)
+
+
+def test_metric_error_holds_and_warns_once() -> None:
+    loop, source, actuator, _, events, clock = _loop(_pool(), replicas=3)
+    source.fail = True
+    for _ in range(3):
+        result = loop.tick()
+        clock.now += 20
+    assert actuator.calls == []
+    assert result.decision is not None and result.decision.reason == "hold:metrics-error"
+    warnings = [e for e in events.seen if e[1] == "MetricsUnavailable"]
+    assert len(warnings) == 1 and "holding replicas" in warnings[0][2]
