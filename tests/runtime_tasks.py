@@ -33,7 +33,7 @@ def store() -> redis.Redis[bytes]:
 def _record(key: str, ctx: TaskContext) -> None:
     pipe = store().pipeline(transaction=False)
     pipe.hincrby(key, ctx.id, 1)              # runs per task id (duplicates show as > 1)
-    pipe.sadd(f"{key}:pids", os.getpid())     # which children ran tasks
+    pipe.hincrby(f"{key}:pids", str(os.getpid()), 1)  # tasks run per child pid
     pipe.execute()
 
 
@@ -94,5 +94,11 @@ def runs(key: str) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
-def pids(key: str) -> set[int]:
-    return {int(p) for p in store().smembers(f"{key}:pids")}
+def tasks_per_pid(key: str) -> dict[int, int]:
+    raw: dict[Any, Any] = store().hgetall(f"{key}:pids")
+    return {int(k): int(v) for k, v in raw.items()}
+
+
+def attempts(key: str) -> dict[str, int]:
+    """task id -> attempts started (for the tasks that count them)."""
+    return runs(f"{key}:attempts")

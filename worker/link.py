@@ -48,6 +48,7 @@ class BrokerLink:
         self.connected = False
         self._retry_at = 0.0
         self._backoff = BACKOFF_MIN
+        self._failures = 0
         self._heartbeat_every = settings.lease_seconds / 3
         self._next_heartbeat = 0.0
         self._acks: list[Delivery] = []
@@ -62,8 +63,10 @@ class BrokerLink:
     # -- connection --
 
     def _failed(self, what: str, exc: BaseException) -> None:
-        if self.connected:
-            log.warning("broker %s failed, reconnecting: %s", what, exc)
+        if self.connected or self._failures % 20 == 0:
+            log.warning("broker %s failed (%d in a row), retrying in %.2fs: %s: %s", what,
+                        self._failures + 1, self._backoff, type(exc).__name__, exc)
+        self._failures += 1
         self.connected = False
         now = time.monotonic()
         self._retry_at = now + self._backoff
@@ -85,6 +88,7 @@ class BrokerLink:
                 return
             log.info("broker connected url=%s", _redact(self.settings.broker_url))
             self.connected = True
+            self._failures = 0
             self._backoff = BACKOFF_MIN
             self._next_heartbeat = now + self._heartbeat_every
             return

@@ -144,12 +144,14 @@ class Pool:
                           key=lambda c: len(c.jobs))
         if not eligible or not pending:
             return
+        budget = self.settings.max_tasks_per_child
         batches: dict[int, list[Job]] = {}
         for level in range(per_child):
             for child in eligible:
                 if not pending:
                     break
-                if len(child.jobs) + len(batches.get(child.slot, ())) <= level:
+                given = len(child.jobs) + len(batches.get(child.slot, ()))
+                if given <= level and not (budget and child.done + given >= budget):
                     batches.setdefault(child.slot, []).append(pending.popleft())
         for slot, jobs in batches.items():
             child = self.children[slot]

@@ -141,6 +141,7 @@ class Supervisor:
         if self._deadline is None:
             self._deadline = now + self.settings.drain_seconds
             self.state.draining = True
+            self._next_gauges = 0.0
             log.info("draining: finishing %d running tasks within %.0fs, requeueing %d "
                      "unstarted", self.pool.busy(), self.settings.drain_seconds,
                      self.in_flight - self.pool.busy())
@@ -339,12 +340,15 @@ class Supervisor:
         """Replace children past their task or memory limit, one at a time."""
         children = self.pool.children.values()
         retiring = [c for c in children if c.retiring]
-        if not retiring and self._deadline is None:
+        if self._deadline is None:
             for child in children:
-                if child.retire_cause and not child.kill_cause:
+                if not child.retire_cause or child.kill_cause or child.retiring:
+                    continue
+                # A child out of task budget gets no work anyway, so it may go at once;
+                # one over its memory limit still works, so those go one at a time.
+                if child.retire_cause == "max_tasks" or not retiring:
                     child.retiring = True
                     retiring.append(child)
-                    break
         for child in retiring:
             self.pool.stop_when_idle(child)
 
@@ -357,8 +361,9 @@ class Supervisor:
         state.busy = busy
         state.in_flight = in_flight
         state.prefetched = in_flight - busy
+        changed = state.broker_connected != self.link.connected
         state.broker_connected = self.link.connected
-        if force_gauges or now >= self._next_gauges:
+        if force_gauges or changed or now >= self._next_gauges:
             self._next_gauges = now + GAUGE_EVERY
             state.children = self.pool.pids()
             self.metrics.set_gauges(in_flight=in_flight, busy=busy,
