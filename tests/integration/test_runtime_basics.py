@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -12,11 +13,9 @@ from tests.runtime_harness import REPO, WorkerProcess, broker, publish, wait_unt
 
 
 def _run_with_env(**env: str) -> subprocess.CompletedProcess[str]:
-    import os
-
     full = {k: v for k, v in os.environ.items() if not k.startswith("QSCALE_")}
     full.update(env, PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, "-m", "worker", "run"], env=full, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "worker", "run"], env=full, cwd=REPO, check=False,
                           capture_output=True, text=True, timeout=60)
 
 
