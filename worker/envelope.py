@@ -204,13 +204,15 @@ def decode(body: bytes | str, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Env
         raise BadMessage("fields 'id' and 'task' must be non-empty")
     args = _expect(raw, "args", list, "a list") if "args" in raw else []
     kwargs = _expect(raw, "kwargs", dict, "an object") if "kwargs" in raw else {}
-    attempt = _optional(raw, "attempt", int, "an integer") or 1
+    attempt = _optional(raw, "attempt", int, "an integer")
+    attempt = 1 if attempt is None else attempt
     if attempt < 1:
         raise BadMessage("field 'attempt' must be >= 1")
     enqueued_at = float(_optional(raw, "enqueued_at", (int, float), "a number") or 0.0)
     first = _optional(raw, "first_enqueued_at", (int, float), "a number")
     deadline = _optional(raw, "deadline", (int, float), "a number")
-    links = raw.get("link") or []
+    links = raw.get("link")
+    links = [] if links is None else links
     if not isinstance(links, list):
         raise BadMessage("field 'link' must be a list")
     chord = raw.get("chord")

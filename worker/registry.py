@@ -55,7 +55,8 @@ def backoff_delay(attempt: int, base: float, cap: float,
     Full jitter spreads a burst of failing tasks over the whole window instead of
     retrying them in lockstep against the dependency that just failed.
     """
-    ceiling = min(cap, base * 2.0 ** max(0, attempt - 1))
+    exponent = min(max(0, attempt - 1), 64)  # beyond that the cap wins anyway; no overflow
+    ceiling = min(cap, base * 2.0 ** exponent)
     return ceiling * rng()
 
 
