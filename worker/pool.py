@@ -104,13 +104,18 @@ class Pool:
                 started.append(self.spawn(slot))
         return started
 
-    def forget(self, child: Child, now: float) -> None:
-        """Remove a dead child; back off respawning a slot whose children die young."""
+    def forget(self, child: Child, now: float, had_job: bool) -> None:
+        """Remove a dead child; back off respawning a slot whose children die at start-up.
+
+        A child that died running a task is replaced at once (the task is to blame,
+        and outcome_for_lost bounds its retries); one that dies before its first task
+        is broken by itself, and respawning it in a tight loop would only burn CPU.
+        """
         self.children.pop(child.slot, None)
         child.conn.close()
         child.process.join(timeout=0)
         died_young = now - child.born < 1.0 and child.done == 0 and not child.stop_sent
-        if died_young and child.kill_cause is None:
+        if died_young and not had_job and child.kill_cause is None:
             count = self._quick_deaths.get(child.slot, 0) + 1
             self._quick_deaths[child.slot] = count
             self._respawn_at[child.slot] = now + min(10.0, 0.25 * 2 ** count)

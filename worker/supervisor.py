@@ -301,6 +301,7 @@ class Supervisor:
                 or ("stopped" if child.stop_sent else "crash")
         jobs = list(child.jobs)
         child.jobs.clear()
+        had_job = bool(jobs) and jobs[0].started > 0.0
         if jobs:
             head, rest = jobs[0], jobs[1:]
             if cause == "shutdown":
@@ -318,7 +319,7 @@ class Supervisor:
                                                           self.settings))
             self._give_back([job.delivery for job in rest])
         self.metrics.child_exited(child.pid)
-        self.pool.forget(child, now)
+        self.pool.forget(child, now, had_job)
         if cause in ("crash", "hard_time_limit"):
             log.warning("child replaced pid=%d slot=%d cause=%s (%s)", child.pid, child.slot,
                         cause, child.describe_exit())
@@ -361,11 +362,11 @@ class Supervisor:
         state.busy = busy
         state.in_flight = in_flight
         state.prefetched = in_flight - busy
+        state.children = self.pool.pids()
         changed = state.broker_connected != self.link.connected
         state.broker_connected = self.link.connected
         if force_gauges or changed or now >= self._next_gauges:
             self._next_gauges = now + GAUGE_EVERY
-            state.children = self.pool.pids()
             self.metrics.set_gauges(in_flight=in_flight, busy=busy,
                                     processes=len(self.pool.children),
                                     connected=self.link.connected, draining=state.draining)
