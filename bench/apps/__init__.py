@@ -1,0 +1,1 @@
+"""Task definitions, one module per framework, each imported by that framework's worker."""
