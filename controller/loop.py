@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from controller.actuator import ActuationError, Actuator, DeploymentView, TargetMissingError
@@ -26,6 +26,10 @@ from controller.pool import KIND, PoolSpec
 from controller.sources import DepthSample, DepthSource, MetricReadError, RateEstimator
 
 log = logging.getLogger(__name__)
+
+# Pod /state is read this often for busy counts, counters and service times, and at
+# once whenever a scale-down is about to be decided (so the busy floor is current).
+POD_REFRESH_SECONDS = 5.0
 
 
 @dataclass
@@ -70,6 +74,8 @@ class PoolLoop:
         self._backoff = 0.0
         self._hold_until = 0.0
         self._floor_since: float | None = None
+        self._pods: list[PodState] = []
+        self._pods_read_at = -1e18
         self._metrics_ok: bool | None = None
         self._target_ok: bool | None = None
         self._last_scale_time = ""
@@ -127,19 +133,27 @@ class PoolLoop:
         current = target.spec_replicas
 
         sample, read_error = self._read_depth(spec)
-        pods = self._read_pods(spec, target) if leader else []
-        obs = self._observe(spec, sample, read_error, pods, started)
+        fresh = leader and started - self._pods_read_at >= POD_REFRESH_SECONDS
+        if fresh:
+            self._pods = self._read_pods(spec, target, started)
+        obs = self._observe(spec, sample, read_error, self._pods, started, fresh=fresh)
         if self._history is None:  # fresh start: the window begins now, at the current size
             self._history = History(recommendations=((started, current),))
         decision = desired_replicas(obs, current, spec.concurrency, spec.policy,
                                     self._history, started)
+        if leader and not fresh and decision.desired < current:
+            # About to remove pods: decide again on fresh busy counts (same inputs otherwise).
+            self._pods = self._read_pods(spec, target, started)
+            obs = replace(obs, busy_pods=self._busy(spec, self._pods))
+            decision = desired_replicas(obs, current, spec.concurrency, spec.policy,
+                                        self._history, started)
         self._history = decision.history
         self._floor_since = (self._floor_since or started) \
             if decision.reason == "floor:busy-pods" else None
 
         acted, act_error = False, None
         if acting and decision.desired != current and started >= self._hold_until:
-            acted, act_error = self._act(spec, decision, current, pods)
+            acted, act_error = self._act(spec, decision, current, self._pods)
         result = TickResult(decision, current, acted, act_error or read_error)
         result.fields = self._report(spec, obs, decision, current, result, leader=leader)
         deps.metrics.loop_seconds.labels(spec.namespace, spec.name).observe(
@@ -157,8 +171,9 @@ class PoolLoop:
             self._source = None
             return None, f"{type(exc).__name__}: {exc}"
 
-    def _read_pods(self, spec: PoolSpec, target: DeploymentView) -> list[PodState]:
+    def _read_pods(self, spec: PoolSpec, target: DeploymentView, now: float) -> list[PodState]:
         reader = self.deps.pod_reader
+        self._pods_read_at = now
         if reader is None or not target.match_labels:
             return []
         try:
@@ -167,20 +182,29 @@ class PoolLoop:
             log.warning("pool=%s listing pods failed: %s", spec.key, exc)
             return []
 
+    @staticmethod
+    def _busy(spec: PoolSpec, pods: list[PodState]) -> int:
+        if not spec.pod_state_port:
+            return 0
+        return sum(1 for p in pods if p.counts_as_busy)
+
     def _observe(self, spec: PoolSpec, sample: DepthSample | None, error: str | None,
-                 pods: list[PodState], now: float) -> Observation:
+                 pods: list[PodState], now: float, *, fresh: bool) -> Observation:
         live = [p for p in pods if not p.terminating]
-        busy = sum(1 for p in live if p.counts_as_busy) if spec.pod_state_port else 0
+        busy = self._busy(spec, live)
         times = [t for t in (p.service_time for p in live) if t is not None]
         service = sum(times) / len(times) if times else None
         counters = {p.name: c for p in live if (c := p.completed) is not None}
+        if not fresh:  # counters are only comparable at the moment they were read
+            counters = {}
         deadline_passed = (self._floor_since is not None
                            and now - self._floor_since > spec.drain_deadline_seconds)
         if sample is None:
             return Observation(ok=False, busy_pods=busy, service_time_seconds=service,
                                draining_deadline_passed=deadline_passed, error=error)
-        rates = self._rates.update(now, sample.backlog, completed=counters or None,
-                                   in_flight=sample.in_flight, service_time=service)
+        rates = self._rates.update(
+            now, sample.backlog, completed=counters or None, in_flight=sample.in_flight,
+            service_time=service if fresh and not counters else None)
         return Observation(
             ok=True, ready=sample.ready, in_flight=sample.in_flight,
             arrival_rate=rates.arrival, completion_rate=rates.completion,

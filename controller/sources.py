@@ -130,28 +130,35 @@ class RateEstimator:
         self._completion = Ewma(tau_seconds)
         self._last_time: float | None = None
         self._last_backlog: int | None = None
-        self._last_counters: dict[str, int] = {}
+        self._counters: dict[str, int] = {}
+        self._counters_time: float | None = None
 
     def update(self, now: float, backlog: int, *, completed: Mapping[str, int] | None = None,
                in_flight: int = 0, service_time: float | None = None) -> Rates:
-        """Feed one sample taken at `now`; returns the smoothed rates after it."""
+        """Feed one sample taken at `now`; returns the smoothed rates after it.
+
+        `completed` (per-pod counters) may be given on some ticks only: completions are
+        measured between two counter readings, arrivals between two depth samples.
+        """
         prev_time, prev_backlog = self._last_time, self._last_backlog
-        prev_counters = self._last_counters
+        if prev_time is not None and now <= prev_time:
+            return self.current()
         self._last_time, self._last_backlog = now, backlog
+        completion: float | None = None
         if completed is not None:
-            self._last_counters = dict(completed)
-        if prev_time is None or prev_backlog is None or now <= prev_time:
+            since = self._counters_time
+            if since is not None and now > since:
+                done = sum(max(0, count - self._counters[pod])
+                           for pod, count in completed.items() if pod in self._counters)
+                completion = done / (now - since)
+                self._completion.update(completion, now - since)
+            self._counters, self._counters_time = dict(completed), now
+        elif service_time is not None and service_time > 0 and prev_time is not None:
+            completion = in_flight / service_time
+            self._completion.update(completion, now - prev_time)
+        if prev_time is None or prev_backlog is None:
             return self.current()
         dt = now - prev_time
-        completion: float | None = None
-        if completed is not None and prev_counters:
-            done = sum(max(0, count - prev_counters[pod])
-                       for pod, count in completed.items() if pod in prev_counters)
-            completion = done / dt
-        elif service_time is not None and service_time > 0:
-            completion = in_flight / service_time
-        if completion is not None:
-            self._completion.update(completion, dt)
         finished = completion if completion is not None else (self._completion.value or 0.0)
         arrival = max(0.0, (backlog - prev_backlog) / dt + finished)
         self._arrival.update(arrival, dt)
