@@ -75,6 +75,8 @@ class WorkerPoolWatcher:
                         return
                     if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
                         self.on_event(event["type"], event["object"])
+                    elif event["type"] == "ERROR":  # e.g. 410 Gone: re-list
+                        break
                 delay = 0.5
             except ApiException as exc:
                 if exc.status != 410:
