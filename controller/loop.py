@@ -215,7 +215,7 @@ class PoolLoop:
              pods: list[PodState]) -> tuple[bool, str | None]:
         deps, actuator = self.deps, self._actuator_for(spec)
         try:
-            if decision.desired < current and pods:
+            if decision.desired < current and pods and spec.pod_state_port:
                 costs = deletion_costs(pods)
                 actuator.mark_deletion_costs(costs, {p.name: p.deletion_cost for p in pods})
             if not deps.is_leader():  # lost the lease while preparing: do not write
