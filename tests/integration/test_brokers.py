@@ -24,8 +24,7 @@ LEASE = 2.0  # Redis lease for these tests: a dead worker's claims return after 
 
 
 @pytest.fixture
-def url(redis_url: str, queue_name: str) -> Iterator[str]:
-    broker_url = redis_url  # RabbitMQ joins when its broker lands
+def url(broker_url: str, queue_name: str) -> Iterator[str]:
     yield broker_url
     cleanup(broker_url, queue_name)
 

@@ -1,0 +1,497 @@
+"""RabbitMQ broker (kombu + py-amqp): durable queues, confirms, manual acks after the task.
+
+One connection and one channel in confirm mode. Queues are durable with
+`x-max-priority` 9 (the same arguments everywhere: RabbitMQ refuses a
+redeclaration with different ones); messages are persistent. Every publish waits
+for the broker's confirm, so returning means the message is on the broker.
+
+Claims come from a kombu Consumer per queue (manual acks) into a local buffer;
+basic.qos bounds the unacked window to `prefetch`, or when 0 to the most the
+caller has held plus asked for at once (consumers restart to pick up a larger
+window; the window never shrinks).
+Prefetched-but-unclaimed messages count as in flight, as RabbitMQ sees them.
+
+Delays use TTL queues `qscale.delay.<queue>.<ms>` that dead-letter into the
+queue when the TTL ends; delays round up to buckets 1, 2, 3, 4, 6, 8, 12 ... ms
+(at most 50% late), and idle bucket queues expire. Dead letters go to the
+durable `<queue>.dead` with the reason in headers. retry_later and dead_letter
+publish first, then ack: a crash in between runs the message again
+(at-least-once), never loses it.
+
+Connection loss: the operation raises BrokerUnavailable and `connected()` turns
+False; later calls reconnect with exponential backoff and jitter (a claim waits
+out the backoff within its timeout, other calls fail fast). RabbitMQ redelivers
+whatever the lost channel held, so deliveries from it are stale: acking,
+retrying or dead-lettering them is skipped with a log line, because the message
+will come again (flagged redelivered).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from typing import Any
+
+import amqp
+import kombu as _kombu_module
+from amqp.exceptions import PreconditionFailed
+
+from worker.brokers._rabbitmq_api import ManagementApi, api_url_from_amqp, vhost_from_amqp
+from worker.brokers.base import Broker, DeadLetter, Delivery, QueueStats
+from worker.errors import BrokerUnavailable, ConfigError
+
+log = logging.getLogger(__name__)
+kombu: Any = _kombu_module  # kombu ships no type hints for these calls
+
+QUEUE_ARGUMENTS = {"x-max-priority": 9}
+HEARTBEAT = 30              # seconds; checked from claim() and heartbeat()
+CONNECT_TIMEOUT = 5.0
+CONFIRM_TIMEOUT = 30.0      # a publish not confirmed by then counts as a lost connection
+DRAIN_SLICE = 1.0           # longest single wait inside claim, so heartbeats keep flowing
+BACKOFF_BASE, BACKOFF_MAX = 0.2, 15.0
+REDECLARE_AFTER = 30.0      # seconds; keeps a delay bucket from expiring under us
+MAX_TTL_MS = 2**32 - 1
+CONFIRM_WINDOW = 2000       # publish_many drains confirms every this many messages
+HEADER_PREFIX = "x-qscale-"
+
+
+def dead_queue(queue: str) -> str:
+    return f"{queue}.dead"
+
+
+def delay_bucket_ms(delay: float) -> int:
+    """The smallest bucket of 1, 2, 3, 4, 6, 8, 12, 16 ... ms that is >= `delay`."""
+    want = max(1, math.ceil(delay * 1000))
+    bucket = 1
+    while bucket < want:
+        if bucket >= 2 and bucket * 3 // 2 >= want:
+            return min(bucket * 3 // 2, MAX_TTL_MS)
+        bucket *= 2
+    return min(bucket, MAX_TTL_MS)
+
+
+def delay_queue(queue: str, bucket_ms: int) -> str:
+    return f"qscale.delay.{queue}.{bucket_ms}"
+
+
+class AmqpBroker(Broker):
+    """A RabbitMQ connection for one worker (or producer, or the controller)."""
+
+    def __init__(self, url: str, *, consumer_id: str | None = None, prefetch: int = 0,
+                 management_url: str | None = None) -> None:
+        self.url = url
+        self.consumer_id = consumer_id or uuid.uuid4().hex[:12]
+        self._fixed_prefetch = max(0, prefetch)
+        api = management_url or os.environ.get("QSCALE_RABBITMQ_API") or api_url_from_amqp(url)
+        self._api = ManagementApi(api, vhost_from_amqp(url))
+        probe = kombu.Connection(url)
+        self._errors: tuple[type[BaseException], ...] = (
+            *probe.connection_errors, *probe.channel_errors)
+        self._conn: Any = None
+        self._channel: Any = None
+        self._generation = 0
+        self._failures = 0
+        self._next_attempt = 0.0
+        self._reset_channel_state()
+        try:  # connect eagerly so connected() is meaningful from the start
+            self._ensure(0.0)
+        except BrokerUnavailable as exc:
+            log.warning("%s", exc)
+
+    def _reset_channel_state(self) -> None:
+        self._consumers: dict[str, Any] = {}
+        self._buffers: dict[str, deque[Delivery]] = {}
+        self._outstanding: set[int] = set()
+        self._declared: dict[str, float] = {}
+        self._qos = 0
+        self._published = 0
+        self._confirmed = 0
+        self._early_confirms: set[int] = set()
+        self._nacked = 0
+
+    # -- connection management --
+
+    def _connect(self) -> None:
+        conn = kombu.Connection(self.url, heartbeat=HEARTBEAT, connect_timeout=CONNECT_TIMEOUT,
+                                transport_options={"client_properties": {
+                                    "connection_name": f"qscale {self.consumer_id}"}})
+        try:
+            conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
+            channel = conn.channel()
+            channel.auto_decode = False  # bodies stay the exact bytes published
+            channel.confirm_select()
+        except BaseException:
+            conn.collect()
+            raise
+        channel.events["basic_ack"].add(self._on_confirm)
+        channel.events["basic_nack"].add(self._on_nack)
+        self._reset_channel_state()
+        self._conn, self._channel = conn, channel
+        self._generation += 1
+
+    def _ensure(self, budget: float) -> None:
+        """Connect if needed, waiting out the backoff only within `budget` seconds."""
+        if self._channel is not None:
+            return
+        wait = self._next_attempt - time.monotonic()
+        if wait > budget:
+            time.sleep(max(0.0, budget))
+            raise BrokerUnavailable(f"rabbitmq unreachable; reconnecting in {wait:.1f}s")
+        if wait > 0:
+            time.sleep(wait)
+        try:
+            self._connect()
+        except self._errors as exc:
+            self._failures += 1
+            backoff = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** self._failures)
+            self._next_attempt = time.monotonic() + random.uniform(backoff / 2, backoff)
+            raise BrokerUnavailable(f"rabbitmq connect failed: {exc}") from exc
+        if self._failures:
+            log.info("reconnected to RabbitMQ after %d failed attempts", self._failures)
+        self._failures = 0
+
+    def _drop(self) -> None:
+        """Forget the connection; RabbitMQ requeues everything its channel held."""
+        conn, self._conn, self._channel = self._conn, None, None
+        self._reset_channel_state()
+        if conn is not None:
+            try:
+                conn.collect()
+            except Exception:  # closing a broken connection may fail again; nothing to do
+                log.debug("ignoring error while discarding a connection", exc_info=True)
+
+    @contextmanager
+    def _op(self, what: str, budget: float = 0.0) -> Iterator[Any]:
+        """Run one operation on a live channel; connection trouble -> BrokerUnavailable."""
+        self._ensure(budget)
+        try:
+            yield self._channel
+        except PreconditionFailed as exc:
+            self._drop()
+            raise ConfigError(f"rabbitmq {what}: a queue exists with different arguments "
+                              f"(not declared by qscale?): {exc}") from exc
+        except self._errors as exc:
+            self._drop()
+            self._next_attempt = time.monotonic() + random.uniform(0, BACKOFF_BASE)
+            raise BrokerUnavailable(f"rabbitmq {what} failed: {exc!r}") from exc
+
+    def _drain(self, timeout: float) -> bool:
+        """Handle incoming frames for up to `timeout` s; False when nothing came."""
+        assert self._conn is not None
+        try:
+            self._conn.drain_events(timeout=timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # -- declarations --
+
+    def _declare(self, name: str, arguments: dict[str, Any] | None = None,
+                 refresh: bool = False) -> int:
+        """Declare a durable queue once per channel; returns its ready count when asked."""
+        seen = self._declared.get(name)
+        if seen is not None and not refresh and time.monotonic() - seen < REDECLARE_AFTER:
+            return -1
+        ok = self._channel.queue_declare(name, durable=True, auto_delete=False,
+                                         arguments=arguments)
+        self._declared[name] = time.monotonic()
+        return int(ok.message_count)
+
+    def _declare_queue(self, queue: str, refresh: bool = False) -> int:
+        if queue not in self._declared or refresh:
+            return self._declare(queue, QUEUE_ARGUMENTS, refresh=True)
+        return -1
+
+    def _declare_dead(self, queue: str, refresh: bool = False) -> int:
+        name = dead_queue(queue)
+        if name not in self._declared or refresh:
+            return self._declare(name, None, refresh=True)
+        return -1
+
+    def _declare_bucket(self, queue: str, delay: float) -> str:
+        bucket = delay_bucket_ms(delay)
+        name = delay_queue(queue, bucket)
+        self._declare(name, {"x-message-ttl": bucket, "x-dead-letter-exchange": "",
+                             "x-dead-letter-routing-key": queue,
+                             "x-expires": min(MAX_TTL_MS, bucket * 2 + 60_000)})
+        return name
+
+    # -- publishing with confirms --
+
+    def _on_confirm(self, delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            self._confirmed = max(self._confirmed, delivery_tag)
+            self._early_confirms = {t for t in self._early_confirms if t > self._confirmed}
+        else:
+            self._early_confirms.add(delivery_tag)
+        while self._confirmed + 1 in self._early_confirms:
+            self._confirmed += 1
+            self._early_confirms.discard(self._confirmed)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        self._nacked += 1
+        self._on_confirm(delivery_tag, multiple)
+
+    def _send(self, routing_key: str, body: bytes, priority: int | None = None,
+              headers: dict[str, Any] | None = None) -> None:
+        properties: dict[str, Any] = {"delivery_mode": 2}
+        if priority:
+            properties["priority"] = priority
+        if headers:
+            properties["application_headers"] = headers
+        self._channel.basic_publish(amqp.Message(body, **properties), exchange="",
+                                    routing_key=routing_key)
+        self._published += 1
+
+    def _wait_confirms(self) -> None:
+        deadline = time.monotonic() + CONFIRM_TIMEOUT
+        while self._confirmed < self._published:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise amqp.exceptions.RecoverableConnectionError("publish confirms timed out")
+            self._drain(min(remaining, DRAIN_SLICE))
+        if self._nacked:
+            nacked, self._nacked = self._nacked, 0
+            raise BrokerUnavailable(f"rabbitmq refused {nacked} published message(s)")
+
+    def publish(self, queue: str, body: bytes, *, delay: float = 0.0,
+                priority: int | None = None) -> None:
+        _check_priority(priority)
+        with self._op("publish"):
+            self._declare_queue(queue)
+            target = self._declare_bucket(queue, delay) if delay > 0 else queue
+            self._send(target, body, priority)
+            self._wait_confirms()
+
+    def publish_many(self, queue: str, bodies: Sequence[bytes]) -> None:
+        with self._op("publish_many"):
+            self._declare_queue(queue)
+            for count, body in enumerate(bodies, 1):
+                self._send(queue, body)
+                if count % CONFIRM_WINDOW == 0:
+                    while self._drain(0):
+                        pass
+            self._wait_confirms()
+
+    # -- consuming --
+
+    def _on_message(self, queue: str, message: Any) -> None:
+        body = message.body
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        tag = int(message.delivery_tag)
+        priority = int(message.properties.get("priority") or 0)
+        self._outstanding.add(tag)
+        self._buffers.setdefault(queue, deque()).append(Delivery(
+            queue=queue, body=bytes(body), tag=f"{self._generation}.{tag}.{priority}",
+            redelivered=bool(message.delivery_info.get("redelivered", False))))
+
+    def _consume(self, queues: Sequence[str], max_count: int) -> None:
+        # Auto window: what the caller already holds plus what it asks for now.
+        held = len(self._outstanding) - sum(len(b) for b in self._buffers.values())
+        wanted = self._fixed_prefetch or max(self._qos, held + max_count)
+        if wanted != self._qos:
+            self._channel.basic_qos(0, wanted, False)
+            self._qos = wanted
+            for consumer in self._consumers.values():  # restart so the new window applies
+                consumer.cancel()
+                consumer.consume()
+        for queue in queues:
+            if queue not in self._consumers:
+                self._declare_queue(queue)
+                consumer = kombu.Consumer(self._channel, queues=[kombu.Queue(
+                    queue, no_declare=True)], no_ack=False, auto_declare=False,
+                    on_message=partial(self._on_message, queue))
+                consumer.consume()
+                self._consumers[queue] = consumer
+
+    def _buffered(self, queues: Sequence[str]) -> int:
+        return sum(len(self._buffers.get(q, ())) for q in queues)
+
+    def claim(self, queues: Sequence[str], max_count: int, timeout: float) -> list[Delivery]:
+        if not queues or max_count <= 0:
+            return []
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._op("claim", budget=timeout):
+            assert self._conn is not None
+            self._consume(queues, max_count)
+            self._conn.heartbeat_check()
+            while not self._buffered(queues):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._drain(min(remaining, DRAIN_SLICE))
+                self._conn.heartbeat_check()
+            while self._buffered(queues) < max_count and self._drain(0):
+                pass
+        out: list[Delivery] = []
+        for queue in queues:
+            buffer = self._buffers.get(queue)
+            while buffer and len(out) < max_count:
+                out.append(buffer.popleft())
+        return out
+
+    def _live_tag(self, delivery: Delivery) -> tuple[int, int] | None:
+        """(delivery tag, priority) if `delivery` came from the current channel."""
+        generation, tag, priority = (int(part) for part in delivery.tag.split("."))
+        if generation != self._generation or tag not in self._outstanding:
+            log.info("skipping settlement of %s: its channel is gone, the message "
+                     "will be redelivered", delivery.tag)
+            return None
+        return tag, priority
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        with self._op("ack") as channel:
+            tags = sorted(t[0] for d in deliveries if (t := self._live_tag(d)))
+            pending = sorted(self._outstanding)
+            prefix = 0  # acked tags that are exactly the oldest outstanding ones
+            while prefix < len(tags) and tags[prefix] == pending[prefix]:
+                prefix += 1
+            if prefix >= 2:
+                channel.basic_ack(tags[prefix - 1], multiple=True)
+            else:
+                prefix = 0
+            for tag in tags[prefix:]:
+                channel.basic_ack(tag)
+            self._outstanding.difference_update(tags)
+
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        with self._op("requeue") as channel:
+            for delivery in deliveries:
+                live = self._live_tag(delivery)
+                if live:
+                    channel.basic_reject(live[0], requeue=True)
+                    self._outstanding.discard(live[0])
+
+    def retry_later(self, delivery: Delivery, body: bytes, delay: float) -> None:
+        with self._op("retry_later") as channel:
+            live = self._live_tag(delivery)
+            if not live:
+                return
+            target = (self._declare_bucket(delivery.queue, delay) if delay * 1000 >= 1
+                      else delivery.queue)
+            self._send(target, body, live[1])
+            self._wait_confirms()
+            channel.basic_ack(live[0])
+            self._outstanding.discard(live[0])
+
+    def dead_letter(self, delivery: Delivery, reason: str, detail: str = "") -> None:
+        with self._op("dead_letter") as channel:
+            live = self._live_tag(delivery)
+            if not live:
+                return
+            self._declare_dead(delivery.queue)
+            self._send(dead_queue(delivery.queue), delivery.body, live[1], {
+                f"{HEADER_PREFIX}reason": reason, f"{HEADER_PREFIX}detail": detail,
+                f"{HEADER_PREFIX}failed-at": time.time(),
+                f"{HEADER_PREFIX}queue": delivery.queue})
+            self._wait_confirms()
+            channel.basic_ack(live[0])
+            self._outstanding.discard(live[0])
+
+    def heartbeat(self) -> None:
+        with self._op("heartbeat"):
+            assert self._conn is not None
+            self._conn.heartbeat_check()
+            while self._drain(0):
+                pass
+
+    def connected(self) -> bool:
+        return self._channel is not None
+
+    def close(self) -> None:
+        """Close the connection; RabbitMQ returns its unacked messages to their queues."""
+        conn, self._conn, self._channel = self._conn, None, None
+        self._reset_channel_state()
+        if conn is not None:
+            try:
+                conn.release()
+            except Exception:  # the connection may already be broken
+                log.debug("ignoring error while closing", exc_info=True)
+
+    # -- inspection --
+
+    def stats(self, queue: str) -> QueueStats:
+        with self._op("stats"):
+            ready = self._declare_queue(queue, refresh=True)
+            dead = self._declare_dead(queue, refresh=True)
+        delayed = self._api.total_messages(f"qscale.delay.{queue}.")
+        return QueueStats(queue=queue, ready=ready, in_flight=self._api.unacknowledged(queue),
+                          delayed=delayed or 0, dead=dead)
+
+    def _get_dead(self, queue: str, limit: int) -> list[Any]:
+        got: list[Any] = []
+        while len(got) < limit:
+            message = self._channel.basic_get(dead_queue(queue), no_ack=False)
+            if message is None:
+                break
+            got.append(message)
+        return got
+
+    def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        with self._op("dead_letters") as channel:
+            self._declare_dead(queue)
+            got = self._get_dead(queue, limit)
+            for message in got:
+                channel.basic_reject(message.delivery_tag, requeue=True)
+        return [_dead_letter_of(queue, m) for m in got]
+
+    def requeue_dead(self, queue: str, limit: int | None = None) -> int:
+        moved = 0
+        with self._op("requeue_dead") as channel:
+            self._declare_queue(queue)
+            self._declare_dead(queue)
+            while limit is None or moved < limit:
+                want = CONFIRM_WINDOW if limit is None else min(CONFIRM_WINDOW, limit - moved)
+                got = self._get_dead(queue, want)
+                for message in got:
+                    self._send(queue, _bytes(message.body),
+                               message.properties.get("priority"))
+                self._wait_confirms()
+                for message in got:
+                    channel.basic_ack(message.delivery_tag)
+                moved += len(got)
+                if len(got) < want:
+                    break
+        return moved
+
+    def purge_dead(self, queue: str) -> int:
+        with self._op("purge_dead") as channel:
+            self._declare_dead(queue)
+            return int(channel.queue_purge(dead_queue(queue)) or 0)
+
+
+def _check_priority(priority: int | None) -> None:
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
+                                 or not 0 <= priority <= 9):
+        raise ValueError(f"priority must be an integer 0-9, got {priority!r}")
+
+
+def _bytes(body: Any) -> bytes:
+    return body.encode("utf-8") if isinstance(body, str) else bytes(body)
+
+
+def _dead_letter_of(queue: str, message: Any) -> DeadLetter:
+    headers = message.properties.get("application_headers") or {}
+
+    def text(key: str) -> str:
+        value = headers.get(HEADER_PREFIX + key, "")
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+    try:
+        failed_at = float(headers.get(f"{HEADER_PREFIX}failed-at", 0.0))
+    except (TypeError, ValueError):
+        failed_at = 0.0
+    return DeadLetter(queue=queue, body=_bytes(message.body), reason=text("reason"),
+                      detail=text("detail"), failed_at=failed_at)
+
