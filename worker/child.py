@@ -7,6 +7,8 @@ same image; only broker bodies, which stay opaque bytes here, come from outside)
                           CANCEL              drop queued jobs, reply ("cancelled", seqs)
                           STOP                finish queued jobs, then exit 0
     child -> supervisor   ("done", seq, Outcome, over_rss)
+                          ("cancelled", seqs) jobs handed back unstarted (after CANCEL, or
+                                              on its own once over max RSS)
 
 The child reads everything waiting on the pipe before starting each job, so a
 CANCEL sent during a long task stops the jobs queued behind it from starting.
@@ -69,17 +71,23 @@ def child_main(conn: Connection, settings: WorkerSettings, parent_pid: int,
     max_rss = settings.max_rss_mb * 1024 * 1024
     queued: deque[tuple[int, bytes]] = deque()
     stopping = False
+    bloated = False  # over max RSS: run nothing more, hand queued work back
+
+    def give_back() -> None:
+        dropped = [seq for seq, _ in queued]
+        queued.clear()
+        conn.send(("cancelled", dropped))
 
     def take(message: Any) -> None:
         nonlocal stopping
         if message == CANCEL:
-            dropped = [seq for seq, _ in queued]
-            queued.clear()
-            conn.send(("cancelled", dropped))
+            give_back()
         elif message == STOP:
             stopping = True
         else:
             queued.extend(message)
+            if bloated:
+                give_back()
 
     try:
         while True:
@@ -95,5 +103,9 @@ def child_main(conn: Connection, settings: WorkerSettings, parent_pid: int,
             outcome = executor.execute(body)
             over = max_rss > 0 and rss_bytes() > max_rss
             conn.send(("done", seq, outcome, over))
+            if over:
+                bloated = True
+                if queued:
+                    give_back()
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # the supervisor is gone: its claims return to the queue without us

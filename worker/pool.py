@@ -58,7 +58,7 @@ class Child:
 
     @property
     def accepting(self) -> bool:
-        return not (self.retiring or self.stop_sent or self.kill_cause)
+        return not (self.retire_cause or self.retiring or self.stop_sent or self.kill_cause)
 
     def describe_exit(self) -> str:
         code = self.process.exitcode
@@ -134,9 +134,9 @@ class Pool:
             with contextlib.suppress(OSError):  # dying anyway: the sentinel will tell
                 child.conn.send(STOP)
 
-    def cancel_queued(self) -> None:
-        """Ask every child with jobs queued behind its current one to drop them."""
-        for child in self.children.values():
+    def cancel_queued(self, children: Iterable[Child] | None = None) -> None:
+        """Ask children (default: all) to drop the jobs queued behind their current one."""
+        for child in self.children.values() if children is None else children:
             if len(child.jobs) > 1 and not child.kill_cause:
                 with contextlib.suppress(OSError):
                     child.conn.send(CANCEL)

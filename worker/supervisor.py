@@ -338,20 +338,15 @@ class Supervisor:
             self.pool.kill(child, "hard_time_limit")
 
     def _recycle(self) -> None:
-        """Replace children past their task or memory limit, one at a time."""
-        children = self.pool.children.values()
-        retiring = [c for c in children if c.retiring]
-        if self._deadline is None:
-            for child in children:
-                if not child.retire_cause or child.kill_cause or child.retiring:
-                    continue
-                # A child out of task budget gets no work anyway, so it may go at once;
-                # one over its memory limit still works, so those go one at a time.
-                if child.retire_cause == "max_tasks" or not retiring:
-                    child.retiring = True
-                    retiring.append(child)
-        for child in retiring:
-            self.pool.stop_when_idle(child)
+        """Replace children past their task or memory limit once they are idle."""
+        for child in list(self.pool.children.values()):
+            if child.retire_cause and not child.retiring and not child.kill_cause \
+                    and self._deadline is None:
+                # It gets no new work from now on; what it still holds finishes first
+                # (a bloated child hands its queued jobs back by itself).
+                child.retiring = True
+            if child.retiring:
+                self.pool.stop_when_idle(child)
 
     # -- state --
 
