@@ -46,3 +46,29 @@ cluster-load:
 # kind, helm, kubeconform, kubectl into $(QSCALE_CACHE)/bin (source hack/env.sh to use them)
 tools:
 	bash hack/cluster.sh tools
+
+# --- image, Helm chart and plain manifests (hack/build-image.sh, hack/gen-k8s.sh) ---
+.PHONY: image images chart-check k8s-gen k8s-check
+
+# The qscale image (wheelhouse built here, image build offline); LOAD=1 loads it into kind.
+image:
+	bash hack/build-image.sh $(if $(LOAD),--load) qscale
+
+# qscale plus the broker and monitoring images the chart uses (qscale-redis, -rabbitmq, -prometheus).
+images:
+	bash hack/build-image.sh $(if $(LOAD),--load) all
+
+# helm lint --strict (every ci/*-values.yaml), kubeconform against offline 1.34 schemas, chart unit tests.
+chart-check: venv
+	bash hack/chart-check.sh
+	$(VENV)/bin/pytest -q tests/chart $(PYTEST_ARGS)
+
+# Regenerate k8s/ (kustomize base + overlays) from the chart.
+k8s-gen:
+	bash hack/gen-k8s.sh
+
+# Fail when k8s/ differs from what the chart renders now.
+k8s-check:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && bash hack/gen-k8s.sh "$$tmp" \
+	  && diff -r k8s/base "$$tmp/base" && diff -r k8s/overlays "$$tmp/overlays" \
+	  && echo "k8s-check: k8s/ matches the chart"
