@@ -65,8 +65,9 @@ def custom_fail(text: str) -> None:
 
 
 @task(name="apitasks.key_fail", max_retries=0)
-def key_fail() -> None:
-    return {}["missing-key"]  # type: ignore[no-any-return]
+def key_fail() -> int:
+    lookup: dict[str, int] = {}
+    return lookup["missing-key"]
 
 
 @task(name="apitasks.sleepy", soft_time_limit=0.3, hard_time_limit=5, max_retries=0)
@@ -102,10 +103,26 @@ def seeded_sum(ctx: TaskContext, steps: int, die_at: int, how: str = "raise") ->
     return {"acc": state["acc"], "resumed_from": resumed_from, "attempt": ctx.attempt}
 
 
+@task(name="apitasks.stuck_once", bind=True, hard_time_limit=1.5, max_retries=1)
+def stuck_once(ctx: TaskContext, marker: str) -> dict[str, Any]:
+    """Checkpoints, then hangs on its first attempt until the hard time limit kills it."""
+    if ctx.attempt == 1:
+        ctx.checkpoint({"marker": marker, "pid": os.getpid()})
+        time.sleep(120)
+    return {"resumed": ctx.last_checkpoint, "attempt": ctx.attempt, "pid": os.getpid()}
+
+
 @task(name="apitasks.explicit_retry", bind=True, max_retries=2)
 def explicit_retry(ctx: TaskContext) -> int:
     if ctx.attempt < 2:
         ctx.retry(countdown=0.05)
+    return ctx.attempt
+
+
+@task(name="apitasks.retry_after", bind=True, max_retries=1)
+def retry_after(ctx: TaskContext, seconds: float) -> int:
+    if ctx.attempt == 1:
+        ctx.retry(countdown=seconds)
     return ctx.attempt
 
 
@@ -132,6 +149,16 @@ def apply_outcome(broker: Broker, delivery: Delivery, outcome: Outcome) -> None:
         broker.dead_letter(delivery, outcome.reason, outcome.detail)
     else:
         broker.requeue([delivery])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll until `predicate()` is truthy (RabbitMQ's management stats lag a few seconds)."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
+    return value
 
 
 def drain(broker: Broker, queues: Sequence[str], executor: Executor, *,

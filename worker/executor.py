@@ -168,7 +168,7 @@ class Executor:
             retryable = True
         else:
             retryable = spec.is_retryable(exc)
-        detail = "".join(traceback.format_exception(cause))
+        detail = _task_traceback(cause)
         type_name = exception_type_name(cause)
         reason = f"{type_name}: {cause}"
         error = error_record(type_name, str(cause), detail)
@@ -211,6 +211,14 @@ def record_failure(store: ResultStore, env: Envelope, error: dict[str, str]) -> 
         store.mark_error(target, FAILURE, error_record("ChordError", message,
                                                        error.get("traceback", "")),
                          task=env.chord.callback.task, attempt=1)
+
+
+def _task_traceback(exc: BaseException) -> str:
+    """The traceback text starting at the task's own frames (executor frames dropped)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
 def _check_json(result: Any) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests import apitasks
-from tests.apitasks import drain
+from tests.apitasks import drain, wait_for
 from worker import Client, RemoteError, ResultsDisabled, ResultTimeout, configure, get_client
 from worker.brokers import Broker, open_broker
 from worker.executor import Executor
@@ -79,12 +79,12 @@ def test_get_times_out_on_a_pending_task(client: Client, queue_name: str) -> Non
 
 def test_retry_waits_in_the_broker_then_succeeds(client: Client, worker_broker: Broker,
                                                  executor: Executor, queue_name: str) -> None:
-    result = apitasks.flaky.apply_async((1,), queue=queue_name, client=client)
+    result = apitasks.retry_after.apply_async((8.0,), queue=queue_name, client=client)
     first = drain(worker_broker, [queue_name], executor,
                   until=lambda: result.status == "RETRY")
-    assert [o.status for o in first] == ["retry"]
-    stats = worker_broker.stats(queue_name)
-    assert stats.delayed + stats.ready == 1  # the retry lives in the broker, not in memory
+    assert [(o.status, o.retry_delay) for o in first] == [("retry", 8.0)]
+    # the retry waits in the broker (not in worker memory) until its delay is over
+    wait_for(lambda: worker_broker.stats(queue_name).delayed == 1, 7, "stats().delayed == 1")
     drain(worker_broker, [queue_name], executor, until=result.ready)
     assert result.get(timeout=5) == 2
 

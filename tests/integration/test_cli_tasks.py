@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.apitasks import drain
+from tests.apitasks import drain, wait_for
 from worker.brokers import Broker, open_broker
 from worker.executor import Executor
 from worker.settings import load_settings
@@ -89,28 +89,35 @@ def test_dlq_list_requeue_purge(broker_url: str, redis_url: str, broker: Broker,
 
     requeued = run_cli(broker_url, "dlq", "requeue", "--queue", queue_name, "--limit", "1")
     assert requeued.stdout.strip() == f"requeued 1 messages to {queue_name}"
-    stats = broker.stats(queue_name)
-    assert (stats.ready, stats.dead) == (1, 3)
+    assert broker.stats(queue_name).dead == 3
+    [back] = broker.claim([queue_name], 5, timeout=5)
+    assert back.body == b"this is not json" or b'"apitasks.wrong_kind"' in back.body
+    broker.ack([back])
 
     refused = run_cli(broker_url, "dlq", "purge", "--queue", queue_name)
     assert refused.returncode == 2 and "add --yes" in refused.stderr
     purged = run_cli(broker_url, "dlq", "purge", "--queue", queue_name, "--yes")
     assert purged.stdout.strip() == f"purged 3 dead letters of {queue_name}"
     assert broker.stats(queue_name).dead == 0
-    broker.ack(broker.claim([queue_name], 5, timeout=1))
 
 
-def test_status_table_and_json(broker_url: str, broker: Broker, queue_name: str) -> None:
-    for _ in range(3):
-        broker.publish(queue_name, b"{}")
-    broker.publish(queue_name, b"{}", delay=60)
-    claimed = broker.claim([queue_name], 1, timeout=2)
-    broker.dead_letter(claimed[0], "test reason")
-    table = run_cli(broker_url, "status", "--queue", queue_name)
-    assert table.returncode == 0, table.stderr
-    header, row = table.stdout.splitlines()[:2]
-    assert header.split() == ["QUEUE", "READY", "IN_FLIGHT", "DELAYED", "DEAD"]
-    assert row.split() == [queue_name, "2", "0", "1", "1"]
+def test_status_table_and_json(broker_url: str, queue_name: str) -> None:
+    with open_broker(broker_url) as broker:
+        for _ in range(3):
+            broker.publish(queue_name, b"{}")
+        broker.publish(queue_name, b"{}", delay=60)
+        claimed = broker.claim([queue_name], 1, timeout=2)
+        broker.dead_letter(claimed[0], "test reason")
+    # closed: anything the connection had prefetched is ready again
+
+    def table_row() -> list[str] | None:
+        table = run_cli(broker_url, "status", "--queue", queue_name)
+        assert table.returncode == 0, table.stderr
+        header, row = table.stdout.splitlines()[:2]
+        assert header.split() == ["QUEUE", "READY", "IN_FLIGHT", "DELAYED", "DEAD"]
+        return row.split() if row.split() == [queue_name, "2", "0", "1", "1"] else None
+
+    wait_for(table_row, 20, "status row ready=2 in_flight=0 delayed=1 dead=1")
     raw = run_cli(broker_url, "status", "--queue", queue_name, "--json",
                   "--workers", "http://127.0.0.1:9")
     report = json.loads(raw.stdout)
@@ -118,8 +125,8 @@ def test_status_table_and_json(broker_url: str, broker: Broker, queue_name: str)
                                  "delayed": 1, "dead": 1}]
     assert "error" in report["workers"][0] and report["busy"] is None
     assert "qscale:" not in report["broker"] or "***" in report["broker"]
-    broker.purge_dead(queue_name)
-    broker.ack(broker.claim([queue_name], 5, timeout=1))
+    with open_broker(broker_url) as broker:
+        broker.purge_dead(queue_name)
 
 
 def test_bad_broker_url_is_a_one_line_error(queue_name: str) -> None:

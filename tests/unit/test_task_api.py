@@ -38,7 +38,8 @@ def bound(ctx: TaskContext, start: int) -> dict[str, Any]:
 def test_default_name_is_module_and_qualname() -> None:
     assert plain.name == f"{__name__}.plain"
     assert registry.lookup(plain.name) is plain.spec
-    assert isinstance(plain, Task) and plain.__doc__ is None and plain.__name__ == "plain"
+    assert isinstance(plain, Task) and plain.__doc__ is None
+    assert plain.fn.__name__ == "plain" and plain.__wrapped__ is plain.fn  # type: ignore[attr-defined]
 
 
 def test_options_are_exposed_through_the_registry() -> None:
