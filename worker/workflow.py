@@ -80,34 +80,55 @@ class chain:  # noqa: N801 - Celery's spelling
     def __or__(self, other: TaskSignature | chain) -> chain:
         return chain(self, other)
 
-    def apply_async(self, *, client: Client | None = None, countdown: float = 0.0) -> AsyncResult:
-        """Send the first step; returns the handle of the last step's result."""
+    def first_envelope(self, **options: Any) -> tuple[Envelope, str]:
+        """The first step's envelope (carrying the rest as `link`) and the last step's id."""
         ids = [Envelope.new_id() for _ in self.steps]
         links = tuple(step.wire(task_id) for step, task_id in
                       zip(self.steps[1:], ids[1:], strict=True))
-        first = self.steps[0].envelope(task_id=ids[0], link=links)
+        return self.steps[0].envelope(task_id=ids[0], link=links, **options), ids[-1]
+
+    def apply_async(self, *, client: Client | None = None, countdown: float = 0.0) -> AsyncResult:
+        """Send the first step; returns the handle of the last step's result."""
+        first, last_id = self.first_envelope()
         client = client or get_client()
         client.send(first, countdown=countdown)
-        return client.async_result(ids[-1])
+        return client.async_result(last_id)
 
     def delay(self) -> AsyncResult:
         return self.apply_async()
 
 
-class group:  # noqa: N801 - Celery's spelling
-    """Run signatures in parallel; `.get()` on the result lists them in order."""
+Member = TaskSignature | chain
 
-    def __init__(self, *members: TaskSignature | Iterable[TaskSignature]) -> None:
-        flat: list[TaskSignature] = []
+
+def _member_envelope(member: Member, **options: Any) -> tuple[Envelope, str]:
+    """A group member's first envelope and the id whose result is the member's result."""
+    if isinstance(member, chain):
+        return member.first_envelope(**options)
+    env = member.envelope(**options)
+    return env, env.id
+
+
+class group:  # noqa: N801 - Celery's spelling
+    """Run signatures (or chains) in parallel; `.get()` on the result lists them in order."""
+
+    def __init__(self, *members: Member | Iterable[Member]) -> None:
+        flat: list[Member] = []
         for member in members:
-            flat.extend([member] if isinstance(member, TaskSignature) else member)
+            if isinstance(member, TaskSignature | chain):
+                flat.append(member)
+            else:
+                flat.extend(member)
+        for member in flat:
+            if not isinstance(member, TaskSignature | chain):
+                raise TypeError(f"group members must be signatures or chains, not {member!r}")
         self.members = flat
 
     def apply_async(self, *, client: Client | None = None) -> GroupResult:
         client = client or get_client()
-        envelopes = [m.envelope() for m in self.members]
-        client.send_many(envelopes)
-        return GroupResult(Envelope.new_id(), [client.async_result(e.id) for e in envelopes])
+        planned = [_member_envelope(m) for m in self.members]
+        client.send_many([env for env, _ in planned])
+        return GroupResult(Envelope.new_id(), [client.async_result(last) for _, last in planned])
 
     def delay(self) -> GroupResult:
         return self.apply_async()
@@ -116,7 +137,7 @@ class group:  # noqa: N801 - Celery's spelling
 class chord:  # noqa: N801 - Celery's spelling
     """Run a group, then `callback` with the list of member results (in order)."""
 
-    def __init__(self, header: group | Iterable[TaskSignature],
+    def __init__(self, header: group | Iterable[Member],
                  callback: TaskSignature | None = None) -> None:
         self.header = header if isinstance(header, group) else group(header)
         self.callback = callback
@@ -140,8 +161,8 @@ class chord:  # noqa: N801 - Celery's spelling
             client.send(replace(self.callback, args=tuple(args)).envelope(task_id=chord_id))
             return client.async_result(chord_id)
         client.send_many([
-            member.envelope(chord=ChordRef(id=chord_id, size=len(members), index=index,
-                                           callback=callback))
+            _member_envelope(member, chord=ChordRef(id=chord_id, size=len(members),
+                                                    index=index, callback=callback))[0]
             for index, member in enumerate(members)])
         return client.async_result(chord_id)
 

@@ -87,6 +87,21 @@ def test_chord_runs_the_callback_once_with_all_results(
     assert result.get(timeout=5) == sum(2 * i for i in range(5)) + 1
 
 
+def test_chains_as_group_and_chord_members(client: Client, worker_broker: Broker,
+                                           executor: Executor, queue_name: str) -> None:
+    q = queue_name
+
+    def pipeline(i: int) -> chain:
+        return chain(apitasks.add.s(i, 1).set(queue=q), apitasks.mul.s(3).set(queue=q))
+
+    scattered = group(pipeline(i) for i in range(4)).apply_async(client=client)
+    reduced = chord([pipeline(i) for i in range(4)], apitasks.total.s().set(queue=q)
+                    ).apply_async(client=client)
+    drain(worker_broker, [q], executor, until=lambda: scattered.ready() and reduced.ready())
+    assert scattered.get(timeout=5) == [(i + 1) * 3 for i in range(4)]
+    assert reduced.get(timeout=5) == sum((i + 1) * 3 for i in range(4))
+
+
 def test_chord_member_in_the_dlq_fails_the_chord_clearly(
         client: Client, worker_broker: Broker, executor: Executor, queue_name: str) -> None:
     q = queue_name
