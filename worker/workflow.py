@@ -8,6 +8,9 @@ A chord member that ends in the dead-letter queue leaves the chord unfinished: t
 callback never runs and the chord's result is marked FAILURE with a ChordError
 naming the member. Requeueing that member from the DLQ and letting it succeed
 completes the chord after all.
+
+Delivery is at-least-once: a member redelivered after the chord completed (its
+worker died before the ack) sends the callback again, under the same task id.
 """
 
 from __future__ import annotations

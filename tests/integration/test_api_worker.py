@@ -38,6 +38,7 @@ def test_round_trip_workflows_and_errors_through_a_real_worker(
     flaky = apitasks.flaky.apply_async((2,), queue=q, client=client)
     failing = apitasks.custom_fail.apply_async(("boom from the worker",), queue=q,
                                                client=client)
+    too_slow = apitasks.sleepy.apply_async((30,), queue=q, client=client)
     piped = chain(apitasks.add.s(1, 2).set(queue=q), apitasks.mul.s(10).set(queue=q)
                   ).apply_async(client=client)
     scattered = group(apitasks.mul.s(i, 2).set(queue=q) for i in range(8)).apply_async(
@@ -53,6 +54,9 @@ def test_round_trip_workflows_and_errors_through_a_real_worker(
     with pytest.raises(RemoteError, match="boom from the worker") as caught:
         failing.get(timeout=30)
     assert "in custom_fail" in caught.value.remote_traceback
+    with pytest.raises(RemoteError, match=r"soft time limit of 0\.3s exceeded") as slow:
+        too_slow.get(timeout=30)
+    assert type(slow.value).__name__ == "SoftTimeLimitExceeded"
 
 
 def test_hard_killed_task_resumes_from_its_checkpoint(
