@@ -15,10 +15,18 @@ from worker import NonRetryable, SoftTimeLimitExceeded, TaskContext, task
 from worker.brokers import Broker, Delivery
 from worker.executor import Executor
 from worker.outcome import Outcome, Settle
+from worker.results import ResultStore
 
 
 class CustomError(Exception):
     """A user-defined exception type (not a builtin) for remote re-raise tests."""
+
+
+@task(name="apitasks.started", track_started=True, bind=True)
+def started(ctx: TaskContext, result_url: str) -> str:
+    """Returns the status its own result had while it ran."""
+    record = ResultStore(result_url).fetch(ctx.id) or {}
+    return str(record.get("status", "PENDING"))
 
 
 @task(name="apitasks.add")

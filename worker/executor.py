@@ -87,8 +87,9 @@ class Executor:
         ident: dict[str, Any] = {"task": env.task, "task_id": env.id, "queue_wait_s": wait}
         spec = registry.lookup(env.task)
         if spec is None:
-            return Outcome(settle=Settle.DEAD, status="bad_message",
-                           reason=f"unknown task {env.task!r}", **ident)
+            reason = f"unknown task {env.task!r}"
+            self._record_final(env, error_record("UnknownTask", reason, ""))
+            return Outcome(settle=Settle.DEAD, status="bad_message", reason=reason, **ident)
         if env.deadline is not None and now > env.deadline:
             reason = f"expired: deadline passed {now - env.deadline:.1f}s before it could run"
             self._record_final(env, error_record("TaskExpired", reason, ""))
@@ -102,6 +103,10 @@ class Executor:
             self._record_final(env, error_record("TypeError", reason, ""))
             return Outcome(settle=Settle.DEAD, status="bad_message", reason=reason, **ident)
 
+        if spec.track_started and not (spec.ignore_result or env.ignore_result):
+            store = self.results()
+            if store is not None:
+                store.mark_started(env.id, task=env.task, attempt=env.attempt)
         started = time.monotonic()
         try:
             result = self._call(spec, call_args, env.kwargs)

@@ -39,6 +39,7 @@ class TaskSpec:
     hard_time_limit: float | None = None
     ignore_result: bool = False
     bind: bool = False
+    track_started: bool = False
 
     def is_retryable(self, exc: BaseException) -> bool:
         """Only `retry_for` exceptions retry, never permanent ones."""

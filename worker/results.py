@@ -67,6 +67,10 @@ class ResultStore:
         self._put(task_id, {"status": SUCCESS, "result": result, "task": task,
                             "attempt": attempt, "finished_at": time.time()})
 
+    def mark_started(self, task_id: str, *, task: str = "", attempt: int = 1) -> None:
+        self._put(task_id, {"status": STARTED, "task": task, "attempt": attempt,
+                            "started_at": time.time()})
+
     def mark_error(self, task_id: str, status: str, error: dict[str, str], *,
                    task: str = "", attempt: int = 1) -> None:
         """Record FAILURE (final) or RETRY (another attempt is scheduled) with the error."""
@@ -228,7 +232,7 @@ class AsyncResult:
         error = record.get("error") if record else None
         return str(error.get("traceback", "")) if isinstance(error, dict) else None
 
-    def get(self, timeout: float | None = None, *, interval: float = 0.2,
+    def get(self, timeout: float | None = None, *, interval: float = 0.1,
             propagate: bool = True) -> Any:
         """Wait for the result; a failed task re-raises as its RemoteError subclass."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -277,7 +281,7 @@ class GroupResult:
     def successful(self) -> bool:
         return all(r.successful() for r in self.results)
 
-    def get(self, timeout: float | None = None, *, interval: float = 0.2) -> list[Any]:
+    def get(self, timeout: float | None = None, *, interval: float = 0.1) -> list[Any]:
         """All results in order; the first failure (in order) is re-raised."""
         deadline = None if timeout is None else time.monotonic() + timeout
         values = []

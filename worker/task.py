@@ -115,7 +115,7 @@ def task(fn: Callable[P, R], /) -> Task[P, R]: ...
 def task(*, name: str | None = None, queue: str = "default", max_retries: int | None = None,
          retry_for: tuple[type[BaseException], ...] = (Exception,), backoff: bool = True,
          soft_time_limit: float | None = None, hard_time_limit: float | None = None,
-         ignore_result: bool = False, bind: bool = False,
+         ignore_result: bool = False, bind: bool = False, track_started: bool = False,
          ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -123,14 +123,15 @@ def task(fn: Callable[P, R] | None = None, /, *, name: str | None = None,
          queue: str = "default", max_retries: int | None = None,
          retry_for: tuple[type[BaseException], ...] = (Exception,), backoff: bool = True,
          soft_time_limit: float | None = None, hard_time_limit: float | None = None,
-         ignore_result: bool = False, bind: bool = False,
+         ignore_result: bool = False, bind: bool = False, track_started: bool = False,
          ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Register a function as a task, by `name` (default `module.qualname`).
 
     `max_retries` defaults to QSCALE_DEFAULT_MAX_RETRIES; only `retry_for` exceptions
     retry (never NonRetryable/permanent ones), after jittered exponential `backoff`.
     With `bind=True` the first argument is a TaskContext (`ctx.id`, `ctx.attempt`,
-    `ctx.checkpoint(state)`, `ctx.last_checkpoint`, `ctx.retry()`).
+    `ctx.checkpoint(state)`, `ctx.last_checkpoint`, `ctx.retry()`). `track_started=True`
+    records STARTED when a run begins (one more Redis write per task).
     """
 
     def decorate(func: Callable[P, R]) -> Task[P, R]:
@@ -138,7 +139,7 @@ def task(fn: Callable[P, R] | None = None, /, *, name: str | None = None,
                         queue=queue, max_retries=max_retries, retry_for=tuple(retry_for),
                         backoff=backoff, soft_time_limit=soft_time_limit,
                         hard_time_limit=hard_time_limit, ignore_result=ignore_result,
-                        bind=bind)
+                        bind=bind, track_started=track_started)
         registry.register(spec)
         return Task(func, spec)
 

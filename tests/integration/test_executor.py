@@ -223,6 +223,21 @@ def test_lost_task_out_of_retries_is_dead_and_recorded(settings: WorkerSettings,
     assert (malformed.settle, malformed.status) == (Settle.DEAD, "bad_message")
 
 
+def test_track_started_records_started_while_running(executor: Executor, store: ResultStore,
+                                                     redis_url: str) -> None:
+    env = Envelope.create("apitasks.started", [redis_url])
+    assert executor.execute(env.encode()).settle is Settle.ACK
+    record = store.fetch(env.id)
+    assert record is not None and record["result"] == "STARTED"
+
+
+def test_unknown_task_is_recorded_as_failed(executor: Executor, store: ResultStore) -> None:
+    env = Envelope.create("apitasks.no_such_task")
+    assert executor.execute(env.encode()).reason == "unknown task 'apitasks.no_such_task'"
+    record = store.fetch(env.id)
+    assert record is not None and record["error"]["type"] == "UnknownTask"
+
+
 def test_ignore_result_stores_nothing(executor: Executor, store: ResultStore) -> None:
     env = Envelope.create("apitasks.quiet")
     assert executor.execute(env.encode()).settle is Settle.ACK
