@@ -39,6 +39,20 @@ class RunOptions:
     once: bool = False
 
 
+SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def lease_namespace(settings: ControllerSettings) -> str:
+    """The configured lease namespace, else the pod's own, else "default"."""
+    if settings.lease_namespace:
+        return settings.lease_namespace
+    try:
+        with open(SA_NAMESPACE_FILE) as handle:
+            return handle.read().strip() or "default"
+    except OSError:
+        return "default"
+
+
 def api_client(kubeconfig: str | None) -> client.ApiClient:
     """In-cluster credentials when running in a pod, else a kubeconfig."""
     cfg = client.Configuration()
@@ -93,7 +107,7 @@ def run(settings: ControllerSettings, options: RunOptions) -> int:
     if settings.leader_election and not options.once and not settings.dry_run:
         elector = LeaderElector(
             client.CoordinationV1Api(api), name=settings.lease_name,
-            namespace=settings.lease_namespace, identity=settings.identity,
+            namespace=lease_namespace(settings), identity=settings.identity,
             duration_seconds=settings.lease_duration_seconds,
             renew_seconds=settings.lease_renew_seconds,
             on_change=lambda leader: metrics.is_leader.set(1 if leader else 0))

@@ -61,7 +61,7 @@ class ControllerSettings(BaseSettings):
     # -- leader election on a coordination.k8s.io Lease --
     leader_election: bool = True
     lease_name: str = "qscale-controller"
-    lease_namespace: str = "default"
+    lease_namespace: str = ""  # "": the pod's own namespace in-cluster, else "default"
     lease_duration_seconds: Annotated[float, Field(ge=1, le=600)] = 15.0
     lease_renew_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
     identity: str = Field(default_factory=socket.gethostname)
