@@ -1,76 +1,63 @@
-"""Counts task completions reported by `bench.workload.report_done`.
+"""Watches the completion file written by `bench.workload.report_done`.
 
-A background thread reads datagrams (4-byte sequence numbers) from a Unix socket
-and records when the first and the n-th distinct task finished. Repeats of a
-sequence number are counted separately: they are re-executions, not progress.
+The file holds one byte per task; a task that ran increments its byte. A
+background thread scans the file every few milliseconds and records when the
+first and the last distinct task finished. Bytes above 1 are re-executions.
 """
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
-import socket
 import tempfile
 import threading
 import time
 
+SCAN_SECONDS = 0.002
+
 
 class CompletionCounter:
-    """Listens on a fresh Unix datagram socket for the duration of one run."""
+    """A fresh completion file and its watcher, for the duration of one run."""
 
     def __init__(self, expected: int) -> None:
         self.expected = expected
-        self._dir = tempfile.mkdtemp(prefix="qscale-bench-")
-        self.path = os.path.join(self._dir, "done.sock")
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self._sock.bind(self.path)
-        self._sock.settimeout(0.2)
-        self._seen = bytearray(expected)
+        fd, self.path = tempfile.mkstemp(prefix="qscale-bench-", suffix=".done")
+        os.ftruncate(fd, expected)
+        self._map = mmap.mmap(fd, expected)
+        os.close(fd)
         self.distinct = 0
         self.duplicates = 0
-        self.out_of_range = 0
         self.first_at: float | None = None
         self.all_done_at: float | None = None
         self._finished = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="completions", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name="completions", daemon=True)
         self._thread.start()
 
-    def _loop(self) -> None:
-        recv = self._sock.recv
+    def _watch(self) -> None:
         while not self._stop.is_set():
-            try:
-                data = recv(16)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
             now = time.perf_counter()
-            seq = int.from_bytes(data[:4], "little")
-            if seq >= self.expected:
-                self.out_of_range += 1
-                continue
-            if self._seen[seq]:
-                self.duplicates += 1
-                continue
-            self._seen[seq] = 1
-            self.distinct += 1
-            if self.first_at is None:
+            self.distinct = self.expected - self._map[:].count(0)
+            if self.distinct and self.first_at is None:
                 self.first_at = now
             if self.distinct == self.expected:
                 self.all_done_at = now
                 self._finished.set()
+                return
+            time.sleep(SCAN_SECONDS)
 
     def wait_all(self, timeout: float) -> bool:
         """Block until every task reported, or `timeout` seconds passed."""
         return self._finished.wait(timeout)
 
     def close(self) -> None:
+        """Stop watching; counts stay readable, the file is removed."""
         self._stop.set()
         self._thread.join(timeout=2)
-        self._sock.close()
-        try:
+        snapshot = self._map[:]
+        self.distinct = self.expected - snapshot.count(0)
+        self.duplicates = sum(snapshot) - self.distinct  # executions beyond each task's first
+        self._map.close()
+        with contextlib.suppress(OSError):
             os.unlink(self.path)
-            os.rmdir(self._dir)
-        except OSError:
-            pass

@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.completions import CompletionCounter
 from bench.frameworks import Framework
-from bench.workload import BROKER_URL_ENV, QUEUE_ENV, SIGNAL_SOCKET_ENV
+from bench.workload import BROKER_URL_ENV, COMPLETION_FILE_ENV, QUEUE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def _measure(framework: Framework, queue: str, result: RunResult, *, timeout: fl
              log_path: Path) -> None:
     tasks, processes = result.tasks, result.processes
     counter = CompletionCounter(tasks)
-    env = {**os.environ, SIGNAL_SOCKET_ENV: counter.path, QUEUE_ENV: queue,
+    env = {**os.environ, COMPLETION_FILE_ENV: counter.path, QUEUE_ENV: queue,
            BROKER_URL_ENV: framework.target.url, "PYTHONPATH": str(REPO_ROOT),
            **framework.worker_env(queue, processes)}
     command = framework.worker_command(queue, processes, result.threads)
