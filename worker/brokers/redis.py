@@ -26,7 +26,8 @@ gives back every claim of owners whose liveness key expired (flagged
 redelivered). `close()` keeps claims: they return after the lease.
 
 Errors: a connection problem marks the broker disconnected and raises
-BrokerUnavailable; the next call reconnects (redis-py's pool) without internal
+BrokerUnavailable (a claim first waits up to 1 s of its timeout, so a claim loop
+does not spin); the next call reconnects (redis-py's pool) without internal
 retries, so the caller owns the retry policy. A claim whose reply was lost is
 remembered and its possible claims are given back on the next successful call.
 """
@@ -59,6 +60,7 @@ DUE_PER_CLAIM = 1000      # delayed messages promoted per queue per claim
 RECLAIM_INTERVAL = 1.0    # seconds between dead-owner sweeps from one consumer
 POLL_MIN, POLL_MAX = 0.002, 0.02  # idle claim polling, growing to POLL_MAX
 PUBLISH_CHUNK = 1000      # bodies per LPUSH in publish_many
+OUTAGE_PAUSE = 1.0        # a failed claim waits this long (within its timeout) to raise
 
 
 def key_prefix(queue: str) -> str:
@@ -195,7 +197,12 @@ class RedisBroker(Broker):
         deadline = time.monotonic() + max(0.0, timeout)
         pause = POLL_MIN
         while True:
-            deliveries = self._claim_once(queues, count)
+            try:
+                deliveries = self._claim_once(queues, count)
+            except BrokerUnavailable:
+                # Spend (part of) the timeout here so a caller's claim loop cannot spin.
+                time.sleep(max(0.0, min(deadline - time.monotonic(), OUTAGE_PAUSE)))
+                raise
             remaining = deadline - time.monotonic()
             if deliveries or remaining <= 0:
                 return deliveries
