@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from worker import TaskContext, registry, task
-from worker.errors import ConfigError
+from worker import Client, TaskContext, registry, task
+from worker.errors import BadMessage, ConfigError
 from worker.executor import Executor
 from worker.outcome import Settle
 from worker.results import RemoteError, remote_error, remote_error_class
@@ -123,3 +123,18 @@ def test_remote_types_are_never_imported_or_trusted(type_name: str) -> None:
     assert isinstance(error, RemoteError) and error.remote_type == type_name
     assert not isinstance(error, KeyboardInterrupt)
     assert set(sys.modules) == modules_before
+
+
+def test_non_json_arguments_fail_at_the_producer_before_any_io() -> None:
+    offline = Client("redis://127.0.0.1:1/0")  # never connected: encoding fails first
+    with pytest.raises(BadMessage, match="not JSON-serializable"):
+        plain.apply_async((object(),), client=offline)
+
+
+def test_import_task_modules_reports_one_line_naming_the_module() -> None:
+    with pytest.raises(ConfigError) as caught:
+        registry.import_task_modules(["json", "no_such_module_for_qscale"])
+    text = str(caught.value)
+    assert text.startswith("QSCALE_IMPORTS: cannot import 'no_such_module_for_qscale': "
+                           "ModuleNotFoundError")
+    assert "\n" not in text
