@@ -7,6 +7,7 @@ Tests and libraries can build their own `Client` and pass it explicitly.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -68,7 +69,13 @@ class Client:
         return self._results
 
     def send(self, env: Envelope, *, countdown: float = 0.0) -> AsyncResult:
-        """Publish one envelope (after `countdown` s) and return a handle on its result."""
+        """Publish one envelope (after `countdown` s) and return a handle on its result.
+
+        A countdown moves `enqueued_at` to when the message becomes ready, so the
+        deliberate delay is not reported as queue wait.
+        """
+        if countdown > 0:
+            env = dataclasses.replace(env, enqueued_at=env.enqueued_at + countdown)
         body = env.encode()
         with self._lock:
             self.broker.publish(env.queue, body, delay=max(0.0, countdown),

@@ -187,7 +187,7 @@ class Executor:
             log.info("task %s[%s] attempt %d failed (%s); retry in %.2fs",
                      env.task, env.id, env.attempt, reason, delay)
             return Outcome(settle=Settle.RETRY, status="retry",
-                           retry_body=env.next_attempt().encode(), retry_delay=delay,
+                           retry_body=_retry_body(env, delay), retry_delay=delay,
                            reason=reason, detail=detail, runtime_s=runtime, **ident)
         self._record_final(env, error)
         return Outcome(settle=Settle.DEAD, status="failure", reason=reason, detail=detail,
@@ -216,6 +216,12 @@ def record_failure(store: ResultStore, env: Envelope, error: dict[str, str]) -> 
         store.mark_error(target, FAILURE, error_record("ChordError", message,
                                                        error.get("traceback", "")),
                          task=env.chord.callback.task, attempt=1)
+
+
+def _retry_body(env: Envelope, delay: float) -> bytes:
+    """The next attempt, stamped as enqueued when its delay ends: queue-wait metrics (and
+    latency-based scaling) must not count a deliberate backoff as backlog."""
+    return env.next_attempt(now=time.time() + delay).encode()
 
 
 def _task_traceback(exc: BaseException) -> str:
@@ -277,10 +283,9 @@ def outcome_for_lost(body: bytes, reason: str, settings: WorkerSettings, *,
         settings.default_max_retries
     ident: dict[str, Any] = {"task": env.task, "task_id": env.id}
     if env.attempt <= allowed:
-        return Outcome(settle=Settle.RETRY, status="retry",
-                       retry_body=env.next_attempt().encode(),
-                       retry_delay=retry_delay(spec, env.attempt, settings),
-                       reason=reason, **ident)
+        delay = retry_delay(spec, env.attempt, settings)
+        return Outcome(settle=Settle.RETRY, status="retry", retry_body=_retry_body(env, delay),
+                       retry_delay=delay, reason=reason, **ident)
     try:
         target = store or _store_for(settings)
         if target is not None:

@@ -107,6 +107,9 @@ def test_retries_with_jittered_backoff_then_succeeds(executor: Executor, store: 
         assert outcome.retry_body is not None
         retried = json.loads(outcome.retry_body)
         assert (retried["id"], retried["attempt"]) == (env.id, attempt + 1)
+        # stamped as enqueued when the backoff ends: a deliberate delay is not queue wait
+        assert retried["enqueued_at"] >= time.time() + outcome.retry_delay - 1.0
+        assert retried["first_enqueued_at"] == env.first_enqueued_at
         record = store.fetch(env.id)
         assert record is not None and record["status"] == RETRY
         assert record["attempt"] == attempt
