@@ -69,21 +69,25 @@ class Task(Generic[P, R]):
                     task_id: str | None = None,
                     deadline: float | dt.datetime | None = None,
                     expires: float | None = None, ignore_result: bool | None = None,
+                    checkpoint_key: str | None = None,
                     client: Client | None = None) -> AsyncResult:
         """Send with options: `countdown` s delay, `deadline` (epoch s or datetime) or
-        `expires` (s from now) after which the worker dead-letters it unrun."""
+        `expires` (s from now) after which the worker dead-letters it unrun, and
+        `checkpoint_key` to share checkpoints across task ids (default: the task id)."""
         env = self.envelope(args, kwargs, queue=queue, priority=priority, task_id=task_id,
-                            deadline=deadline, expires=expires, ignore_result=ignore_result)
+                            deadline=deadline, expires=expires, ignore_result=ignore_result,
+                            checkpoint_key=checkpoint_key)
         return (client or get_client()).send(env, countdown=countdown or 0.0)
 
     def envelope(self, args: tuple[Any, ...] | list[Any] = (),
                  kwargs: dict[str, Any] | None = None, *, queue: str | None = None,
                  priority: int | None = None, task_id: str | None = None,
                  deadline: float | dt.datetime | None = None, expires: float | None = None,
-                 ignore_result: bool | None = None) -> Envelope:
+                 ignore_result: bool | None = None,
+                 checkpoint_key: str | None = None) -> Envelope:
         """The message `apply_async` would send (bulk senders use it directly)."""
         env = Envelope.create(self.name, args, kwargs, queue=queue or self.spec.queue,
-                              task_id=task_id, priority=priority,
+                              task_id=task_id, priority=priority, checkpoint_key=checkpoint_key,
                               ignore_result=self.spec.ignore_result if ignore_result is None
                               else ignore_result)
         limit = _deadline(deadline, expires, env.enqueued_at)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-import tests.apitasks  # noqa: F401 - registers the test tasks
+from tests import apitasks
 from worker.envelope import Envelope
 from worker.executor import Executor, hard_time_limit_for, outcome_for_lost
 from worker.outcome import Settle
@@ -189,6 +189,17 @@ def test_checkpoint_resumes_after_a_failed_attempt(executor: Executor,
     assert record is not None
     assert record["result"] == {"acc": sum(range(10)), "resumed_from": 6, "attempt": 2}
     assert store.load_checkpoint(env.id) is None  # cleaned up after success
+
+
+def test_shared_checkpoint_key_resumes_across_task_ids(executor: Executor,
+                                                       store: ResultStore) -> None:
+    key = f"job-{time.time_ns()}"
+    first = apitasks.seeded_sum.envelope([6], {"die_at": 4}, checkpoint_key=key)
+    assert executor.execute(first.encode()).settle is Settle.RETRY
+    second = apitasks.seeded_sum.envelope([6], {"die_at": 99}, checkpoint_key=key)
+    assert executor.execute(second.encode()).settle is Settle.ACK
+    record = store.fetch(second.id)
+    assert record is not None and record["result"]["resumed_from"] == 4
 
 
 def _run_in_child(settings: WorkerSettings, raw: bytes) -> None:
