@@ -3,15 +3,19 @@
 prometheus-client picks its value storage when it is first imported, so
 `setup_metrics()` points PROMETHEUS_MULTIPROC_DIR at a fresh directory *before*
 importing it; children forked later write their own files there and `/metrics`
-aggregates them. Task metrics are recorded by the supervisor from each Outcome,
-with labelled children cached so the per-task cost is a few dict lookups.
+aggregates them. Per-task metrics (counts, histograms) are different: every
+outcome passes through the supervisor, so they are kept in its memory and
+rendered at scrape time, which keeps the per-task cost to a few integer updates.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from worker.outcome import Outcome, Settle
@@ -37,31 +41,111 @@ def reason_class(reason: str) -> str:
     return "other"
 
 
+class _TaskStats:
+    """Per-task counters and histograms kept in the supervisor's memory.
+
+    Every task outcome passes through the supervisor, so these need no
+    multiprocess files: recording is a few integer updates under a lock, and
+    the HTTP thread turns them into metric families at scrape time.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.tasks: dict[tuple[str, str], int] = {}
+        self.duration: dict[str, _Hist] = {}
+        self.wait: dict[str, _Hist] = {}
+        self.retries: dict[str, int] = {}
+        self.dead: dict[str, int] = {}
+
+    def record(self, outcome: Outcome) -> None:
+        task = outcome.task
+        with self.lock:
+            key = (task, outcome.status)
+            self.tasks[key] = self.tasks.get(key, 0) + 1
+            hist = self.duration.get(task)
+            if hist is None:
+                hist = self.duration[task] = _Hist(_DURATION_BUCKETS)
+            hist.observe(outcome.runtime_s)
+            if outcome.queue_wait_s is not None:
+                hist = self.wait.get(task)
+                if hist is None:
+                    hist = self.wait[task] = _Hist(_WAIT_BUCKETS)
+                hist.observe(max(0.0, outcome.queue_wait_s))
+            if outcome.settle is Settle.RETRY:
+                self.retries[task] = self.retries.get(task, 0) + 1
+            elif outcome.settle is Settle.DEAD:
+                label = reason_class(outcome.reason)
+                self.dead[label] = self.dead.get(label, 0) + 1
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import (  # noqa: PLC0415 - after the env setup
+            CounterMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        with self.lock:
+            tasks, retries, dead = dict(self.tasks), dict(self.retries), dict(self.dead)
+            duration = {t: h.snapshot() for t, h in self.duration.items()}
+            wait = {t: h.snapshot() for t, h in self.wait.items()}
+        family = CounterMetricFamily("qscale_tasks", "Tasks finished, by task and outcome "
+                                     "status", labels=["task", "status"])
+        for (task, status), count in sorted(tasks.items()):
+            family.add_metric([task, status], count)
+        yield family
+        for name, doc, hists in (
+                ("qscale_task_duration_seconds", "Task execution time", duration),
+                ("qscale_task_queue_wait_seconds", "Time from enqueue to execution start",
+                 wait)):
+            hfamily = HistogramMetricFamily(name, doc, labels=["task"])
+            for task, (buckets, total) in sorted(hists.items()):
+                hfamily.add_metric([task], buckets, total)
+            yield hfamily
+        family = CounterMetricFamily("qscale_task_retries", "Tasks scheduled for retry",
+                                     labels=["task"])
+        for task, count in sorted(retries.items()):
+            family.add_metric([task], count)
+        yield family
+        family = CounterMetricFamily("qscale_dead_lettered", "Messages moved to the DLQ",
+                                     labels=["reason"])
+        for label, count in sorted(dead.items()):
+            family.add_metric([label], count)
+        yield family
+
+
+class _Hist:
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[min(bisect.bisect_left(self.bounds, value), len(self.bounds) - 1)] += 1
+        self.total += value
+
+    def snapshot(self) -> tuple[list[tuple[str, float]], float]:
+        cumulative, running = [], 0
+        for bound, count in zip(self.bounds, self.counts, strict=True):
+            running += count
+            cumulative.append(("+Inf" if bound == float("inf") else repr(bound),
+                               float(running)))
+        return cumulative, self.total
+
+
 class WorkerMetrics:
-    """The worker's metric families; create once per supervisor via `setup_metrics()`."""
+    """The worker's metrics; create once per supervisor via `setup_metrics()`."""
 
     def __init__(self, multiproc_dir: str) -> None:
         from prometheus_client import (  # noqa: PLC0415 - must follow the env setup
             CollectorRegistry,
             Counter,
             Gauge,
-            Histogram,
             multiprocess,
         )
 
         self.multiproc_dir = multiproc_dir
         self._multiprocess = multiprocess
-        self.tasks = Counter("qscale_tasks_total", "Tasks finished, by task and outcome status",
-                             ["task", "status"])
-        self.duration = Histogram("qscale_task_duration_seconds", "Task execution time",
-                                  ["task"], buckets=_DURATION_BUCKETS)
-        self.queue_wait = Histogram("qscale_task_queue_wait_seconds",
-                                    "Time from enqueue to execution start", ["task"],
-                                    buckets=_WAIT_BUCKETS)
-        self.retries = Counter("qscale_task_retries_total", "Tasks scheduled for retry",
-                               ["task"])
-        self.dead = Counter("qscale_dead_lettered_total", "Messages moved to the DLQ",
-                            ["reason"])
         self.restarts = Counter("qscale_child_restarts_total", "Child processes replaced",
                                 ["cause"])
         self.in_flight = Gauge("qscale_in_flight", "Claimed messages not yet settled",
@@ -74,29 +158,15 @@ class WorkerMetrics:
                                multiprocess_mode="livesum")
         self.draining = Gauge("qscale_draining", "1 while shutting down",
                               multiprocess_mode="livesum")
+        self._stats = _TaskStats()
         self._registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
             self._registry, path=multiproc_dir)
-        self._per_task: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        self._registry.register(self._stats)
 
     def record(self, outcome: Outcome) -> None:
         """Count one settled outcome (called once per task in the supervisor)."""
-        key = (outcome.task, outcome.status)
-        cached = self._per_task.get(key)
-        if cached is None:
-            cached = (self.tasks.labels(outcome.task, outcome.status),
-                      self.duration.labels(outcome.task),
-                      self.queue_wait.labels(outcome.task))
-            self._per_task[key] = cached
-        counter, duration, wait = cached
-        counter.inc()
-        duration.observe(outcome.runtime_s)
-        if outcome.queue_wait_s is not None:
-            wait.observe(max(0.0, outcome.queue_wait_s))
-        if outcome.settle is Settle.RETRY:
-            self.retries.labels(outcome.task).inc()
-        elif outcome.settle is Settle.DEAD:
-            self.dead.labels(reason_class(outcome.reason)).inc()
+        self._stats.record(outcome)
 
     def child_replaced(self, cause: str) -> None:
         self.restarts.labels(cause).inc()

@@ -11,16 +11,17 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import selectors
 import signal
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 from worker.brokers.base import Delivery
-from worker.child import CANCEL, STOP, ExecutorFactory, child_main
+from worker.child import CANCEL, STOP, ExecutorFactory, child_main, ready_check
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Child:
     stop_sent: bool = False
     kill_cause: str | None = None     # set when the supervisor SIGKILLed it
     overdue_seq: int | None = None    # the job that ran past its hard limit
+    waiting: Callable[[], bool] = lambda: False  # a message is ready on `conn`
 
     @property
     def pid(self) -> int:
@@ -79,6 +81,8 @@ class Pool:
         self.settings = settings
         self.executor_factory = executor_factory
         self.children: dict[int, Child] = {}
+        # Children's pipes and exit sentinels, registered once (not per wait).
+        self.selector = selectors.DefaultSelector()
         self._quick_deaths: dict[int, int] = {}
         self._respawn_at: dict[int, float] = {}
 
@@ -91,8 +95,11 @@ class Pool:
             args=(child_end, self.settings, os.getpid(), self.executor_factory))
         process.start()
         child_end.close()
-        child = Child(slot=slot, process=process, conn=parent_end, born=time.monotonic())
+        child = Child(slot=slot, process=process, conn=parent_end, born=time.monotonic(),
+                      waiting=ready_check(parent_end))
         self.children[slot] = child
+        self.selector.register(parent_end, selectors.EVENT_READ, child)
+        self.selector.register(process.sentinel, selectors.EVENT_READ, child)
         log.debug("child started slot=%d pid=%d", slot, child.pid)
         return child
 
@@ -112,6 +119,9 @@ class Pool:
         is broken by itself, and respawning it in a tight loop would only burn CPU.
         """
         self.children.pop(child.slot, None)
+        for source in (child.conn, child.process.sentinel):
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(source)
         child.conn.close()
         child.process.join(timeout=0)
         died_young = now - child.born < 1.0 and child.done == 0 and not child.stop_sent
@@ -165,14 +175,6 @@ class Pool:
             child.jobs.extend(jobs)
             with contextlib.suppress(OSError):  # died meanwhile: recovered when reaped
                 child.conn.send([(job.seq, job.delivery.body) for job in jobs])
-
-    def by_waitable(self) -> dict[Connection | int, Child]:
-        """Each child's pipe and process sentinel, for `multiprocessing.connection.wait`."""
-        out: dict[Connection | int, Child] = {}
-        for child in self.children.values():
-            out[child.conn] = child
-            out[child.process.sentinel] = child
-        return out
 
     def busy(self) -> int:
         return sum(1 for c in self.children.values() if c.jobs)

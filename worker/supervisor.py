@@ -13,17 +13,17 @@ import contextlib
 import logging
 import math
 import os
+import selectors
 import signal
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.connection import wait
 from types import FrameType
 from typing import Any
 
 from worker.brokers.base import Delivery
-from worker.child import ExecutorFactory
+from worker.child import ExecutorFactory, expand
 from worker.link import BrokerLink
 from worker.metrics import WorkerMetrics
 from worker.outcome import Outcome
@@ -68,6 +68,7 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self.pool.selector.register(self._wake_r, selectors.EVENT_READ, None)
 
     # -- signals --
 
@@ -203,18 +204,16 @@ class Supervisor:
 
     def _collect(self, timeout: float) -> None:
         """Wait for results or deaths, then process everything that is ready."""
-        owners = self.pool.by_waitable()
-        ready = wait([*owners, self._wake_r], timeout)
         dead: list[Child] = []
-        for item in ready:
-            if item == self._wake_r:
+        for key, _ in self.pool.selector.select(timeout):
+            child: Child | None = key.data
+            if child is None:  # the signal wake-up pipe
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 512)
                 continue
-            child = owners.get(item)  # type: ignore[arg-type]
-            if child is None or child in dead:
+            if child in dead or self.pool.children.get(child.slot) is not child:
                 continue
-            if item is child.conn:
+            if key.fileobj is child.conn:
                 if not self._drain_pipe(child):
                     dead.append(child)
             elif not child.process.is_alive():
@@ -224,9 +223,9 @@ class Supervisor:
 
     def _drain_pipe(self, child: Child) -> bool:
         """Handle every message waiting from `child`; False when its pipe is closed."""
-        conn = child.conn
+        conn, waiting = child.conn, child.waiting
         try:
-            while conn.poll():
+            while waiting():
                 self._on_message(child, conn.recv())
         except (EOFError, OSError):
             return False
@@ -236,7 +235,8 @@ class Supervisor:
         kind = message[0]
         now = time.monotonic()
         if kind == "done":
-            _, seq, outcome, over_rss = message
+            _, seq, payload, over_rss = message
+            outcome = expand(payload)
             job = child.jobs.popleft()
             if job.seq != seq:  # protocol invariant; recover rather than mis-settle
                 log.error("child %d reported job %d, expected %d", child.pid, seq, job.seq)
