@@ -33,9 +33,12 @@ RUN set -eu; \
     fi; \
     python3 -m venv /opt/qscale
 COPY dist/wheelhouse /wheelhouse
+# qscale uses the synchronous Kubernetes client: its asyncio twin (~70 MB) goes.
 RUN set -eu; \
     /opt/qscale/bin/pip install --no-cache-dir --no-index --find-links /wheelhouse qscale; \
     /opt/qscale/bin/pip uninstall -y -q setuptools wheel || true; \
+    site="$(/opt/qscale/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
+    rm -rf "$site/kubernetes/aio"; \
     /opt/qscale/bin/python -c 'import worker, controller'
 
 # --- final: runtime + the virtualenv, non-root, nothing to compile with.

@@ -55,9 +55,43 @@ build_wheelhouse() {
   rm -f "$wh"/qscale-*.whl
   rm -rf "$REPO_ROOT/build/lib"   # setuptools' stale copy would resurrect deleted modules
   log "wheelhouse: pip wheel . -> dist/wheelhouse"
-  "$PY" -m pip wheel --quiet --disable-pip-version-check --find-links "$wh" -w "$wh" . \
+  "$PY" -m pip wheel --quiet --disable-pip-version-check --find-links "$wh" -w "$wh" . >"$REPO_ROOT/dist/wheelhouse.log" 2>&1 \
     || die "pip wheel failed (is the package index reachable for new dependencies?)"
   ls "$wh"/qscale-"$VERSION"-*.whl >/dev/null 2>&1 || die "no qscale-$VERSION wheel in $wh"
+  # pip resolved the markers for the host's Python; Debian bookworm's is 3.11.2, so add
+  # what the image's Python needs on top (e.g. redis wants async-timeout below 3.11.3).
+  local extra
+  for _ in 1 2 3; do
+    extra="$("$PY" - "$wh" "${TARGET_PYTHON:-3.11.2}" <<'PY'
+import sys, zipfile
+from pathlib import Path
+from pip._vendor.packaging.markers import default_environment
+from pip._vendor.packaging.requirements import Requirement
+from pip._vendor.packaging.utils import canonicalize_name
+
+wheelhouse, version = Path(sys.argv[1]), sys.argv[2]
+env = {**default_environment(), "python_full_version": version,
+       "python_version": ".".join(version.split(".")[:2]), "extra": ""}
+have = {canonicalize_name(w.name.split("-")[0]) for w in wheelhouse.glob("*.whl")}
+missing = set()
+for wheel in wheelhouse.glob("*.whl"):
+    with zipfile.ZipFile(wheel) as zf:
+        meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        for line in zf.read(meta).decode().splitlines():
+            if line.startswith("Requires-Dist:"):
+                req = Requirement(line.split(":", 1)[1].strip())
+                if (req.marker is None or req.marker.evaluate(env)) and \
+                        canonicalize_name(req.name) not in have:
+                    missing.add(str(req).split(";")[0])
+print(" ".join(sorted(missing)))
+PY
+)" || die "cannot inspect the wheelhouse"
+    [ -n "$extra" ] || break
+    log "wheelhouse: adding for Python ${TARGET_PYTHON:-3.11.2}: $extra"
+    # shellcheck disable=SC2086
+    "$PY" -m pip wheel --quiet --disable-pip-version-check --find-links "$wh" -w "$wh" $extra \
+      || die "pip wheel $extra failed"
+  done
 }
 
 build() {  # name context dockerfile [build-arg...]

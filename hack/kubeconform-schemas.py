@@ -25,13 +25,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 REF_PREFIX = "#/definitions/"
 # Types that YAML writes as numbers or strings; OpenAPI v2 calls them strings.
-INT_OR_STRING = {"oneOf": [{"type": "string"}, {"type": "integer"}]}
-QUANTITY = {"oneOf": [{"type": "string"}, {"type": "number"}]}
-LOOSE = {
+INT_OR_STRING: dict[str, Any] = {"oneOf": [{"type": "string"}, {"type": "integer"}]}
+QUANTITY: dict[str, Any] = {"oneOf": [{"type": "string"}, {"type": "number"}]}
+LOOSE: dict[str, dict[str, Any]] = {
     "io.k8s.apimachinery.pkg.util.intstr.IntOrString": INT_OR_STRING,
     "io.k8s.apimachinery.pkg.api.resource.Quantity": QUANTITY,
 }
@@ -88,7 +88,7 @@ def closure(name: str, definitions: dict[str, Any]) -> set[str]:
 def kind_schema(name: str, gvk: dict[str, str], definitions: dict[str, Any]) -> dict[str, Any]:
     needed = closure(name, definitions)
     defs = {n: LOOSE.get(n) or close_objects(definitions[n]) for n in sorted(needed)}
-    root = copy.deepcopy(defs[name])
+    root: dict[str, Any] = copy.deepcopy(defs[name])
     props = root.setdefault("properties", {})
     api_version = f"{gvk['group']}/{gvk['version']}" if gvk["group"] else gvk["version"]
     props["apiVersion"] = {"type": "string", "enum": [api_version]}
