@@ -171,3 +171,8 @@ def test_foreign_queue_declaration_is_a_clear_error(
             assert [d.body for d in claim_exactly(broker, [other], 1)] == [b"fine"]
         finally:
             cleanup(amqp_url, other)
+
+
+def test_wrong_credentials_are_a_config_error(amqp_url: str) -> None:
+    with pytest.raises(ConfigError, match="credentials"):
+        AmqpBroker(amqp_url.replace("qscale:qscale@", "qscale:wrong@"))

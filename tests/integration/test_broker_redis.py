@@ -142,3 +142,21 @@ def test_idle_claim_loop_is_cheap(redis_url: str, queue_name: str,
         cpu, wall = time.process_time() - cpu, time.monotonic() - wall
         print(f"idle claim: {cpu / wall:.1%} of a core over {wall:.1f}s")
         assert cpu / wall < 0.25
+
+
+def test_priority_survives_retry_and_requeue(redis_url: str, client: redis.Redis,
+                                             queue_name: str) -> None:
+    with RedisBroker(redis_url) as broker:
+        broker.publish(queue_name, b"urgent", priority=9)
+        [urgent] = claim_exactly(broker, [queue_name], 1)
+        broker.retry_later(urgent, b"urgent-2", 0.2)
+        broker.publish(queue_name, b"normal")
+        time.sleep(0.3)
+        got = claim_exactly(broker, [queue_name], 2)
+        assert [d.body for d in got] == [b"urgent-2", b"normal"]
+        broker.requeue(got[:1])
+        broker.ack(got[1:])
+        assert client.llen(ready_key(queue_name, 9)) == 0, "requeued work goes first in line"
+        [again] = claim_exactly(broker, [queue_name], 1)
+        assert (again.body, again.tag.endswith(".9")) == (b"urgent-2", True)
+        broker.ack([again])

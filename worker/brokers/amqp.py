@@ -28,6 +28,7 @@ will come again (flagged redelivered).
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -43,7 +44,7 @@ from typing import Any
 
 import amqp
 import kombu as _kombu_module
-from amqp.exceptions import PreconditionFailed
+from amqp.exceptions import AccessRefused, PreconditionFailed
 
 from worker.brokers._rabbitmq_api import ManagementApi, api_url_from_amqp, vhost_from_amqp
 from worker.brokers.base import Broker, DeadLetter, Delivery, QueueStats
@@ -172,6 +173,9 @@ class AmqpBroker(Broker):
             time.sleep(wait)
         try:
             self._connect()
+        except AccessRefused as exc:
+            raise ConfigError(f"rabbitmq refused the credentials in the broker URL: {exc}") \
+                from exc
         except self._errors as exc:
             self._failures += 1
             backoff = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** self._failures)
@@ -211,7 +215,9 @@ class AmqpBroker(Broker):
         assert self._conn is not None
         try:
             self._conn.drain_events(timeout=timeout)
-        except TimeoutError:
+        except TimeoutError as exc:
+            if exc.errno == errno.ETIMEDOUT:  # the TCP connection died, not our wait
+                raise
             return False
         return True
 

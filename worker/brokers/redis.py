@@ -51,7 +51,7 @@ from redis.retry import Retry
 
 from worker.brokers import _redis_scripts as scripts
 from worker.brokers.base import Broker, DeadLetter, Delivery, QueueStats
-from worker.errors import BrokerUnavailable
+from worker.errors import BrokerUnavailable, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,9 @@ class RedisBroker(Broker):
         """Turn connection trouble into BrokerUnavailable and track `connected()`."""
         try:
             yield
+        except redis.AuthenticationError as exc:
+            self._connected = False
+            raise ConfigError(f"redis refused the credentials in the broker URL: {exc}") from exc
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._connected = False
             raise BrokerUnavailable(f"redis {what} failed: {exc}") from exc
