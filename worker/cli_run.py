@@ -32,6 +32,6 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return fail(str(exc))
     # Imported late: the runtime sets PROMETHEUS_MULTIPROC_DIR before metrics load.
-    from worker.lifecycle import run_worker  # noqa: PLC0415
+    from worker.lifecycle import run_worker
 
     return run_worker(settings)

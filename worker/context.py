@@ -16,11 +16,11 @@ from worker.results import ResultsDisabled, ResultStore
 _UNSET: Any = object()
 
 
-class SoftTimeLimitExceeded(Exception):  # noqa: N818 - the name Celery users know
+class SoftTimeLimitExceeded(Exception):
     """Raised inside a task when its soft time limit expires; the task may clean up."""
 
 
-class Retry(Exception):  # noqa: N818 - the name Celery users know
+class Retry(Exception):
     """Raised by `ctx.retry()`: ask for another attempt, after `countdown` s if given."""
 
     def __init__(self, countdown: float | None = None, exc: BaseException | None = None) -> None:

@@ -78,7 +78,7 @@ class _TaskStats:
                 self.dead[label] = self.dead.get(label, 0) + 1
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import (  # noqa: PLC0415 - after the env setup
+        from prometheus_client.core import (
             CounterMetricFamily,
             HistogramMetricFamily,
         )
@@ -137,7 +137,7 @@ class WorkerMetrics:
     """The worker's metrics; create once per supervisor via `setup_metrics()`."""
 
     def __init__(self, multiproc_dir: str) -> None:
-        from prometheus_client import (  # noqa: PLC0415 - must follow the env setup
+        from prometheus_client import (
             CollectorRegistry,
             Counter,
             Gauge,
@@ -186,7 +186,7 @@ class WorkerMetrics:
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type, aggregated over all processes."""
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # noqa: PLC0415
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return generate_latest(self._registry), CONTENT_TYPE_LATEST
 

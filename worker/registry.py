@@ -18,7 +18,7 @@ from worker.errors import ConfigError, PermanentError
 log = logging.getLogger(__name__)
 
 
-class NonRetryable(PermanentError):  # noqa: N818 - reads naturally in `raise`
+class NonRetryable(PermanentError):
     """Raise (or subclass) in a task to fail at once: no retry, straight to the DLQ."""
 
 

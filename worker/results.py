@@ -34,7 +34,7 @@ return false
 """
 
 
-class ResultsDisabled(ConfigError):  # noqa: N818
+class ResultsDisabled(ConfigError):
     """Results, checkpoints and chords need a Redis result store, and there is none."""
 
     def __init__(self, what: str = "results") -> None:
@@ -134,7 +134,7 @@ def exception_type_name(exc: BaseException) -> str:
 # -- the producer's view: handles on results, and remote errors re-raised --
 
 
-class ResultTimeout(TimeoutError):  # noqa: N818
+class ResultTimeout(TimeoutError):
     """`.get(timeout=...)` ran out of time before the task finished."""
 
 
