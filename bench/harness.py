@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.completions import CompletionCounter
+from bench.cpu import group_cpu_seconds
 from bench.frameworks import Framework
 from bench.workload import BROKER_URL_ENV, COMPLETION_FILE_ENV, QUEUE_ENV
 
@@ -48,6 +49,8 @@ class RunResult:
     tasks_per_s: float | None = None
     steady_tasks_per_s: float | None = None  # first to last completion: start-up excluded
     first_completion_s: float | None = None
+    worker_cpu_s: float | None = None  # CPU of the worker's process group until drained
+    cpu_us_per_task: float | None = None
     completed: int = 0
     duplicates: int = 0
     left_on_broker: int | None = None
@@ -140,6 +143,11 @@ def _measure(framework: Framework, queue: str, result: RunResult, *, timeout: fl
         try:
             finished_at, problem = _wait_drained(framework, queue, proc, counter,
                                                  started + timeout)
+            if finished_at is not None:
+                result.worker_cpu_s = group_cpu_seconds(proc.pid)
+                result.cpu_us_per_task = result.worker_cpu_s / tasks * 1e6
+                if framework.target.kind != "redis":
+                    time.sleep(RABBIT_SETTLE_SECONDS)
         finally:
             _stop(proc)
             counter.close()
@@ -174,9 +182,8 @@ def _wait_drained(framework: Framework, queue: str, proc: subprocess.Popen[bytes
     assert counter.all_done_at is not None
     if framework.target.kind != "redis":
         # RabbitMQ shows unacked counts only seconds late, so the clock stops at the last
-        # execution; the settle pause lets acks land before the worker is stopped, and
-        # `_measure` then checks the queue: an unacked message would be back in it.
-        time.sleep(RABBIT_SETTLE_SECONDS)
+        # execution; `_measure` lets acks land, stops the worker and checks the queue:
+        # a message that ran but was never acked would be back in it.
         return counter.all_done_at, ""
     # Executed is not yet acked: on Redis the acks are visible live, so wait for them.
     while framework.unfinished(queue) > 0:
