@@ -14,7 +14,7 @@
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CHART="$REPO_ROOT/helm/qscale"
+CHART="${CHART:-$REPO_ROOT/helm/qscale}"
 QSCALE_CACHE="${QSCALE_CACHE:-/var/cache/qscale}"
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 SCHEMAS="$QSCALE_CACHE/kubeconform-schemas/$K8S_VERSION"
@@ -80,4 +80,22 @@ for overlay in "$REPO_ROOT"/k8s/overlays/*/; do
         -schema-location "$SCHEMAS/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
     || die "kubeconform failed for $overlay"
 done
+# 4. promtool on the rendered Prometheus config and alert rules (needs the image).
+if docker image inspect qscale-prometheus:dev >/dev/null 2>&1; then
+  promdir="$(mktemp -d)"
+  "$HELM" template qscale "$CHART" --namespace qscale -s templates/prometheus.yaml --set broker.type=rabbitmq \
+    | "$PY" -c '
+import sys, yaml
+for doc in yaml.safe_load_all(sys.stdin):
+    if doc and doc["kind"] == "ConfigMap":
+        for key, text in doc["data"].items():
+            open(sys.argv[1] + "/" + key, "w").write(text.replace("/etc/prometheus/", "/cfg/"))
+' "$promdir"
+  chmod -R a+rX "$promdir"
+  docker run --rm --network none -v "$promdir:/cfg:ro" --entrypoint promtool qscale-prometheus:dev \
+    check config /cfg/prometheus.yml || { rm -rf "$promdir"; die "promtool rejects the Prometheus config"; }
+  rm -rf "$promdir"
+else
+  echo "chart-check: NOTE promtool not run: image qscale-prometheus:dev missing (hack/build-image.sh qscale-prometheus)"
+fi
 echo "chart-check: ok"

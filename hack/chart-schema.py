@@ -284,6 +284,7 @@ schema = obj(
                     {
                         "enabled": B,
                         "image": image,
+                        "discovery": S(enum=["dns", "kubernetes"]),
                         "scrapeInterval": S(pattern="^[0-9]+(ms|s|m|h)$"),
                         "retention": S(pattern="^[0-9]+(ms|s|m|h|d|w|y)$"),
                         "storageSizeLimit": S(minLength=1),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
 from tests.chart.conftest import CHART, Render, by_kind, named
 
 OPERATOR_KINDS = {"PodMonitor", "ServiceMonitor", "PrometheusRule"}
@@ -32,17 +34,37 @@ def test_operator_resources_can_be_disabled(render: Render) -> None:
     assert not [d for d in docs if d["metadata"]["name"].endswith("-prometheus")]
 
 
-def test_builtin_prometheus_scrapes_release_pods_with_least_privilege(render: Render) -> None:
-    docs = render()
+def test_builtin_prometheus_finds_pods_by_dns_without_api_access(render: Render) -> None:
+    docs = render(values=[CHART / "ci" / "redis-values.yaml"])
     config = named(docs, "ConfigMap", "qscale-prometheus")
-    prom = config["data"]["prometheus.yml"]
+    prom = yaml.safe_load(config["data"]["prometheus.yml"])
+    jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
+    workers = jobs["qscale-workers"]["dns_sd_configs"][0]
+    assert workers["names"] == ["qscale-worker-default-scrape.qscale.svc",
+                                "qscale-worker-reports-scrape.qscale.svc"]
+    assert workers["port"] == 8080
+    assert jobs["qscale-controller"]["dns_sd_configs"][0]["port"] == 8081
+    for pool in ("default", "reports"):
+        service = named(docs, "Service", f"qscale-worker-{pool}-scrape")
+        assert service["spec"]["clusterIP"] == "None"
+        assert service["spec"]["publishNotReadyAddresses"] is True  # draining pods too
+        assert service["spec"]["selector"]["qscale.io/pool"] == pool
+    assert "QscaleControllerNoLeader" in config["data"]["alerts.yml"]
+    assert not [d for d in by_kind(docs, "Role") if d["metadata"]["name"] == "qscale-prometheus"]
+    account = named(docs, "ServiceAccount", "qscale-prometheus")
+    assert account["automountServiceAccountToken"] is False
+
+
+def test_kubernetes_discovery_gets_a_least_privilege_role(render: Render) -> None:
+    docs = render("--set", "monitoring.prometheus.discovery=kubernetes")
+    prom = named(docs, "ConfigMap", "qscale-prometheus")["data"]["prometheus.yml"]
     assert "role: pod" in prom
     assert "app.kubernetes.io/instance=qscale" in prom
-    assert "QscaleControllerNoLeader" in config["data"]["alerts.yml"]
     role = named(docs, "Role", "qscale-prometheus")
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"],
                               "verbs": ["get", "list", "watch"]}]
     assert not by_kind(docs, "ClusterRole")
+    assert not [d for d in by_kind(docs, "Service") if d["metadata"]["name"].endswith("-scrape")]
 
 
 def test_dashboard_uses_metrics_the_code_exports(render: Render) -> None:

@@ -43,9 +43,9 @@ def test_qscale_pods_run_as_uid_10001(render: Render) -> None:
             assert spec["securityContext"]["runAsUser"] == 10001, name
 
 
-def test_only_the_controller_and_prometheus_mount_an_api_token(render: Render) -> None:
+def test_only_the_controller_mounts_an_api_token(render: Render) -> None:
     for name, spec in pod_specs(render()):
-        wants_token = name.endswith(("-controller", "-prometheus"))
+        wants_token = name.endswith("-controller")
         assert spec.get("automountServiceAccountToken", True) is wants_token, name
 
 

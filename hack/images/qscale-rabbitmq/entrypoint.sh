@@ -9,7 +9,7 @@ set -eu
 : "${RABBITMQ_USER:?RABBITMQ_USER is required}"
 : "${RABBITMQ_PASSWORD:?RABBITMQ_PASSWORD is required}"
 conf_dir="$(dirname "$RABBITMQ_CONFIG_FILE")"
-mkdir -p "$conf_dir" "$RABBITMQ_MNESIA_BASE"
+mkdir -p "$conf_dir" "$RABBITMQ_MNESIA_BASE" "${RABBITMQ_LOG_BASE:-/tmp/rabbitmq/log}"
 umask 077
 {
   echo "listeners.tcp.default = 5672"
