@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -23,15 +24,30 @@ CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 Render = Callable[..., list[dict[str, Any]]]
 
 
+def _candidates() -> list[str]:
+    cache_helm = Path(os.environ.get("QSCALE_CACHE", "/var/cache/qscale")) / "bin" / "helm"
+    return [os.environ.get("HELM", ""), str(cache_helm), shutil.which("helm") or ""]
+
+
 def find_helm() -> str:
-    """helm from $HELM, PATH, or the cluster tooling's cache; else fail the run."""
-    candidates = [os.environ.get("HELM", ""), shutil.which("helm") or "",
-                  str(Path(os.environ.get("QSCALE_CACHE", "/var/cache/qscale")) / "bin" / "helm")]
-    for candidate in candidates:
+    """helm from $HELM, the cluster tooling's cache or PATH; built (`make tools`) if absent."""
+    for candidate in _candidates():
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    pytest.fail("helm not found: `source hack/env.sh` (after `make tools`) "
-                "or set HELM=/path/to/helm", pytrace=False)
+    # A fresh machine: build the pinned tools the same way `make tools` does. That is
+    # setup, not test time, so pytest-timeout's alarm is paused meanwhile.
+    remaining, interval = signal.setitimer(signal.ITIMER_REAL, 0)
+    try:
+        built = subprocess.run(["bash", str(REPO_ROOT / "hack" / "cluster.sh"), "tools"],
+                               capture_output=True, text=True, timeout=3600, check=False)
+    finally:
+        if remaining > 0:
+            signal.setitimer(signal.ITIMER_REAL, remaining, interval)
+    for candidate in _candidates():
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    pytest.fail("helm not found and `hack/cluster.sh tools` did not build it:\n"
+                + (built.stdout + built.stderr)[-2000:], pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,98 @@
+"""End to end on kind: `helm install` (Redis broker), `helm test` round trip, uninstall.
+
+Builds the four images when missing (hack/build-image.sh) and loads them into the
+cluster, installs the chart in a fresh namespace with `--wait`, runs the chart's
+test hook (enqueue qscale.demo.add(2, 3), wait for 5), then uninstalls and checks
+that only the brokers' PersistentVolumeClaims are left.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import tomllib
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.plugins.kind import REPO_ROOT, KubeCluster
+
+pytestmark = [pytest.mark.e2e, pytest.mark.k8s, pytest.mark.slow]
+
+IMAGES = ("qscale", "qscale-redis", "qscale-rabbitmq", "qscale-prometheus")
+RELEASE = "qscale-e2e"
+KINDS = ("deployments,statefulsets,pods,services,configmaps,secrets,serviceaccounts,roles,"
+         "rolebindings,networkpolicies,poddisruptionbudgets,workerpools,persistentvolumeclaims")
+
+
+def _version() -> str:
+    with (REPO_ROOT / "pyproject.toml").open("rb") as fh:
+        return str(tomllib.load(fh)["project"]["version"])
+
+
+@pytest.fixture(scope="module")
+def images(kube_cluster: KubeCluster) -> list[str]:
+    """The chart's images, built here when missing and loaded into kind."""
+    tags = [f"{name}:{_version()}" for name in IMAGES]
+    missing = [name for name, tag in zip(IMAGES, tags, strict=True)
+               if subprocess.run(["docker", "image", "inspect", tag], capture_output=True,
+                                 check=False).returncode != 0]
+    if missing:
+        result = subprocess.run(["bash", str(REPO_ROOT / "hack" / "build-image.sh"), *missing],
+                                capture_output=True, text=True, timeout=1800, check=False)
+        if result.returncode != 0:
+            pytest.fail(f"image build failed: {result.stderr[-2000:]}", pytrace=False)
+    kube_cluster.load_image(*tags, timeout=900)
+    return tags
+
+
+@pytest.fixture
+def namespace(kube_cluster: KubeCluster) -> Iterator[str]:
+    name = f"qscale-e2e-{uuid.uuid4().hex[:6]}"
+    kube_cluster.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kube_cluster.helm("uninstall", RELEASE, "-n", name, "--wait", check=False)
+        kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def _release_objects(kube_cluster: KubeCluster, namespace: str) -> list[dict[str, Any]]:
+    out = kube_cluster.kubectl("get", KINDS, "-n", namespace, "-o", "json",
+                               "-l", f"app.kubernetes.io/instance={RELEASE}").stdout
+    return list(json.loads(out)["items"])
+
+
+def test_install_roundtrip_uninstall(kube_cluster: KubeCluster, images: list[str],
+                                     namespace: str) -> None:
+    started = time.monotonic()
+    kube_cluster.helm(
+        "install", RELEASE, str(REPO_ROOT / "helm" / "qscale"), "-n", namespace,
+        "--set", "redis.persistence.size=128Mi", "--set", "worker.concurrency=1",
+        "--wait", "--timeout", "10m", timeout=700)
+    installed_s = time.monotonic() - started
+    print(f"helm install --wait took {installed_s:.0f}s")
+
+    pools = kube_cluster.kubectl_json("get", "workerpools", "-n", namespace)["items"]
+    assert [p["spec"]["targetRef"]["name"] for p in pools] == [f"{RELEASE}-worker-default"]
+
+    started = time.monotonic()
+    test = kube_cluster.helm("test", RELEASE, "-n", namespace, "--logs", "--timeout", "5m",
+                             timeout=400, check=False)
+    print(f"helm test took {time.monotonic() - started:.0f}s\n{test.stdout[-1500:]}")
+    assert test.returncode == 0, test.stdout + test.stderr
+    assert "result 5" in test.stdout
+
+    kube_cluster.helm("uninstall", RELEASE, "-n", namespace, "--wait", timeout=300)
+    deadline = time.monotonic() + 120
+    left: list[str] = []
+    while time.monotonic() < deadline:
+        left = [f"{o['kind']}/{o['metadata']['name']}" for o in _release_objects(kube_cluster,
+                                                                                  namespace)]
+        if all(item.startswith("PersistentVolumeClaim/") for item in left):
+            break
+        time.sleep(2)
+    assert left == [f"PersistentVolumeClaim/data-{RELEASE}-redis-0"], left
