@@ -72,3 +72,10 @@ k8s-check:
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && bash hack/gen-k8s.sh "$$tmp" \
 	  && diff -r k8s/base "$$tmp/base" && diff -r k8s/overlays "$$tmp/overlays" \
 	  && echo "k8s-check: k8s/ matches the chart"
+
+# --- the demo (README quickstart): cluster, images, chart, a live autoscaling burst ---
+.PHONY: demo
+
+# Creates/reuses everything, submits a burst, shows scaling live. BROKER=rabbitmq for RabbitMQ.
+demo:
+	bash hack/demo.sh
