@@ -79,3 +79,15 @@ k8s-check:
 # Creates/reuses everything, submits a burst, shows scaling live. BROKER=rabbitmq for RabbitMQ.
 demo:
 	bash hack/demo.sh
+
+# --- benchmarks (bench/README.md) ---
+.PHONY: bench
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	touch $@
+
+# qscale vs Celery, Dramatiq and RQ on the local Redis and RabbitMQ: median tasks/s of
+# 3 rounds, ratios, bench/results/latest.json and throughput.png. BENCH_ARGS adds flags
+# (e.g. BENCH_ARGS="--repeat 1 --noop-tasks 5000" for a quick look).
+bench: $(VENV)/.bench-installed services
+	$(VENV)/bin/python -m bench.run --repeat 3 $(BENCH_ARGS)

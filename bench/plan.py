@@ -77,6 +77,9 @@ def summarize(runs: list[RunResult], processes: int) -> dict[str, Any]:
         medians[key] = {
             "tps": _median([r.tasks_per_s for r in ok if r.tasks_per_s]),
             "steady_tps": _median([r.steady_tasks_per_s for r in ok if r.steady_tasks_per_s]),
+            "cpu_us_per_task": _median([r.cpu_us_per_task for r in ok if r.cpu_us_per_task]),
+            "first_completion_s": _median([r.first_completion_s for r in ok
+                                           if r.first_completion_s]),
             "runs": len(group), "ok_runs": len(ok),
         }
     table: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)

@@ -61,6 +61,18 @@ def table_text(summary: dict[str, Any], processes: int) -> str:
         values += [_fmt(ratios.get(fw), ".2f") + ("x" if ratios.get(fw) else "")
                    for fw in FRAMEWORK_ORDER[1:]]
         rows.append("| " + " | ".join([broker, workload, *values]) + " |")
+    rows += ["", "Worker CPU per task (µs, whole process group; lower is better) and start-up "
+             "(s from launch to first completion):", "",
+             "| broker | workload | " + " | ".join(FRAMEWORK_ORDER) + " |",
+             "|" + "---|" * (2 + len(FRAMEWORK_ORDER))]
+    for cell in sorted(summary["table"]):
+        by_fw = summary["table"][cell]
+        values = []
+        for fw in FRAMEWORK_ORDER:
+            stats = by_fw.get(fw)
+            values.append(f"{_fmt(stats['cpu_us_per_task'], ',.0f')} µs / "
+                          f"{_fmt(stats['first_completion_s'], '.1f')} s" if stats else "-")
+        rows.append("| " + " | ".join([*cell.split("/"), *values]) + " |")
     return "\n".join(rows) + f"\n\nAll workers with {processes} processes; medians of each case."
 
 

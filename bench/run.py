@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
+import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # `python bench/run.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -65,6 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--amqp-url", default="amqp://qscale:qscale@127.0.0.1:5672//")
     parser.add_argument("--rabbitmq-api", default="http://qscale:qscale@127.0.0.1:15672")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--from-json", type=Path, metavar="FILE",
+                        help="re-summarize the runs of an earlier latest.json; run nothing")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     if args.processes < 1 or args.repeat < 1 or args.noop_tasks < 1 or args.cpu_tasks < 1:
@@ -116,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.from_json:
+        return resummarize(args.from_json, args.out)
     problem = preflight(args)
     if problem:
         print(f"bench: {problem}", file=sys.stderr)
@@ -136,27 +142,38 @@ def main(argv: list[str] | None = None) -> int:
         if "cpu" in args.workloads:
             for procs in sorted({1, args.processes}):
                 runs.append(run_bare(args.cpu_tasks, procs))
-    summary = summarize(runs, args.processes)
-    table = report.table_text(summary, args.processes)
+    meta = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "duration_s": round(time.time() - started, 1),
+        "cpu_count": os.cpu_count(), "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(), "versions": _versions(),
+        "argv": sys.argv[1:], "processes": args.processes, "repeat": args.repeat,
+        "cpu_loop_iterations": CPU_LOOP_ITERATIONS,
+        "notes": {name: fw.note for name, fw in FRAMEWORKS.items()},
+    }
+    publish(runs, meta, args.out)
+    return 0 if all(r.ok for r in runs) else 1
+
+
+def publish(runs: list[RunResult], meta: dict[str, Any], out: Path) -> None:
+    """Print the table and goals; write latest.json and throughput.png under `out`."""
+    processes = int(meta["processes"])
+    summary = summarize(runs, processes)
+    table = report.table_text(summary, processes)
     goals = report.goal_lines(summary)
     print("\n" + table + "\n\n" + "\n".join(goals))
-    payload = {
-        "meta": {
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "duration_s": round(time.time() - started, 1),
-            "cpu_count": os.cpu_count(), "loadavg_before": load_before,
-            "loadavg_after": os.getloadavg(), "versions": _versions(),
-            "argv": sys.argv[1:], "processes": args.processes, "repeat": args.repeat,
-            "cpu_loop_iterations": CPU_LOOP_ITERATIONS,
-            "notes": {name: fw.note for name, fw in FRAMEWORKS.items()},
-        },
-        "summary": summary, "goals": goals, "table_markdown": table,
-        "runs": [r.to_json() for r in runs],
-    }
-    report.write_json(args.out / "latest.json", payload)
-    report.plot(summary, args.out / "throughput.png", args.processes)
-    print(f"\nwrote {args.out / 'latest.json'} and {args.out / 'throughput.png'}")
-    return 0 if all(r.ok for r in runs) else 1
+    payload = {"meta": meta, "summary": summary, "goals": goals, "table_markdown": table,
+               "runs": [r.to_json() for r in runs]}
+    report.write_json(out / "latest.json", payload)
+    report.plot(summary, out / "throughput.png", processes)
+    print(f"\nwrote {out / 'latest.json'} and {out / 'throughput.png'}")
+
+
+def resummarize(source: Path, out: Path) -> int:
+    data = json.loads(source.read_text())
+    runs = [RunResult(**run) for run in data["runs"]]
+    publish(runs, data["meta"], out)
+    return 0
 
 
 if __name__ == "__main__":
