@@ -23,10 +23,11 @@ def measure(url: str, messages: int, batch: int) -> dict[str, float]:
     bodies = [json.dumps({"id": i, "task": "noop", "args": []}).encode()
               for i in range(messages)]
     with open_broker(url) as broker:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         broker.publish_many(queue, bodies)
         published = time.perf_counter() - started
-        started = time.perf_counter()
+        publish_cpu = time.process_time() - cpu
+        started, cpu = time.perf_counter(), time.process_time()
         done = 0
         while done < messages:
             deliveries = broker.claim([queue], batch, 5.0)
@@ -35,6 +36,7 @@ def measure(url: str, messages: int, batch: int) -> dict[str, float]:
             broker.ack(deliveries)
             done += len(deliveries)
         consumed = time.perf_counter() - started
+        consume_cpu = time.process_time() - cpu
         stats = broker.stats(queue)
         assert stats.ready == 0, stats
         started = time.perf_counter()
@@ -45,8 +47,11 @@ def measure(url: str, messages: int, batch: int) -> dict[str, float]:
             deliveries = broker.claim([queue], batch, 5.0)
             broker.ack(deliveries)
             done += len(deliveries)
+    # *_cpu_us: client CPU per message, which does not depend on how busy the host is
     return {"publish_many_per_s": messages / published, "claim_ack_per_s": messages / consumed,
-            "publish_one_per_s": 2000 / single}
+            "publish_one_per_s": 2000 / single,
+            "publish_many_cpu_us": publish_cpu / messages * 1e6,
+            "claim_ack_cpu_us": consume_cpu / messages * 1e6}
 
 
 def main() -> None:
@@ -60,7 +65,7 @@ def main() -> None:
         parser.error(f"unknown broker(s) {sorted(unknown)}; choose from {sorted(URLS)}")
     for name in args.brokers or list(URLS):
         result = measure(URLS[name], args.messages, args.batch)
-        print(f"{name}: " + ", ".join(f"{k}={v:,.0f}" for k, v in result.items())
+        print(f"{name}: " + ", ".join(f"{k}={v:,.1f}" for k, v in result.items())
               + f" (messages={args.messages}, batch={args.batch})", flush=True)
 
 

@@ -114,6 +114,8 @@ class AmqpBroker(Broker):
             *probe.connection_errors, *probe.channel_errors)
         self._conn: Any = None
         self._channel: Any = None
+        self._transport: Any = None  # py-amqp's socket wrapper of the live connection
+        self._amqp: Any = None
         self._generation = 0
         self._failures = 0
         self._next_attempt = 0.0
@@ -150,7 +152,8 @@ class AmqpBroker(Broker):
         except BaseException:
             conn.collect()
             raise
-        _read_ahead(conn.connection.transport)
+        transport = conn.connection.transport
+        _read_ahead(transport)
         # py-amqp polls the socket before every publish when the server may send
         # connection.blocked; our own drains still handle that notification.
         capabilities = conn.connection.client_properties.get("capabilities", {})
@@ -158,7 +161,9 @@ class AmqpBroker(Broker):
         channel.events["basic_ack"].add(self._on_confirm)
         channel.events["basic_nack"].add(self._on_nack)
         self._reset_channel_state()
-        self._conn, self._channel = conn, channel
+        self._conn, self._channel, self._transport = conn, channel, transport
+        self._amqp = conn.connection  # the live py-amqp connection (kombu's property
+        # of that name would silently reconnect once the connection is gone)
         self._generation += 1
 
     def _ensure(self, budget: float) -> None:
@@ -212,9 +217,8 @@ class AmqpBroker(Broker):
 
     def _drain(self, timeout: float) -> bool:
         """Handle incoming frames for up to `timeout` s; False when nothing came."""
-        assert self._conn is not None
         try:
-            self._conn.drain_events(timeout=timeout)
+            self._amqp.drain_events(timeout=timeout)
         except TimeoutError as exc:
             if exc.errno == errno.ETIMEDOUT:  # the TCP connection died, not our wait
                 raise
@@ -286,7 +290,7 @@ class AmqpBroker(Broker):
 
         Only for frames that need no reply inside the block: an RPC would wait forever.
         """
-        transport = self._conn.connection.transport
+        transport = self._transport
         if not isinstance(transport, amqp.transport.TCPTransport):
             yield
             return
@@ -371,15 +375,14 @@ class AmqpBroker(Broker):
             return []
         deadline = time.monotonic() + max(0.0, timeout)
         with self._op("claim", budget=timeout):
-            assert self._conn is not None
             self._consume(queues, max_count)
-            self._conn.heartbeat_check()
+            self._amqp.heartbeat_tick()
             while not self._buffered(queues):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._drain(min(remaining, DRAIN_SLICE))
-                self._conn.heartbeat_check()
+                self._amqp.heartbeat_tick()
             while self._buffered(queues) < max_count and self._drain(0):
                 pass
         out: list[Delivery] = []
@@ -452,8 +455,7 @@ class AmqpBroker(Broker):
 
     def heartbeat(self) -> None:
         with self._op("heartbeat"):
-            assert self._conn is not None
-            self._conn.heartbeat_check()
+            self._amqp.heartbeat_tick()
             while self._drain(0):
                 pass
 
@@ -466,6 +468,7 @@ class AmqpBroker(Broker):
         self._reset_channel_state()
         if conn is not None:
             try:
+                self._transport.sock.settimeout(CONNECT_TIMEOUT)  # never hang here
                 conn.release()
             except Exception:  # the connection may already be broken
                 log.debug("ignoring error while closing", exc_info=True)
