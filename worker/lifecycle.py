@@ -43,8 +43,8 @@ def run_worker(settings: WorkerSettings) -> int:
                     f"{settings.http_host}:{settings.http_port}: {exc.strerror or exc}")
     hooks = Hooks(executor_factory=executor.Executor,
                   outcome_for_lost=executor.outcome_for_lost,
-                  hard_limit_for=executor.hard_time_limit_for if _limits_possible(settings)
-                  else None)
+                  hard_limit_for=executor.hard_time_limit_for,
+                  min_hard_limit=_min_hard_limit(settings))
     prefetch = settings.concurrency * 32 + settings.prefetch
     link = BrokerLink(settings, consumer_id=f"{settings.pod_name}-{os.getpid()}",
                       prefetch=prefetch)
@@ -57,9 +57,11 @@ def run_worker(settings: WorkerSettings) -> int:
         http.stop()
 
 
-def _limits_possible(settings: WorkerSettings) -> bool:
-    """Whether any message can have a hard limit; if not, skip the per-message lookup."""
-    if settings.hard_time_limit > 0:
-        return True
-    return any((spec := registry.lookup(name)) is not None and spec.hard_time_limit
-               for name in registry.registered_names())
+def _min_hard_limit(settings: WorkerSettings) -> float | None:
+    """The smallest hard limit any task can get (setting or per-task), None if none."""
+    limits = [settings.hard_time_limit] if settings.hard_time_limit > 0 else []
+    for name in registry.registered_names():
+        spec = registry.lookup(name)
+        if spec is not None and spec.hard_time_limit:
+            limits.append(spec.hard_time_limit)
+    return min(limits) if limits else None

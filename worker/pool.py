@@ -35,8 +35,9 @@ class Job:
 
     seq: int
     delivery: Delivery
-    hard_limit: float | None
     started: float = 0.0  # monotonic; set when it becomes the head of a child's FIFO
+    hard_limit: float | None = None
+    limit_known: bool = False  # hard_limit is looked up only once a job runs long
 
 
 @dataclass(eq=False)  # identity semantics: children are compared as objects
@@ -184,10 +185,3 @@ class Pool:
 
     def pids(self) -> tuple[int, ...]:
         return tuple(c.pid for c in self.children.values())
-
-    def overdue(self, now: float) -> Iterable[tuple[Child, Job]]:
-        for child in self.children.values():
-            head = child.jobs[0] if child.jobs else None
-            if head is not None and head.hard_limit and not child.kill_cause \
-                    and now - head.started > head.hard_limit:
-                yield child, head

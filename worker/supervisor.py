@@ -45,7 +45,11 @@ class Hooks:
 
     executor_factory: ExecutorFactory
     outcome_for_lost: Callable[[bytes, str, WorkerSettings], Outcome]
-    hard_limit_for: Callable[[bytes, WorkerSettings], float | None] | None
+    hard_limit_for: Callable[[bytes, WorkerSettings], float | None]
+    # The smallest hard limit any message can have (None: no limits at all). A job
+    # is looked up with `hard_limit_for` only after running this long, so short
+    # tasks never pay for decoding their envelope in the supervisor.
+    min_hard_limit: float | None
 
 
 class Supervisor:
@@ -176,11 +180,9 @@ class Supervisor:
             self._next_poll = time.monotonic() + self._poll_delay
 
     def _add_jobs(self, deliveries: list[Delivery]) -> None:
-        limit_for = self.hooks.hard_limit_for
         for delivery in deliveries:
             self._seq += 1
-            limit = limit_for(delivery.body, self.settings) if limit_for else None
-            self.pending.append(Job(self._seq, delivery, limit))
+            self.pending.append(Job(self._seq, delivery))
 
     def _wait_timeout(self, now: float) -> float:
         if self._stop_signals and self._deadline is None:
@@ -192,10 +194,15 @@ class Supervisor:
             elif self.in_flight < self.capacity():
                 timeout = max(0.0, self._next_poll - now)
         timeout = min(timeout, self.link.seconds_to_heartbeat(now))
-        for child in self.pool.children.values():
-            head = child.jobs[0] if child.jobs else None
-            if head is not None and head.hard_limit:
-                timeout = min(timeout, max(0.0, head.started + head.hard_limit - now))
+        floor = self.hooks.min_hard_limit
+        if floor is not None:
+            for child in self.pool.children.values():
+                head = child.jobs[0] if child.jobs else None
+                if head is None:
+                    continue
+                limit = head.hard_limit if head.limit_known else floor
+                if limit:
+                    timeout = min(timeout, max(0.0, head.started + limit - now))
         if self._deadline is not None:
             timeout = min(timeout, max(0.0, self._deadline - now))
         if self.link.unsettled and self.link.connected:
@@ -280,9 +287,7 @@ class Supervisor:
         else:
             for delivery in reversed(deliveries):
                 self._seq += 1
-                limit_for = self.hooks.hard_limit_for
-                limit = limit_for(delivery.body, self.settings) if limit_for else None
-                self.pending.appendleft(Job(self._seq, delivery, limit))
+                self.pending.appendleft(Job(self._seq, delivery))
 
     # -- deaths, limits, recycling --
 
@@ -331,7 +336,18 @@ class Supervisor:
             self.state.child_replaced(cause)
 
     def _enforce_hard_limits(self, now: float) -> None:
-        for child, job in list(self.pool.overdue(now)):
+        floor = self.hooks.min_hard_limit
+        if floor is None:
+            return
+        for child in list(self.pool.children.values()):
+            job = child.jobs[0] if child.jobs else None
+            if job is None or child.kill_cause or now - job.started <= floor:
+                continue
+            if not job.limit_known:
+                job.hard_limit = self.hooks.hard_limit_for(job.delivery.body, self.settings)
+                job.limit_known = True
+            if not job.hard_limit or now - job.started <= job.hard_limit:
+                continue
             child.overdue_seq = job.seq
             log.warning("hard time limit: killing pid=%d after %.1fs", child.pid,
                         now - job.started)

@@ -187,7 +187,7 @@ def _pool(children: int, **settings: Any) -> Pool:
 
 
 def _jobs(n: int) -> deque[Job]:
-    return deque(Job(i, _delivery(str(i)), None) for i in range(n))
+    return deque(Job(i, _delivery(str(i))) for i in range(n))
 
 
 def test_dispatch_spreads_work_evenly_and_stamps_head_start() -> None:
