@@ -10,11 +10,19 @@ Why it differs from KEDA + HPA, each on purpose:
   scaler sees only the list length, so a pool busy with claimed work looks idle).
 * Scale-up jumps straight to the need in one decision (HPA adds at most x2 or +4
   pods per 15 s); `max_step_up` can cap it when a cluster cannot absorb bursts.
-* Scale-down waits for a short stabilization window (30 s, not 300 s) and never
-  goes below the number of busy pods: the actuator removes idle pods first, so a
-  worker holding a task is not killed.
+* Scale-down waits for a short stabilization window (15 s base, not 300 s): with
+  in-flight work counted the signal is not blind, and an idle pod is cheap to
+  bring back (a ~10 s start). It never goes below the number of busy pods: the
+  actuator removes idle pods first, and `Decision.drain_pods` says how many busy
+  pods to stop feeding so they can leave once idle — a worker holding a task is
+  never killed.
+* Anti-flap: a small step up soon after a small step down means the last
+  scale-in gave back capacity that was still needed; the window for *small*
+  steps then doubles (up to 2**flap_backoff_max, i.e. 240 s) and relaxes again
+  once a scale-down sticks. Large drops (a spike is over) keep the base window.
 * A failed metric read holds the current size (or a fixed fallback); it never
-  scales to zero because the metric was unavailable.
+  scales to zero because the metric was unavailable, and it restarts the idle
+  clock (unknown load is not idleness).
 """
 
 from __future__ import annotations
@@ -41,8 +49,11 @@ class PolicyConfig:
     activation_threshold: int = 0             # 0 -> 1 only when ready + in_flight > this
     tolerance: float = 0.1                    # ignore changes within ±10% of current
     max_step_up: int | None = None            # None = jump straight to the need
-    scale_down_window_seconds: float = 30.0   # scale down to the window's max recommendation
+    scale_down_window_seconds: float = 15.0   # base window; scale down to its max recommendation
     scale_down_step: int | None = None        # max replicas removed per decision
+    # Anti-flap: a small scale-up soon after a small scale-down lengthens the
+    # window for small steps, up to base * 2**this (0 disables).
+    flap_backoff_max: int = 4
     cooldown_seconds: float = 60.0            # idle this long before 1 -> 0
     on_error: OnError = "hold"
     fallback_replicas: int | None = None
@@ -69,6 +80,8 @@ def _config_problems(cfg: PolicyConfig) -> list[str]:
         problems.append(f"activation_threshold must be >= 0, got {cfg.activation_threshold}")
     if not 0 <= cfg.tolerance < 1:
         problems.append(f"tolerance must be in [0, 1), got {cfg.tolerance}")
+    if cfg.flap_backoff_max < 0:
+        problems.append(f"flap_backoff_max must be >= 0, got {cfg.flap_backoff_max}")
     for name in ("max_step_up", "scale_down_step"):
         value = getattr(cfg, name)
         if value is not None and value < 1:
@@ -106,6 +119,9 @@ class History:
     recommendations: tuple[tuple[float, int], ...] = ()  # (time, recommendation) in window
     last_active_at: float | None = None       # last time ready + in_flight > 0 was seen
     last_scale_at: float | None = None
+    flap_level: int = 0                       # scale-down window is base * 2**flap_level
+    flap_level_at: float | None = None        # when flap_level last changed
+    last_scale_down_at: float | None = None   # last scale-down to >= 1 replica
 
 
 @dataclass(frozen=True)
@@ -117,9 +133,12 @@ class Decision:
     history: History
     raw_desired: int                          # before stabilization, limits and floors
     details: Details = field(default_factory=dict)
+    # Busy pods the actuator should ask to stop claiming work: the busy-pod floor
+    # held `desired` above what the load needs, and those pods can only go once idle.
+    drain_pods: int = 0
 
 
-def desired_replicas(  # noqa: PLR0917 - the positional signature is the published contract
+def desired_replicas(
         obs: Observation, current: int, concurrency: int, config: PolicyConfig,
         history: History, now: float) -> Decision:
     """Decide the replica count for one tick. Pure: same inputs, same Decision."""
@@ -154,31 +173,43 @@ def desired_replicas(  # noqa: PLR0917 - the positional signature is the publish
     proposal = raw
     if current > 0 and raw > 0 and abs(need / current - 1.0) <= config.tolerance:
         proposal = current
-        details["within_tolerance"] = 1
+        if raw != current:
+            details["within_tolerance"] = 1
 
-    recs = _window(history.recommendations, now, config.scale_down_window_seconds)
+    level, level_at = _decayed_flap_level(history, config, now)
+    window = config.scale_down_window_seconds * (1 << level)
+    details["window_seconds"] = window
+    recs = _window(history.recommendations, now, window)
     recs = (*recs, (now, proposal))
     details["cause"] = reason_cause
-    desired, reason = _step(proposal, current, recs, config, details)
+    desired, reason = _step(proposal, current, recs, config, details,
+                            base_cutoff=now - config.scale_down_window_seconds)
 
     # Scale to zero only after a full cooldown with nothing ready or in flight.
-    if desired == 0 and current > 0:
+    if desired == 0 and current > 0 and config.min_replicas == 0:
         idle_for = math.inf if last_active is None else now - last_active
         details["idle_seconds"] = round(idle_for, 3) if math.isfinite(idle_for) else -1
-        if config.min_replicas == 0 and work == 0 and idle_for >= config.cooldown_seconds:
+        if work == 0 and idle_for >= config.cooldown_seconds:
             reason = "scale-to-zero:cooldown"
         else:
-            desired, reason = 1, "hold:cooldown"
+            desired = 1
+            reason = "hold:cooldown" if current == 1 else "scale-down:keep-one-for-cooldown"
 
     desired, reason = _clamp(desired, reason, config)
+    wanted = desired
     desired, reason = _busy_floor(desired, reason, current, obs)
+    level, level_at = _flap_escalation(history, config, current, desired, now, level, level_at)
+    details["flap_level"] = level
     next_history = History(
         recommendations=recs,
         last_active_at=last_active,
         last_scale_at=now if desired != current else history.last_scale_at,
+        flap_level=level,
+        flap_level_at=level_at,
+        last_scale_down_at=now if 1 <= desired < current else history.last_scale_down_at,
     )
     details["proposal"] = proposal
-    return Decision(desired, reason, next_history, raw, details)
+    return Decision(desired, reason, next_history, raw, details, drain_pods=desired - wanted)
 
 
 def _need(obs: Observation, ready: int, in_flight: int, concurrency: int,
@@ -207,14 +238,61 @@ def _last_active(history: History, work: int, current: int, now: float) -> float
     return history.last_active_at
 
 
+def _flap_horizon(config: PolicyConfig) -> float:
+    """How long after a small scale-down a small scale-up still counts as a flap."""
+    return 2 * config.scale_down_window_seconds * (1 << config.flap_backoff_max)
+
+
+def _decayed_flap_level(history: History, config: PolicyConfig,
+                        now: float) -> tuple[int, float | None]:
+    """Relax one flap level once a scale-down has stuck for the flap horizon."""
+    level, level_at = history.flap_level, history.flap_level_at
+    down_at = history.last_scale_down_at
+    stuck = (down_at is not None and down_at == history.last_scale_at
+             and (level_at is None or level_at < down_at)
+             and now - down_at >= _flap_horizon(config))
+    if level > 0 and stuck:
+        return level - 1, now
+    return level, level_at
+
+
+def _flap_escalation(history: History, config: PolicyConfig, current: int, desired: int,
+                     now: float, level: int, level_at: float | None,
+                     ) -> tuple[int, float | None]:
+    """A small step up soon after a small step down: we gave back capacity we needed.
+
+    Jump to a window long enough to have covered the gap between the two moves
+    (at least one level up), so noise cannot walk the pool up and down repeatedly.
+    """
+    down_at = history.last_scale_down_at
+    if not (1 <= current < desired <= current + _small_step(current, config)
+            and down_at is not None and now - down_at < _flap_horizon(config)
+            and level < config.flap_backoff_max and config.scale_down_window_seconds > 0):
+        return level, level_at
+    gap_levels = math.ceil(math.log2(max(2 * (now - down_at) / config.scale_down_window_seconds,
+                                         1.0)))
+    return min(config.flap_backoff_max, max(level + 1, gap_levels)), now
+
+
 def _window(recs: tuple[tuple[float, int], ...], now: float,
             window: float) -> tuple[tuple[float, int], ...]:
     return tuple((t, r) for t, r in recs if now - t < window)
 
 
+def _small_step(current: int, config: PolicyConfig) -> int:
+    """The size of move that noise around a steady load produces (>= 1 replica)."""
+    return max(1, math.ceil(current * 2 * config.tolerance))
+
+
 def _step(proposal: int, current: int, recs: tuple[tuple[float, int], ...],
-          config: PolicyConfig, details: dict[str, float | int | str]) -> tuple[int, str]:
-    """Move from current toward the proposal: up at once, down only when stable."""
+          config: PolicyConfig, details: dict[str, float | int | str], *,
+          base_cutoff: float) -> tuple[int, str]:
+    """Move from current toward the proposal: up at once, down only when stable.
+
+    A large drop uses the base window; a small one (the kind noise makes) must also
+    hold over the flap-extended window, so a flapping pool stops flapping without
+    slowing the scale-in after a real spike.
+    """
     cause = details["cause"]
     if proposal > current:
         if config.max_step_up is not None and proposal - current > config.max_step_up:
@@ -225,7 +303,9 @@ def _step(proposal: int, current: int, recs: tuple[tuple[float, int], ...],
         if cause == "below-activation":
             return current, "hold:below-activation"
         return current, "hold:tolerance" if details.get("within_tolerance") else "hold:steady"
-    stabilized = max(r for _, r in recs)
+    stabilized = max((r for t, r in recs if t > base_cutoff), default=proposal)
+    if stabilized < current and current - stabilized <= _small_step(current, config):
+        stabilized = max(r for _, r in recs)
     details["stabilized"] = stabilized
     if stabilized >= current:
         return current, "hold:stabilizing"
@@ -271,7 +351,8 @@ def _on_metrics_error(obs: Observation, current: int, config: PolicyConfig,
     if desired < floor:
         desired, reason = floor, "floor:busy-pods"
     # Unknown load counts as activity, so the idle cooldown restarts after the outage.
-    recs = _window(history.recommendations, now, config.scale_down_window_seconds)
+    window = config.scale_down_window_seconds * (1 << history.flap_level)
+    recs = _window(history.recommendations, now, window)
     next_history = replace(
         history,
         recommendations=(*recs, (now, desired)),
