@@ -94,6 +94,9 @@ def child_main(conn: Connection, settings: WorkerSettings, parent_pid: int,
                executor_factory: ExecutorFactory) -> None:
     """Entry point of a forked child; returns (exit 0) on STOP or when the pipe closes."""
     _die_with_parent(parent_pid)
+    # The supervisor's signal wake-up pipe is not ours to write (SIGALRM of the soft
+    # time limit would wake it for nothing).
+    signal.set_wakeup_fd(-1)
     # Terminal Ctrl-C reaches the whole process group; only the supervisor decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

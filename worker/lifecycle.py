@@ -16,7 +16,7 @@ from worker.cli import fail
 from worker.errors import ConfigError
 from worker.http import WorkerHTTPServer
 from worker.link import BrokerLink
-from worker.metrics import setup_metrics
+from worker.metrics import WorkerMetrics, setup_metrics
 from worker.settings import WorkerSettings
 from worker.state import RuntimeState
 from worker.supervisor import Hooks, Supervisor
@@ -30,6 +30,13 @@ def run_worker(settings: WorkerSettings) -> int:
     # directory before a task module may import it), and task modules before the
     # first fork so every child has the same registry.
     metrics = setup_metrics()
+    try:
+        return _run(settings, metrics)
+    finally:
+        metrics.cleanup()
+
+
+def _run(settings: WorkerSettings, metrics: WorkerMetrics) -> int:
     try:
         registry.import_task_modules(settings.imports)
     except ConfigError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -145,6 +146,7 @@ class WorkerMetrics:
         )
 
         self.multiproc_dir = multiproc_dir
+        self.owns_dir = False  # setup_metrics made the directory: remove it at exit
         self._multiprocess = multiprocess
         self.restarts = Counter("qscale_child_restarts_total", "Child processes replaced",
                                 ["cause"])
@@ -184,6 +186,11 @@ class WorkerMetrics:
         self.connected.set(1 if connected else 0)
         self.draining.set(1 if draining else 0)
 
+    def cleanup(self) -> None:
+        """Remove the multiprocess directory if this process created it."""
+        if self.owns_dir:
+            shutil.rmtree(self.multiproc_dir, ignore_errors=True)
+
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type, aggregated over all processes."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -197,12 +204,16 @@ def setup_metrics(multiproc_dir: str | None = None) -> WorkerMetrics:
     Without an explicit directory (or PROMETHEUS_MULTIPROC_DIR) a fresh temporary one
     is made, so files of a previous run never leak into this one's totals.
     """
-    path = multiproc_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR") \
-        or tempfile.mkdtemp(prefix="qscale-metrics-")
+    path = multiproc_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    owned = not path
+    if not path:
+        path = tempfile.mkdtemp(prefix="qscale-metrics-")
     os.makedirs(path, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     values = sys.modules.get("prometheus_client.values")
     if values is not None and not getattr(values.ValueClass, "_multiprocess", False):
         raise RuntimeError("prometheus_client was imported before setup_metrics(); "
                            "multiprocess metrics would be wrong")
-    return WorkerMetrics(path)
+    metrics = WorkerMetrics(path)
+    metrics.owns_dir = owned
+    return metrics

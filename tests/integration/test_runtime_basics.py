@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -92,3 +93,14 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_keeps_going(
         assert worker.state()["child_restarts"] == {}
     finally:
         worker.stop()
+
+
+def test_http_port_in_use_exits_2_naming_the_port() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = _run_with_env(QSCALE_HTTP_HOST="127.0.0.1", QSCALE_HTTP_PORT=str(port))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qscale-worker: QSCALE_HTTP_PORT: "), lines
