@@ -18,9 +18,10 @@ durable `<queue>.dead` with the reason in headers. retry_later and dead_letter
 publish first, then ack: a crash in between runs the message again
 (at-least-once), never loses it.
 
-Connection loss: the operation raises BrokerUnavailable and `connected()` turns
-False; later calls reconnect with exponential backoff and jitter (a claim waits
-out the backoff within its timeout, other calls fail fast). RabbitMQ redelivers
+Connection loss (see _amqp_session.py): the operation raises BrokerUnavailable
+and `connected()` turns False; the next call reconnects at once, and failed
+attempts back off exponentially with jitter (a claim waits out the backoff
+within its timeout, other calls fail fast). RabbitMQ redelivers
 whatever the lost channel held, so deliveries from it are stale: acking,
 retrying or dead-lettering them is skipped with a log line, because the message
 will come again (flagged redelivered).
@@ -28,12 +29,9 @@ will come again (flagged redelivered).
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import os
-import random
-import socket
 import time
 import uuid
 from collections import deque
@@ -42,42 +40,20 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
-import amqp
-import kombu as _kombu_module
-from amqp.exceptions import AccessRefused, PreconditionFailed
+from amqp.exceptions import PreconditionFailed
 
+from worker.brokers._amqp_session import DRAIN_SLICE, AmqpSession, kombu
 from worker.brokers._rabbitmq_api import ManagementApi, api_url_from_amqp, vhost_from_amqp
 from worker.brokers.base import Broker, DeadLetter, Delivery, QueueStats
 from worker.errors import BrokerUnavailable, ConfigError
 
 log = logging.getLogger(__name__)
-kombu: Any = _kombu_module  # kombu ships no type hints for these calls
 
 QUEUE_ARGUMENTS = {"x-max-priority": 9}
-HEARTBEAT = 30              # seconds; checked from claim() and heartbeat()
-CONNECT_TIMEOUT = 5.0
-CONFIRM_TIMEOUT = 30.0      # a publish not confirmed by then counts as a lost connection
-DRAIN_SLICE = 1.0           # longest single wait inside claim, so heartbeats keep flowing
-BACKOFF_BASE, BACKOFF_MAX = 0.2, 15.0
 REDECLARE_AFTER = 30.0      # seconds; keeps a delay bucket from expiring under us
 MAX_TTL_MS = 2**32 - 1
 CONFIRM_WINDOW = 2000       # publish_many drains confirms every this many messages
 HEADER_PREFIX = "x-qscale-"
-READ_CHUNK = 16 * 1024
-# py-amqp's default TCP_USER_TIMEOUT of 1 s kills the connection whenever RabbitMQ's
-# flow control stops reading our socket that long (bulk publishes on a busy host).
-SOCKET_SETTINGS = {getattr(socket, "TCP_USER_TIMEOUT", 18): int(CONFIRM_TIMEOUT * 1000)}
-
-
-def _read_ahead(transport: Any) -> None:
-    """Let py-amqp read the socket in 16 KiB chunks instead of exactly one field at a time.
-
-    Its reader keeps surplus bytes in its own buffer, so asking recv for more is
-    safe; it turns ~9 system calls per delivered message into a fraction of one.
-    """
-    if isinstance(transport, amqp.transport.TCPTransport):
-        recv = transport.sock.recv
-        transport._quick_recv = lambda size: recv(max(size, READ_CHUNK))
 
 
 def dead_queue(queue: str) -> str:
@@ -109,121 +85,39 @@ class AmqpBroker(Broker):
         self._fixed_prefetch = max(0, prefetch)
         api = management_url or os.environ.get("QSCALE_RABBITMQ_API") or api_url_from_amqp(url)
         self._api = ManagementApi(api, vhost_from_amqp(url))
-        probe = kombu.Connection(url)
-        self._errors: tuple[type[BaseException], ...] = (
-            *probe.connection_errors, *probe.channel_errors)
-        self._conn: Any = None
-        self._channel: Any = None
-        self._transport: Any = None  # py-amqp's socket wrapper of the live connection
-        self._amqp: Any = None
-        self._generation = 0
-        self._failures = 0
-        self._next_attempt = 0.0
+        self._session = AmqpSession(url, f"qscale {self.consumer_id}")
         self._reset_channel_state()
         try:  # connect eagerly so connected() is meaningful from the start
-            self._ensure(0.0)
+            self._session.ensure(0.0)
         except BrokerUnavailable as exc:
             log.warning("%s", exc)
 
     def _reset_channel_state(self) -> None:
+        """Forget everything tied to the old channel (its tags are meaningless now)."""
         self._consumers: dict[str, Any] = {}
         self._buffers: dict[str, deque[Delivery]] = {}
         self._outstanding: set[int] = set()
         self._declared: dict[str, float] = {}
         self._qos = 0
-        self._published = 0
-        self._confirmed = 0
-        self._early_confirms: set[int] = set()
-        self._nacked = 0
-
-    # -- connection management --
-
-    def _connect(self) -> None:
-        conn = kombu.Connection(self.url, heartbeat=HEARTBEAT, connect_timeout=CONNECT_TIMEOUT,
-                                transport_options={
-                                    "client_properties": {
-                                        "connection_name": f"qscale {self.consumer_id}"},
-                                    "socket_settings": SOCKET_SETTINGS})
-        try:
-            conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
-            channel = conn.channel()
-            channel.auto_decode = False  # bodies stay the exact bytes published
-            channel.confirm_select()
-        except BaseException:
-            conn.collect()
-            raise
-        transport = conn.connection.transport
-        _read_ahead(transport)
-        # py-amqp polls the socket before every publish when the server may send
-        # connection.blocked; our own drains still handle that notification.
-        capabilities = conn.connection.client_properties.get("capabilities", {})
-        capabilities["connection.blocked"] = False
-        channel.events["basic_ack"].add(self._on_confirm)
-        channel.events["basic_nack"].add(self._on_nack)
-        self._reset_channel_state()
-        self._conn, self._channel, self._transport = conn, channel, transport
-        self._amqp = conn.connection  # the live py-amqp connection (kombu's property
-        # of that name would silently reconnect once the connection is gone)
-        self._generation += 1
-
-    def _ensure(self, budget: float) -> None:
-        """Connect if needed, waiting out the backoff only within `budget` seconds."""
-        if self._channel is not None:
-            return
-        wait = self._next_attempt - time.monotonic()
-        if wait > budget:
-            time.sleep(max(0.0, budget))
-            raise BrokerUnavailable(f"rabbitmq unreachable; reconnecting in {wait:.1f}s")
-        if wait > 0:
-            time.sleep(wait)
-        try:
-            self._connect()
-        except AccessRefused as exc:
-            raise ConfigError(f"rabbitmq refused the credentials in the broker URL: {exc}") \
-                from exc
-        except self._errors as exc:
-            self._failures += 1
-            backoff = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** self._failures)
-            self._next_attempt = time.monotonic() + random.uniform(backoff / 2, backoff)
-            raise BrokerUnavailable(f"rabbitmq connect failed: {exc}") from exc
-        if self._failures:
-            log.info("reconnected to RabbitMQ after %d failed attempts", self._failures)
-        self._failures = 0
-
-    def _drop(self) -> None:
-        """Forget the connection; RabbitMQ requeues everything its channel held."""
-        conn, self._conn, self._channel = self._conn, None, None
-        self._reset_channel_state()
-        if conn is not None:
-            try:
-                conn.collect()
-            except Exception:  # closing a broken connection may fail again; nothing to do
-                log.debug("ignoring error while discarding a connection", exc_info=True)
 
     @contextmanager
     def _op(self, what: str, budget: float = 0.0) -> Iterator[Any]:
         """Run one operation on a live channel; connection trouble -> BrokerUnavailable."""
-        self._ensure(budget)
+        if self._session.ensure(budget):
+            self._reset_channel_state()
         try:
-            yield self._channel
+            yield self._session.channel
         except PreconditionFailed as exc:
-            self._drop()
+            self._lost()
             raise ConfigError(f"rabbitmq {what}: a queue exists with different arguments "
                               f"(not declared by qscale?): {exc}") from exc
-        except self._errors as exc:
-            self._drop()
-            self._next_attempt = time.monotonic() + random.uniform(0, BACKOFF_BASE)
+        except self._session.errors as exc:
+            self._lost()
             raise BrokerUnavailable(f"rabbitmq {what} failed: {exc!r}") from exc
 
-    def _drain(self, timeout: float) -> bool:
-        """Handle incoming frames for up to `timeout` s; False when nothing came."""
-        try:
-            self._amqp.drain_events(timeout=timeout)
-        except TimeoutError as exc:
-            if exc.errno == errno.ETIMEDOUT:  # the TCP connection died, not our wait
-                raise
-            return False
-        return True
+    def _lost(self) -> None:
+        self._session.drop()
+        self._reset_channel_state()
 
     # -- declarations --
 
@@ -233,8 +127,8 @@ class AmqpBroker(Broker):
         seen = self._declared.get(name)
         if seen is not None and not refresh and time.monotonic() - seen < REDECLARE_AFTER:
             return -1
-        ok = self._channel.queue_declare(name, durable=True, auto_delete=False,
-                                         arguments=arguments)
+        ok = self._session.channel.queue_declare(name, durable=True, auto_delete=False,
+                                                 arguments=arguments)
         self._declared[name] = time.monotonic()
         return int(ok.message_count)
 
@@ -257,63 +151,7 @@ class AmqpBroker(Broker):
                              "x-expires": min(MAX_TTL_MS, bucket * 2 + 60_000)})
         return name
 
-    # -- publishing with confirms --
-
-    def _on_confirm(self, delivery_tag: int, multiple: bool) -> None:
-        if multiple:
-            self._confirmed = max(self._confirmed, delivery_tag)
-            self._early_confirms = {t for t in self._early_confirms if t > self._confirmed}
-        else:
-            self._early_confirms.add(delivery_tag)
-        while self._confirmed + 1 in self._early_confirms:
-            self._confirmed += 1
-            self._early_confirms.discard(self._confirmed)
-
-    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
-        self._nacked += 1
-        self._on_confirm(delivery_tag, multiple)
-
-    def _send(self, routing_key: str, body: bytes, priority: int | None = None,
-              headers: dict[str, Any] | None = None) -> None:
-        properties: dict[str, Any] = {"delivery_mode": 2}
-        if priority:
-            properties["priority"] = priority
-        if headers:
-            properties["application_headers"] = headers
-        self._channel.basic_publish(amqp.Message(body, **properties), exchange="",
-                                    routing_key=routing_key)
-        self._published += 1
-
-    @contextmanager
-    def _corked(self) -> Iterator[None]:
-        """Collect outgoing frames and send them in one write (bulk publish, batch ack).
-
-        Only for frames that need no reply inside the block: an RPC would wait forever.
-        """
-        transport = self._transport
-        if not isinstance(transport, amqp.transport.TCPTransport):
-            yield
-            return
-        send, parts = transport._write, list[bytes]()
-        # py-amqp reuses its frame buffer, so each frame must be copied.
-        transport._write = lambda frame: parts.append(bytes(frame))
-        try:
-            yield
-        finally:
-            transport._write = send
-        if parts:
-            send(b"".join(parts))
-
-    def _wait_confirms(self) -> None:
-        deadline = time.monotonic() + CONFIRM_TIMEOUT
-        while self._confirmed < self._published:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise amqp.exceptions.RecoverableConnectionError("publish confirms timed out")
-            self._drain(min(remaining, DRAIN_SLICE))
-        if self._nacked:
-            nacked, self._nacked = self._nacked, 0
-            raise BrokerUnavailable(f"rabbitmq refused {nacked} published message(s)")
+    # -- publishing (every publish waits for RabbitMQ's confirm) --
 
     def publish(self, queue: str, body: bytes, *, delay: float = 0.0,
                 priority: int | None = None) -> None:
@@ -321,19 +159,18 @@ class AmqpBroker(Broker):
         with self._op("publish"):
             self._declare_queue(queue)
             target = self._declare_bucket(queue, delay) if delay > 0 else queue
-            self._send(target, body, priority)
-            self._wait_confirms()
+            self._session.send(target, body, priority)
+            self._session.wait_confirms()
 
     def publish_many(self, queue: str, bodies: Sequence[bytes]) -> None:
         with self._op("publish_many"):
             self._declare_queue(queue)
             for start in range(0, len(bodies), CONFIRM_WINDOW):
-                with self._corked():
+                with self._session.corked():
                     for body in bodies[start:start + CONFIRM_WINDOW]:
-                        self._send(queue, body)
-                while self._drain(0):
-                    pass
-            self._wait_confirms()
+                        self._session.send(queue, body)
+                self._session.drain_available()
+            self._session.wait_confirms()
 
     # -- consuming --
 
@@ -345,7 +182,7 @@ class AmqpBroker(Broker):
         priority = int(message.properties.get("priority") or 0)
         self._outstanding.add(tag)
         self._buffers.setdefault(queue, deque()).append(Delivery(
-            queue=queue, body=bytes(body), tag=f"{self._generation}.{tag}.{priority}",
+            queue=queue, body=bytes(body), tag=f"{self._session.generation}.{tag}.{priority}",
             redelivered=bool(message.delivery_info.get("redelivered", False))))
 
     def _consume(self, queues: Sequence[str], max_count: int) -> None:
@@ -353,7 +190,7 @@ class AmqpBroker(Broker):
         held = len(self._outstanding) - sum(len(b) for b in self._buffers.values())
         wanted = self._fixed_prefetch or max(self._qos, held + max_count)
         if wanted != self._qos:
-            self._channel.basic_qos(0, wanted, False)
+            self._session.channel.basic_qos(0, wanted, False)
             self._qos = wanted
             for consumer in self._consumers.values():  # restart so the new window applies
                 consumer.cancel()
@@ -361,7 +198,7 @@ class AmqpBroker(Broker):
         for queue in queues:
             if queue not in self._consumers:
                 self._declare_queue(queue)
-                consumer = kombu.Consumer(self._channel, queues=[kombu.Queue(
+                consumer = kombu.Consumer(self._session.channel, queues=[kombu.Queue(
                     queue, no_declare=True)], no_ack=False, auto_declare=False,
                     on_message=partial(self._on_message, queue))
                 consumer.consume()
@@ -374,16 +211,17 @@ class AmqpBroker(Broker):
         if not queues or max_count <= 0:
             return []
         deadline = time.monotonic() + max(0.0, timeout)
+        session = self._session
         with self._op("claim", budget=timeout):
             self._consume(queues, max_count)
-            self._amqp.heartbeat_tick()
+            session.heartbeat_tick()
             while not self._buffered(queues):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                self._drain(min(remaining, DRAIN_SLICE))
-                self._amqp.heartbeat_tick()
-            while self._buffered(queues) < max_count and self._drain(0):
+                session.drain(min(remaining, DRAIN_SLICE))
+                session.heartbeat_tick()
+            while self._buffered(queues) < max_count and session.drain(0):
                 pass
         out: list[Delivery] = []
         for queue in queues:
@@ -395,7 +233,7 @@ class AmqpBroker(Broker):
     def _live_tag(self, delivery: Delivery) -> tuple[int, int] | None:
         """(delivery tag, priority) if `delivery` came from the current channel."""
         generation, tag, priority = (int(part) for part in delivery.tag.split("."))
-        if generation != self._generation or tag not in self._outstanding:
+        if generation != self._session.generation or tag not in self._outstanding:
             log.info("skipping settlement of %s: its channel is gone, the message "
                      "will be redelivered", delivery.tag)
             return None
@@ -410,7 +248,7 @@ class AmqpBroker(Broker):
             prefix = 0  # acked tags that are exactly the oldest outstanding ones
             while prefix < len(tags) and tags[prefix] == pending[prefix]:
                 prefix += 1
-            with self._corked():
+            with self._session.corked():
                 if prefix >= 2:
                     channel.basic_ack(tags[prefix - 1], multiple=True)
                 else:
@@ -434,8 +272,8 @@ class AmqpBroker(Broker):
                 return
             target = (self._declare_bucket(delivery.queue, delay) if delay * 1000 >= 1
                       else delivery.queue)
-            self._send(target, body, live[1])
-            self._wait_confirms()
+            self._session.send(target, body, live[1])
+            self._session.wait_confirms()
             channel.basic_ack(live[0])
             self._outstanding.discard(live[0])
 
@@ -445,33 +283,26 @@ class AmqpBroker(Broker):
             if not live:
                 return
             self._declare_dead(delivery.queue)
-            self._send(dead_queue(delivery.queue), delivery.body, live[1], {
+            self._session.send(dead_queue(delivery.queue), delivery.body, live[1], {
                 f"{HEADER_PREFIX}reason": reason, f"{HEADER_PREFIX}detail": detail,
                 f"{HEADER_PREFIX}failed-at": time.time(),
                 f"{HEADER_PREFIX}queue": delivery.queue})
-            self._wait_confirms()
+            self._session.wait_confirms()
             channel.basic_ack(live[0])
             self._outstanding.discard(live[0])
 
     def heartbeat(self) -> None:
         with self._op("heartbeat"):
-            self._amqp.heartbeat_tick()
-            while self._drain(0):
-                pass
+            self._session.heartbeat_tick()
+            self._session.drain_available()
 
     def connected(self) -> bool:
-        return self._channel is not None
+        return self._session.channel is not None
 
     def close(self) -> None:
         """Close the connection; RabbitMQ returns its unacked messages to their queues."""
-        conn, self._conn, self._channel = self._conn, None, None
+        self._session.close()
         self._reset_channel_state()
-        if conn is not None:
-            try:
-                self._transport.sock.settimeout(CONNECT_TIMEOUT)  # never hang here
-                conn.release()
-            except Exception:  # the connection may already be broken
-                log.debug("ignoring error while closing", exc_info=True)
 
     # -- inspection --
 
@@ -486,7 +317,7 @@ class AmqpBroker(Broker):
     def _get_dead(self, queue: str, limit: int) -> list[Any]:
         got: list[Any] = []
         while len(got) < limit:
-            message = self._channel.basic_get(dead_queue(queue), no_ack=False)
+            message = self._session.channel.basic_get(dead_queue(queue), no_ack=False)
             if message is None:
                 break
             got.append(message)
@@ -509,9 +340,9 @@ class AmqpBroker(Broker):
                 want = CONFIRM_WINDOW if limit is None else min(CONFIRM_WINDOW, limit - moved)
                 got = self._get_dead(queue, want)
                 for message in got:
-                    self._send(queue, _bytes(message.body),
+                    self._session.send(queue, _bytes(message.body),
                                message.properties.get("priority"))
-                self._wait_confirms()
+                self._session.wait_confirms()
                 for message in got:
                     channel.basic_ack(message.delivery_tag)
                 moved += len(got)

@@ -1,0 +1,228 @@
+"""One RabbitMQ connection + channel in confirm mode, reopened with backoff after loss.
+
+The broker above it owns queues and deliveries; this owns the socket: connecting
+(exponential backoff with jitter), publisher-confirm bookkeeping, batched writes,
+and reading incoming frames. Each reopened channel gets a new `generation`, so
+the broker can tell stale delivery tags from live ones.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import random
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import amqp
+import kombu as _kombu_module
+from amqp.exceptions import AccessRefused
+
+from worker.errors import BrokerUnavailable, ConfigError
+
+log = logging.getLogger(__name__)
+kombu: Any = _kombu_module  # kombu ships no type hints for these calls
+
+HEARTBEAT = 30              # seconds; ticked from claim() and heartbeat()
+CONNECT_TIMEOUT = 5.0
+CONFIRM_TIMEOUT = 30.0      # a publish not confirmed by then counts as a lost connection
+DRAIN_SLICE = 1.0           # longest single wait, so heartbeats keep flowing
+BACKOFF_BASE, BACKOFF_MAX = 0.2, 15.0
+READ_CHUNK = 16 * 1024
+# py-amqp's default TCP_USER_TIMEOUT of 1 s kills the connection whenever RabbitMQ's
+# flow control stops reading our socket that long (bulk publishes on a busy host).
+SOCKET_SETTINGS = {getattr(socket, "TCP_USER_TIMEOUT", 18): int(CONFIRM_TIMEOUT * 1000)}
+
+
+def _read_ahead(transport: Any) -> None:
+    """Let py-amqp read the socket in 16 KiB chunks instead of exactly one field at a time.
+
+    Its reader keeps surplus bytes in its own buffer, so asking recv for more is
+    safe; it turns ~9 system calls per delivered message into a fraction of one.
+    """
+    if isinstance(transport, amqp.transport.TCPTransport):
+        recv = transport.sock.recv
+        transport._quick_recv = lambda size: recv(max(size, READ_CHUNK))
+
+
+class AmqpSession:
+    """The live connection and channel, or none while RabbitMQ is unreachable."""
+
+    def __init__(self, url: str, connection_name: str) -> None:
+        self.url = url
+        self.connection_name = connection_name
+        probe = kombu.Connection(url)
+        self.errors: tuple[type[BaseException], ...] = (
+            *probe.connection_errors, *probe.channel_errors)
+        self.channel: Any = None
+        self.generation = 0
+        self._conn: Any = None
+        self._amqp: Any = None       # the py-amqp connection (kombu's property of that
+        self._transport: Any = None  # name would silently reconnect once it is gone)
+        self._failures = 0
+        self._next_attempt = 0.0
+        self._reset_confirms()
+
+    def _reset_confirms(self) -> None:
+        self._published = 0
+        self._confirmed = 0
+        self._early_confirms: set[int] = set()
+        self._nacked = 0
+
+    # -- lifecycle --
+
+    def _open(self) -> None:
+        conn = kombu.Connection(self.url, heartbeat=HEARTBEAT, connect_timeout=CONNECT_TIMEOUT,
+                                transport_options={
+                                    "client_properties": {"connection_name": self.connection_name},
+                                    "socket_settings": SOCKET_SETTINGS})
+        try:
+            conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
+            channel = conn.channel()
+            channel.auto_decode = False  # bodies stay the exact bytes published
+            channel.confirm_select()
+        except BaseException:
+            conn.collect()
+            raise
+        self._amqp = conn.connection
+        self._transport = self._amqp.transport
+        _read_ahead(self._transport)
+        # py-amqp polls the socket before every publish when the server may send
+        # connection.blocked; our own drains still handle that notification.
+        self._amqp.client_properties.get("capabilities", {})["connection.blocked"] = False
+        channel.events["basic_ack"].add(self._on_confirm)
+        channel.events["basic_nack"].add(self._on_nack)
+        self._reset_confirms()
+        self._conn, self.channel = conn, channel
+        self.generation += 1
+
+    def ensure(self, budget: float) -> bool:
+        """Open a channel if needed (True when a new one was opened).
+
+        Waits out the reconnect backoff only within `budget` seconds; otherwise
+        raises BrokerUnavailable.
+        """
+        if self.channel is not None:
+            return False
+        wait = self._next_attempt - time.monotonic()
+        if wait > budget:
+            time.sleep(max(0.0, budget))
+            raise BrokerUnavailable(f"rabbitmq unreachable; reconnecting in {wait:.1f}s")
+        if wait > 0:
+            time.sleep(wait)
+        try:
+            self._open()
+        except AccessRefused as exc:
+            raise ConfigError(f"rabbitmq refused the credentials in the broker URL: {exc}") \
+                from exc
+        except self.errors as exc:
+            self._failures += 1
+            backoff = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** self._failures)
+            self._next_attempt = time.monotonic() + random.uniform(backoff / 2, backoff)
+            raise BrokerUnavailable(f"rabbitmq connect failed: {exc}") from exc
+        if self._failures:
+            log.info("reconnected to RabbitMQ after %d failed attempts", self._failures)
+        self._failures = 0
+        return True
+
+    def drop(self) -> None:
+        """Forget a broken connection; RabbitMQ requeues everything its channel held."""
+        conn, self._conn, self.channel = self._conn, None, None
+        # The first reconnect is immediate; failed ones back off (with jitter).
+        if conn is not None:
+            try:
+                conn.collect()
+            except Exception:  # closing a broken connection may fail again; nothing to do
+                log.debug("ignoring error while discarding a connection", exc_info=True)
+
+    def close(self) -> None:
+        """Close politely (bounded in time); RabbitMQ requeues unacked messages."""
+        conn, self._conn, self.channel = self._conn, None, None
+        if conn is not None:
+            try:
+                self._transport.sock.settimeout(CONNECT_TIMEOUT)
+                conn.release()
+            except Exception:  # the connection may already be broken
+                log.debug("ignoring error while closing", exc_info=True)
+
+    # -- reading --
+
+    def drain(self, timeout: float) -> bool:
+        """Handle incoming frames for up to `timeout` s; False when nothing came."""
+        try:
+            self._amqp.drain_events(timeout=timeout)
+        except TimeoutError as exc:
+            if exc.errno == errno.ETIMEDOUT:  # the TCP connection died, not our wait
+                raise
+            return False
+        return True
+
+    def drain_available(self) -> None:
+        while self.drain(0):
+            pass
+
+    def heartbeat_tick(self) -> None:
+        self._amqp.heartbeat_tick()
+
+    # -- publishing with confirms --
+
+    def _on_confirm(self, delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            self._confirmed = max(self._confirmed, delivery_tag)
+            self._early_confirms = {t for t in self._early_confirms if t > self._confirmed}
+        else:
+            self._early_confirms.add(delivery_tag)
+        while self._confirmed + 1 in self._early_confirms:
+            self._confirmed += 1
+            self._early_confirms.discard(self._confirmed)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        self._nacked += 1
+        self._on_confirm(delivery_tag, multiple)
+
+    def send(self, routing_key: str, body: bytes, priority: int | None = None,
+             headers: dict[str, Any] | None = None) -> None:
+        """Publish a persistent message via the default exchange (confirm comes later)."""
+        properties: dict[str, Any] = {"delivery_mode": 2}
+        if priority:
+            properties["priority"] = priority
+        if headers:
+            properties["application_headers"] = headers
+        self.channel.basic_publish(amqp.Message(body, **properties), exchange="",
+                                   routing_key=routing_key)
+        self._published += 1
+
+    def wait_confirms(self) -> None:
+        """Block until RabbitMQ confirmed every message sent so far."""
+        deadline = time.monotonic() + CONFIRM_TIMEOUT
+        while self._confirmed < self._published:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise amqp.exceptions.RecoverableConnectionError("publish confirms timed out")
+            self.drain(min(remaining, DRAIN_SLICE))
+        if self._nacked:
+            nacked, self._nacked = self._nacked, 0
+            raise BrokerUnavailable(f"rabbitmq refused {nacked} published message(s)")
+
+    @contextmanager
+    def corked(self) -> Iterator[None]:
+        """Collect outgoing frames and send them in one write (bulk publish, batch ack).
+
+        Only for frames that need no reply inside the block: an RPC would wait forever.
+        """
+        transport = self._transport
+        if not isinstance(transport, amqp.transport.TCPTransport):
+            yield
+            return
+        send, parts = transport._write, list[bytes]()
+        # py-amqp reuses its frame buffer, so each frame must be copied.
+        transport._write = lambda frame: parts.append(bytes(frame))
+        try:
+            yield
+        finally:
+            transport._write = send
+        if parts:
+            send(b"".join(parts))
