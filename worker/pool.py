@@ -27,6 +27,7 @@ from worker.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 _FORK = multiprocessing.get_context("fork")
+PIPE_SAFE_BYTES = 64 * 1024  # well under the Linux socketpair buffer (~208 KiB)
 
 
 @dataclass
@@ -162,13 +163,24 @@ class Pool:
             return
         budget = self.settings.max_tasks_per_child
         batches: dict[int, list[Job]] = {}
+        # Bytes a busy child may have waiting unread in its pipe: more could fill the
+        # socket buffer and block the supervisor until that child's current task ends.
+        unread = {c.slot: sum(len(j.delivery.body) for j in list(c.jobs)[1:])
+                  for c in eligible if c.jobs}
         for level in range(per_child):
             for child in eligible:
                 if not pending:
                     break
-                given = len(child.jobs) + len(batches.get(child.slot, ()))
-                if given <= level and not (budget and child.done + given >= budget):
-                    batches.setdefault(child.slot, []).append(pending.popleft())
+                batch = batches.get(child.slot, [])
+                given = len(child.jobs) + len(batch)
+                if given > level or (budget and child.done + given >= budget):
+                    continue
+                size = len(pending[0].delivery.body)
+                if child.jobs or batch:  # busy: it reads this only between tasks
+                    if unread.get(child.slot, 0) + size > PIPE_SAFE_BYTES:
+                        continue
+                    unread[child.slot] = unread.get(child.slot, 0) + size
+                batches.setdefault(child.slot, batch).append(pending.popleft())
         for slot, jobs in batches.items():
             child = self.children[slot]
             if not child.jobs:

@@ -252,3 +252,15 @@ def test_cli_skips_command_modules_that_do_not_exist_yet() -> None:
     parser = build_parser(("worker.cli_run", "worker.no_such_cli_module"))
     args = parser.parse_args(["run", "--concurrency", "3"])
     assert args.concurrency == 3 and callable(args.func)
+
+
+def test_dispatch_never_queues_big_bodies_behind_a_busy_childs_task() -> None:
+    pool = _pool(1)
+    big = 40 * 1024
+    pending = deque(Job(i, Delivery(queue="q", body=b"x" * big, tag=str(i))) for i in range(4))
+    pool.dispatch(pending, per_child=4, now=0.0)
+    # The idle child takes the first (it is blocked reading) and one more fits the
+    # unread-bytes budget; the rest wait in the supervisor.
+    assert len(pool.children[0].jobs) == 2 and len(pending) == 2
+    pool.dispatch(pending, per_child=4, now=0.0)
+    assert len(pool.children[0].jobs) == 2
