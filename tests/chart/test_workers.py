@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
 
-from tests.chart.conftest import CHART, Render, by_kind, helm_template
+from tests.chart.conftest import CHART, Render, by_kind, helm_template, named
 
 
 def workers(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -113,3 +114,22 @@ def test_external_broker_reads_the_users_secret(render: Render) -> None:
     assert env["QSCALE_RESULT_URL"] == {"secretKeyRef": {"name": "my-broker", "key": "result-url"}}
     pool = by_kind(docs, "WorkerPool")[0]
     assert pool["spec"]["broker"] == {"secretRef": {"name": "my-broker", "key": "url"}}
+
+
+def test_redis_secret_holds_password_and_url(render: Render) -> None:
+    docs = render("--set", "redis.auth.password=abc123")
+    data = named(docs, "Secret", "qscale-redis")["data"]
+    decoded = {k: base64.b64decode(v).decode() for k, v in data.items()}
+    assert decoded == {"password": "abc123",
+                       "url": "redis://:abc123@qscale-redis.qscale.svc:6379/0"}
+    redis = named(docs, "StatefulSet", "qscale-redis")["spec"]["template"]["spec"]["containers"][0]
+    assert redis["args"][redis["args"].index("--appendonly") + 1] == "yes"
+    assert redis["args"][redis["args"].index("--appendfsync") + 1] == "everysec"
+    assert redis["args"][redis["args"].index("--maxmemory-policy") + 1] == "noeviction"
+    assert redis["args"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+
+
+def test_generated_password_is_random_and_url_safe(render: Render) -> None:
+    data = named(render(), "Secret", "qscale-redis")["data"]
+    password = base64.b64decode(data["password"]).decode()
+    assert len(password) == 32 and password.isalnum()

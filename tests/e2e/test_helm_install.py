@@ -76,6 +76,15 @@ def test_install_roundtrip_uninstall(kube_cluster: KubeCluster, images: list[str
     installed_s = time.monotonic() - started
     print(f"helm install --wait took {installed_s:.0f}s")
 
+    secret_before = kube_cluster.kubectl_json("get", "secret", f"{RELEASE}-redis",
+                                              "-n", namespace)["data"]
+    # An upgrade must keep the generated password (the PVC's data was written with it).
+    kube_cluster.helm("upgrade", RELEASE, str(REPO_ROOT / "helm" / "qscale"), "-n", namespace,
+                      "--reuse-values", "--wait", "--timeout", "5m", timeout=400)
+    secret_after = kube_cluster.kubectl_json("get", "secret", f"{RELEASE}-redis",
+                                             "-n", namespace)["data"]
+    assert secret_after == secret_before
+
     pools = kube_cluster.kubectl_json("get", "workerpools", "-n", namespace)["items"]
     assert [p["spec"]["targetRef"]["name"] for p in pools] == [f"{RELEASE}-worker-default"]
 
