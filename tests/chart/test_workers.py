@@ -133,3 +133,14 @@ def test_generated_password_is_random_and_url_safe(render: Render) -> None:
     data = named(render(), "Secret", "qscale-redis")["data"]
     password = base64.b64decode(data["password"]).decode()
     assert len(password) == 32 and password.isalnum()
+
+
+@pytest.mark.parametrize("args", [(), ("--set", "broker.type=rabbitmq",
+                                       "--set", "results.enabled=false")],
+                         ids=["with-results", "without-results"])
+def test_helm_test_pod_script_compiles(render: Render, args: tuple[str, ...]) -> None:
+    pod = named(render(*args), "Pod", "qscale-test-roundtrip")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = pod["spec"]["containers"][0]["args"][0]
+    compile(script, "test-roundtrip", "exec")
+    assert ("handle.get(" in script) is (not args)
