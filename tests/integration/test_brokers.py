@@ -176,3 +176,13 @@ def test_dead_worker_claims_come_back_redelivered(url: str, queue_name: str) -> 
         assert all(d.redelivered for d in back)
         broker.ack(back)
         wait_until(lambda: broker.claim([queue_name], 10, 0.1) == [], 5, "queue empty")
+
+
+def test_idle_claim_loop_is_cheap(broker: Broker, queue_name: str) -> None:
+    broker.claim([queue_name], 10, 0.0)  # connect and subscribe first
+    cpu, wall = time.process_time(), time.monotonic()
+    while time.monotonic() - wall < 2.0:
+        assert broker.claim([queue_name], 10, 0.5) == []
+    cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    print(f"idle claim loop: {cpu / wall:.1%} of a core over {wall:.1f}s")
+    assert cpu / wall < 0.25
