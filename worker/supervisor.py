@@ -156,16 +156,27 @@ class Supervisor:
             log.info("second stop signal: stopping now")
             self._deadline = now
 
-    def _claim(self, now: float) -> None:
-        if not self.link.connected or self.pending:
-            return
+    def _claim_room(self) -> int:
+        """How many messages to claim now: 0 unless a child is idle or half the room is free.
+
+        Waiting for half the room keeps claims (and acks) batched when tasks are short.
+        """
+        if not self.link.connected or self.pending or self._deadline is not None:
+            return 0
         cap = self.capacity()
-        in_flight = self.in_flight
-        free = cap - in_flight
-        idle_child = any(c.accepting and not c.jobs for c in self.pool.children.values())
-        if free <= 0 or not (idle_child or free * 2 >= cap):
+        free = cap - self.in_flight
+        if free <= 0:
+            return 0
+        if free * 2 >= cap or any(c.accepting and not c.jobs
+                                  for c in self.pool.children.values()):
+            return free
+        return 0
+
+    def _claim(self, now: float) -> None:
+        free = self._claim_room()
+        if not free:
             return
-        if in_flight:
+        if self.in_flight:
             if now < self._next_poll:
                 return
             timeout = 0.0
@@ -187,12 +198,10 @@ class Supervisor:
     def _wait_timeout(self, now: float) -> float:
         if self._stop_signals and self._deadline is None:
             return 0.0
-        timeout = 0.25
-        if self.link.connected and self._deadline is None and not self.pending:
-            if self.in_flight == 0:
-                timeout = 0.0  # the next claim blocks instead
-            elif self.in_flight < self.capacity():
-                timeout = max(0.0, self._next_poll - now)
+        timeout = 0.25  # results and deaths wake the selector earlier
+        if self._claim_room():
+            # Nothing in flight: the next claim blocks instead; else poll on schedule.
+            timeout = 0.0 if self.in_flight == 0 else max(0.0, self._next_poll - now)
         timeout = min(timeout, self.link.seconds_to_heartbeat(now))
         floor = self.hooks.min_hard_limit
         if floor is not None:
