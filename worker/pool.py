@@ -64,6 +64,20 @@ class Child:
     def accepting(self) -> bool:
         return not (self.retire_cause or self.retiring or self.stop_sent or self.kill_cause)
 
+    def exit_cause(self) -> str:
+        """Why it exited: the supervisor's kill cause, a recycle cause, or a crash."""
+        if self.kill_cause:
+            return self.kill_cause
+        if self.stop_sent:
+            return self.retire_cause or "stopped"
+        return "crash"
+
+    def lost_reason(self, job: Job) -> str:
+        """The reason recorded for `job`, which was running when this child died."""
+        if self.kill_cause == "hard_time_limit":
+            return f"hard time limit exceeded after {job.hard_limit:g}s"
+        return f"child process died while running the task ({self.describe_exit()})"
+
     def describe_exit(self) -> str:
         code = self.process.exitcode
         if code is None:
@@ -74,6 +88,26 @@ class Child:
             except ValueError:
                 return f"killed by signal {-code}"
         return f"exited with code {code}"
+
+
+def capacity(settings: WorkerSettings, service_time: float | None) -> int:
+    """Messages to hold at once: one per child plus a prefetch sized by service time.
+
+    Short tasks get deep per-child queues (claims, acks and pipe writes are batched);
+    long ones get none, so work stays in the broker for other pods to take.
+    """
+    n = settings.concurrency
+    if settings.prefetch:
+        return n + settings.prefetch
+    if service_time is None:
+        return 2 * n
+    if service_time < 0.002:
+        return 32 * n
+    if service_time < 0.02:
+        return 8 * n
+    if service_time < 0.2:
+        return 2 * n
+    return n
 
 
 class Pool:

@@ -27,7 +27,7 @@ from worker.child import ExecutorFactory, expand
 from worker.link import BrokerLink
 from worker.metrics import WorkerMetrics
 from worker.outcome import Outcome
-from worker.pool import Child, Job, Pool
+from worker.pool import Child, Job, Pool, capacity
 from worker.settings import WorkerSettings
 from worker.state import RuntimeState
 
@@ -84,11 +84,6 @@ class Supervisor:
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stop_signals += 1
 
-    def request_stop(self) -> None:
-        """Same as SIGTERM (for embedding and tests)."""
-        self._stop_signals += 1
-        os.write(self._wake_w, b"\0")
-
     # -- sizing --
 
     @property
@@ -96,20 +91,7 @@ class Supervisor:
         return len(self.pending) + self.pool.queued_jobs()
 
     def capacity(self) -> int:
-        """Messages to hold at once: one per child plus a prefetch sized by service time."""
-        n = self.settings.concurrency
-        if self.settings.prefetch:
-            return n + self.settings.prefetch
-        service = self.state.service_time
-        if service is None:
-            return 2 * n
-        if service < 0.002:
-            return 32 * n
-        if service < 0.02:
-            return 8 * n
-        if service < 0.2:
-            return 2 * n
-        return n
+        return capacity(self.settings, self.state.service_time)
 
     # -- the loop --
 
@@ -308,11 +290,8 @@ class Supervisor:
             self.pool.kill(child, child.kill_cause or "stuck")
             child.process.join()
         now = time.monotonic()
-        if self._shutting_down and child.kill_cause is None:
-            cause = "shutdown"
-        else:
-            cause = child.kill_cause or (child.retire_cause if child.stop_sent else None) \
-                or ("stopped" if child.stop_sent else "crash")
+        cause = "shutdown" if self._shutting_down and child.kill_cause is None \
+            else child.exit_cause()
         jobs = list(child.jobs)
         child.jobs.clear()
         had_job = bool(jobs) and jobs[0].started > 0.0
@@ -323,14 +302,8 @@ class Supervisor:
             elif cause == "hard_time_limit" and head.seq != child.overdue_seq:
                 rest.insert(0, head)  # the overdue job had just finished; this one barely ran
             else:
-                if cause == "hard_time_limit":
-                    reason = f"hard time limit exceeded after {head.hard_limit:g}s"
-                else:
-                    reason = f"child process died while running the task " \
-                             f"({child.describe_exit()})"
-                self._settled(head.delivery,
-                              self.hooks.outcome_for_lost(head.delivery.body, reason,
-                                                          self.settings))
+                self._settled(head.delivery, self.hooks.outcome_for_lost(
+                    head.delivery.body, child.lost_reason(head), self.settings))
             self._give_back([job.delivery for job in rest])
         self.metrics.child_exited(child.pid)
         self.pool.forget(child, now, had_job)

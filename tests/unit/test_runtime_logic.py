@@ -16,7 +16,7 @@ from worker.errors import BrokerUnavailable
 from worker.link import ACK_BATCH, BrokerLink
 from worker.metrics import _Hist, reason_class
 from worker.outcome import FollowUp, Outcome, Settle
-from worker.pool import Child, Job, Pool
+from worker.pool import Child, Job, Pool, capacity
 from worker.settings import load_settings
 from worker.state import RuntimeState
 
@@ -264,3 +264,12 @@ def test_dispatch_never_queues_big_bodies_behind_a_busy_childs_task() -> None:
     assert len(pool.children[0].jobs) == 2 and len(pending) == 2
     pool.dispatch(pending, per_child=4, now=0.0)
     assert len(pool.children[0].jobs) == 2
+
+
+@pytest.mark.parametrize(("service_time", "prefetch", "expected"), [
+    (None, 0, 4), (0.0005, 0, 64), (0.005, 0, 16), (0.05, 0, 4), (2.0, 0, 2), (2.0, 5, 7),
+])
+def test_capacity_follows_service_time(service_time: float | None, prefetch: int,
+                                       expected: int) -> None:
+    settings = load_settings(concurrency=2, prefetch=prefetch)
+    assert capacity(settings, service_time) == expected
