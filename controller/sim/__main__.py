@@ -17,13 +17,18 @@ from controller.policy import PolicyConfig
 from controller.sim.keda import KEDA_DEFAULT, KEDA_TUNED, KedaScaler
 from controller.sim.model import Scaler, SimConfig, SimResult, simulate
 from controller.sim.qscale import QSCALE_DEFAULT, QscaleScaler
-from controller.sim.report import markdown_table, plot_trace
-from controller.sim.traces import TRACES, make_trace
+from controller.sim.report import frontier_table, iso_wait_verdicts, markdown_table, plot_trace
+from controller.sim.traces import TRACES, Trace, make_trace
 
 log = logging.getLogger(__name__)
 
 QSCALE_LATENCY = replace(QSCALE_DEFAULT, mode="latency")
-FRONTIER_WAITS = (5.0, 10.0, 20.0, 40.0)
+FRONTIER: tuple[tuple[str, PolicyConfig], ...] = (
+    *((f"queue target_per_slot={t:g}", replace(QSCALE_DEFAULT, target_per_slot=t))
+      for t in (2.0, 4.0)),
+    *((f"latency target_wait={w:g}s", replace(QSCALE_LATENCY, target_wait_seconds=w))
+      for w in (5.0, 20.0, 40.0, 80.0)),
+)
 
 
 def scalers(concurrency: int) -> list[Callable[[], Scaler]]:
@@ -36,18 +41,10 @@ def scalers(concurrency: int) -> list[Callable[[], Scaler]]:
     ]
 
 
-def frontier(trace_name: str, seed: int, config: SimConfig) -> list[str]:
-    """qscale latency mode across wait targets: pod-seconds you pay for each p95."""
-    trace = make_trace(trace_name, seed)
-    rows = ["| target_wait_seconds | pod-seconds | p95 wait s | interrupted |",
-            "|---:|---:|---:|---:|"]
-    for wait in FRONTIER_WAITS:
-        policy: PolicyConfig = replace(QSCALE_LATENCY, target_wait_seconds=wait)
-        r = simulate(trace, QscaleScaler(policy, config.concurrency, f"latency-{wait:g}"),
-                     config, seed)
-        rows.append(f"| {wait:g} | {r.pod_seconds:,.0f} | {r.wait_percentile(95):.1f} "
-                    f"| {r.interrupted} |")
-    return rows
+def frontier(trace: Trace, seed: int, config: SimConfig) -> list[SimResult]:
+    """qscale with other policy settings: what each p95 wait costs in pod-seconds."""
+    return [simulate(trace, QscaleScaler(policy, config.concurrency, label), config, seed)
+            for label, policy in FRONTIER]
 
 
 def run(trace_names: Sequence[str], seed: int, out: Path, config: SimConfig) -> str:
@@ -67,10 +64,15 @@ def run(trace_names: Sequence[str], seed: int, out: Path, config: SimConfig) -> 
                                     for make in scalers(config.concurrency)]
         log.info("trace %s: %d tasks, %d scalers in %.1f s", name, len(trace.arrivals),
                  len(results), time.monotonic() - started)
-        sections.append(markdown_table(name, trace.description, results))
+        floor = float(trace.service_times.sum()) / config.concurrency
+        sections.append(markdown_table(name, trace.description, results, floor))
         sections.append(f"![{name}]({name}.png)\n")
-        sections += ["qscale latency mode, wait target sweep:", "",
-                     *frontier(name, seed, config), ""]
+        swept = frontier(trace, seed, config)
+        sections += ["Other qscale settings on the same trace:", "",
+                     *frontier_table([*results[2:], *swept]), "",
+                     "Compared at equal p95 wait (cheapest qscale setting above that waits "
+                     "no longer than KEDA):", "",
+                     *iso_wait_verdicts(results, [*results[2:], *swept]), ""]
         plot_trace(name, results, out)
     text = "\n".join(sections)
     (out / "RESULTS.md").write_text(text)

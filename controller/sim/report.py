@@ -29,7 +29,8 @@ def _row(r: SimResult, base: dict[str, SimResult]) -> str:
               for b, _ in GOALS]
     return (f"| {r.scaler} | {r.pod_seconds:,.0f} | {ratios[0]} | {ratios[1]} "
             f"| {r.wait_percentile(50):.1f} | {r.wait_percentile(95):.1f} "
-            f"| {r.interrupted} | {r.max_replicas} | {r.completed}/{r.arrived} |")
+            f"| {r.interrupted} | {r.max_replicas} | {r.scale_events} / {r.reversals} "
+            f"| {r.completed}/{r.arrived} |")
 
 
 def goal_verdicts(results: Sequence[SimResult]) -> list[str]:
@@ -57,16 +58,52 @@ def goal_verdicts(results: Sequence[SimResult]) -> list[str]:
     return lines
 
 
-def markdown_table(trace: str, description: str, results: Sequence[SimResult]) -> str:
+def frontier_table(frontier: Sequence[SimResult]) -> list[str]:
+    """qscale policy settings swept: the pod-seconds each p95 wait costs."""
+    rows = ["| qscale setting | pod-seconds | p50 wait s | p95 wait s | interrupted |",
+            "|---|---:|---:|---:|---:|"]
+    rows += [f"| {r.scaler} | {r.pod_seconds:,.0f} | {r.wait_percentile(50):.1f} "
+             f"| {r.wait_percentile(95):.1f} | {r.interrupted} |" for r in frontier]
+    return rows
+
+
+def iso_wait_verdicts(results: Sequence[SimResult], frontier: Sequence[SimResult]) -> list[str]:
+    """Compare at equal p95: the cheapest swept qscale setting that waits no longer."""
+    lines = []
+    base = {r.scaler: r for r in results}
+    for name, ratio in GOALS:
+        if name not in base:
+            continue
+        b = base[name]
+        fits = [r for r in frontier
+                if r.wait_percentile(95) <= b.wait_percentile(95) and not r.interrupted]
+        if not fits:
+            lines.append(f"- at p95 <= {name}'s {b.wait_percentile(95):.1f} s: "
+                         "no swept qscale setting qualifies")
+            continue
+        best = min(fits, key=lambda r: r.pod_seconds)
+        got = b.pod_seconds / best.pod_seconds
+        verdict = "MET" if got >= ratio else f"MISSED (goal {ratio:.2f}x)"
+        lines.append(f"- at p95 <= {name}'s {b.wait_percentile(95):.1f} s: {best.scaler} "
+                     f"(p95 {best.wait_percentile(95):.1f} s) uses {got:.2f}x fewer "
+                     f"pod-seconds: {verdict}")
+    return lines
+
+
+def markdown_table(trace: str, description: str, results: Sequence[SimResult],
+                   floor: float) -> str:
     base = {r.scaler: r for r in results}
     head = [
-        f"### {trace}", "", description, "",
+        f"### {trace}", "", f"{description}. Work floor (service time / slots per pod): "
+        f"{floor:,.0f} pod-seconds.", "",
         "| scaler | pod-seconds | KEDA-default / this | KEDA-tuned / this | p50 wait s "
-        "| p95 wait s | interrupted | max replicas | completed/arrived |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| p95 wait s | interrupted | max replicas | scale events / reversals "
+        "| completed/arrived |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     body = [_row(r, base) for r in results]
-    return "\n".join([*head, *body, "", *goal_verdicts(results), ""])
+    return "\n".join([*head, *body, "", "Goal check with the default settings:", "",
+                      *goal_verdicts(results), ""])
 
 
 def plot_trace(trace: str, results: Sequence[SimResult], out: Path) -> Path:
