@@ -52,7 +52,9 @@ def _run(settings: WorkerSettings, metrics: WorkerMetrics) -> int:
                   outcome_for_lost=executor.outcome_for_lost,
                   hard_limit_for=executor.hard_time_limit_for,
                   min_hard_limit=_min_hard_limit(settings))
-    prefetch = settings.concurrency * 32 + settings.prefetch
+    # RabbitMQ's unacked window: with QSCALE_PREFETCH=0 the broker sizes it to what
+    # claims ask for (which follows service time); a fixed one matches our capacity.
+    prefetch = settings.concurrency + settings.prefetch if settings.prefetch else 0
     link = BrokerLink(settings, consumer_id=f"{settings.pod_name}-{os.getpid()}",
                       prefetch=prefetch)
     supervisor = Supervisor(settings, hooks, link, state, metrics)
