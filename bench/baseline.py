@@ -7,6 +7,7 @@ No broker, no framework. Its scaling efficiency tells how much parallelism the
 from __future__ import annotations
 
 import multiprocessing
+import resource
 import time
 
 from bench.harness import RunResult
@@ -20,6 +21,7 @@ def _burn(_: int) -> int:
 def run_bare(tasks: int, processes: int) -> RunResult:
     """Run `tasks` CPU-bound task bodies on `processes` forked processes."""
     context = multiprocessing.get_context("fork")
+    cpu_before = _children_cpu()
     started = time.perf_counter()
     with context.Pool(processes) as pool:
         first_at: float | None = None
@@ -28,9 +30,15 @@ def run_bare(tasks: int, processes: int) -> RunResult:
                 first_at = time.perf_counter()
         finished = time.perf_counter()
     wall = finished - started
+    cpu = _children_cpu() - cpu_before  # the pool's processes are reaped by now
     steady = (tasks - 1) / (finished - first_at) if first_at and finished > first_at else None
     return RunResult(framework="bare", broker="none", workload="cpu", processes=processes,
                      threads=1, tasks=tasks, ok=True, wall_s=wall, tasks_per_s=tasks / wall,
                      steady_tasks_per_s=steady,
                      first_completion_s=(first_at - started) if first_at else None,
-                     completed=tasks)
+                     completed=tasks, worker_cpu_s=cpu, cpu_us_per_task=cpu / tasks * 1e6)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

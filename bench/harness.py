@@ -50,7 +50,7 @@ class RunResult:
     steady_tasks_per_s: float | None = None  # first to last completion: start-up excluded
     first_completion_s: float | None = None
     worker_cpu_s: float | None = None  # CPU of the worker's process group until drained
-    cpu_us_per_task: float | None = None
+    cpu_us_per_task: float | None = None  # steady state: start-up CPU excluded
     completed: int = 0
     duplicates: int = 0
     left_on_broker: int | None = None
@@ -141,11 +141,12 @@ def _measure(framework: Framework, queue: str, result: RunResult, *, timeout: fl
         proc = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=log_file,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
+            probe = SteadyCpu(proc.pid)
             finished_at, problem = _wait_drained(framework, queue, proc, counter,
-                                                 started + timeout)
+                                                 started + timeout, probe)
             if finished_at is not None:
                 result.worker_cpu_s = group_cpu_seconds(proc.pid)
-                result.cpu_us_per_task = result.worker_cpu_s / tasks * 1e6
+                result.cpu_us_per_task = probe.per_task_us(result.worker_cpu_s, tasks)
                 if framework.target.kind != "redis":
                     time.sleep(RABBIT_SETTLE_SECONDS)
         finally:
@@ -171,10 +172,30 @@ def _measure(framework: Framework, queue: str, result: RunResult, *, timeout: fl
     result.ok = True
 
 
+class SteadyCpu:
+    """Group CPU at the first completion, so start-up (imports, forks) is left out."""
+
+    def __init__(self, pgid: int) -> None:
+        self.pgid = pgid
+        self.cpu_s: float | None = None
+        self.done = 0
+
+    def mark(self, counter: CompletionCounter) -> None:
+        if self.cpu_s is None and counter.distinct:
+            self.cpu_s, self.done = group_cpu_seconds(self.pgid), counter.distinct
+
+    def per_task_us(self, cpu_end: float, tasks: int) -> float:
+        if self.cpu_s is None or tasks <= self.done:
+            return cpu_end / tasks * 1e6
+        return (cpu_end - self.cpu_s) / (tasks - self.done) * 1e6
+
+
 def _wait_drained(framework: Framework, queue: str, proc: subprocess.Popen[bytes],
-                  counter: CompletionCounter, deadline: float) -> tuple[float | None, str]:
+                  counter: CompletionCounter, deadline: float,
+                  probe: SteadyCpu) -> tuple[float | None, str]:
     """When every task ran and (on Redis) was acked, or None and what went wrong."""
-    while not counter.wait_all(POLL_SECONDS * 10):
+    while not counter.wait_all(POLL_SECONDS * 2):
+        probe.mark(counter)
         if proc.poll() is not None:
             return None, f"exited with status {proc.returncode}"
         if time.perf_counter() > deadline:

@@ -57,8 +57,13 @@ def build_cases(options: PlanOptions) -> list[Case]:
                 tasks = min(count, options.rq_max_tasks) if name == "rq" else count
                 threads = framework.thread_options if workload == "noop" else (1,)
                 cases.extend(Case(name, broker, workload, p, t, tasks) for t in threads)
-                if workload == "cpu" and name == "qscale" and p > 1:
-                    cases.append(Case(name, broker, workload, 1, 1, tasks))
+                if workload == "cpu" and name == "qscale":
+                    # One process for the efficiency, then the bare pool right after,
+                    # so all three see about the same load on the shared machine.
+                    shapes = sorted({1, p})
+                    if p > 1:
+                        cases.append(Case(name, broker, workload, 1, 1, tasks))
+                    cases.extend(Case("bare", "none", workload, n, 1, tasks) for n in shapes)
     return cases
 
 
@@ -104,20 +109,39 @@ def summarize(runs: list[RunResult], processes: int) -> dict[str, Any]:
 
 def _efficiency(medians: dict[tuple[str, str, str, int, int], dict[str, Any]],
                 processes: int) -> dict[str, dict[str, float | None]]:
-    """tps(P) / (P x tps(1)) for qscale per broker and for the bare pool."""
+    """tps(P) / (P x tps(1)) for qscale per broker and for the bare pool.
+
+    The bare pool's efficiency is what the shared machine allowed during the run;
+    `vs_bare` divides it out, and `cpu_vs_bare` compares CPU spent per task.
+    """
     out: dict[str, dict[str, float | None]] = {}
+    bare_many = medians.get(("bare", "none", "cpu", processes, 1))
     for (fw, broker, workload, procs, _), stats in medians.items():
         if workload != "cpu" or procs != 1 or processes == 1:
             continue
         many = medians.get((fw, broker, workload, processes, 1))
         if not many:
             continue
-        label = f"{fw}/{broker}"
-        out[label] = {
+        out[f"{fw}/{broker}"] = {
             "wall": _ratio(many["tps"], stats["tps"], processes),
             "steady": _ratio(many["steady_tps"], stats["steady_tps"], processes),
         }
+    bare = out.get("bare/none")
+    for label, eff in out.items():
+        if label == "bare/none" or bare is None:
+            continue
+        eff["steady_vs_bare"] = _share(eff["steady"], bare["steady"])
+        eff["wall_vs_bare"] = _share(eff["wall"], bare["wall"])
+        broker = label.split("/")[1]
+        ours = medians.get(("qscale", broker, "cpu", processes, 1))
+        if ours and bare_many:
+            eff["cpu_per_task_vs_bare"] = _share(ours["cpu_us_per_task"],
+                                                 bare_many["cpu_us_per_task"])
     return out
+
+
+def _share(part: float | None, whole: float | None) -> float | None:
+    return part / whole if part and whole else None
 
 
 def _ratio(many: float | None, one: float | None, processes: int) -> float | None:

@@ -33,12 +33,18 @@ def goal_lines(summary: dict[str, Any]) -> list[str]:
                          f"(goal >= {goal}x) {verdict}")
     for label, eff in sorted(summary["efficiency"].items()):
         steady = eff.get("steady")
-        verdict = "n/a" if steady is None else "PASS" if steady >= EFFICIENCY_GOAL else "MISS"
         if label.startswith("bare/"):
-            verdict = "(machine ceiling)"
+            lines.append(f"cpu efficiency of a bare multiprocessing pool (the machine's ceiling "
+                         f"during the run): steady {_fmt(steady, '.0%')}, "
+                         f"wall {_fmt(eff.get('wall'), '.0%')}")
+            continue
+        verdict = "n/a" if steady is None else "PASS" if steady >= EFFICIENCY_GOAL else "MISS"
         lines.append(f"cpu efficiency {label}: steady {_fmt(steady, '.0%')}, "
-                     f"wall {_fmt(eff.get('wall'), '.0%')} "
-                     f"(goal >= {EFFICIENCY_GOAL:.0%}) {verdict}")
+                     f"wall {_fmt(eff.get('wall'), '.0%')} (goal >= {EFFICIENCY_GOAL:.0%}) "
+                     f"{verdict}; relative to the bare pool: steady "
+                     f"{_fmt(eff.get('steady_vs_bare'), '.0%')}, wall "
+                     f"{_fmt(eff.get('wall_vs_bare'), '.0%')}; CPU per task "
+                     f"{_fmt(eff.get('cpu_per_task_vs_bare'), '.2f')}x the bare pool's")
     return lines
 
 

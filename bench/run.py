@@ -14,6 +14,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from bench import report
 from bench.baseline import run_bare
 from bench.frameworks import FRAMEWORKS, BrokerTarget
 from bench.frameworks.base import rabbit_ready, redis_client
-from bench.harness import RunResult, run_one
+from bench.harness import REPO_ROOT, RunResult, run_one
 from bench.plan import Case, PlanOptions, build_cases, summarize
 from bench.workload import CPU_LOOP_ITERATIONS, WORKLOADS
 
@@ -104,10 +105,24 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _git_state() -> str:
+    """HEAD and whether worker/ has uncommitted edits: qscale's code is a moving target."""
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", *argv], cwd=REPO_ROOT, capture_output=True, text=True,
+                              check=False)
+        return done.stdout.strip()
+    dirty = git("status", "--porcelain", "--", "worker")
+    return git("rev-parse", "--short", "HEAD") + (" (worker/ has uncommitted edits)" if dirty
+                                                   else "")
+
+
 def run_case(case: Case, targets: dict[str, BrokerTarget], timeout: float) -> RunResult:
-    framework = FRAMEWORKS[case.framework](targets[case.broker])
-    result = run_one(framework, case.workload, case.tasks, processes=case.processes,
-                     threads=case.threads, timeout=timeout)
+    if case.framework == "bare":
+        result = run_bare(case.tasks, case.processes)
+    else:
+        framework = FRAMEWORKS[case.framework](targets[case.broker])
+        result = run_one(framework, case.workload, case.tasks, processes=case.processes,
+                         threads=case.threads, timeout=timeout)
     rate = f"{result.tasks_per_s:,.0f} tasks/s" if result.tasks_per_s else "FAILED"
     print(f"  {case.framework:9s} {case.broker:9s} {case.workload:5s} p={case.processes} "
           f"t={case.threads} n={case.tasks:<6d} {rate:>16s}"
@@ -135,13 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     cases = build_cases(options)
     started = time.time()
     load_before = os.getloadavg()
+    git_before = _git_state()
     runs: list[RunResult] = []
     for round_no in range(1, args.repeat + 1):
         print(f"round {round_no}/{args.repeat}: {len(cases)} runs", flush=True)
         runs.extend(run_case(case, targets, args.timeout) for case in cases)
-        if "cpu" in args.workloads:
-            for procs in sorted({1, args.processes}):
-                runs.append(run_bare(args.cpu_tasks, procs))
     meta = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "duration_s": round(time.time() - started, 1),
@@ -149,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_after": os.getloadavg(), "versions": _versions(),
         "argv": sys.argv[1:], "processes": args.processes, "repeat": args.repeat,
         "cpu_loop_iterations": CPU_LOOP_ITERATIONS,
+        "git_before": git_before, "git_after": _git_state(),
         "notes": {name: fw.note for name, fw in FRAMEWORKS.items()},
     }
     publish(runs, meta, args.out)
