@@ -43,11 +43,16 @@ run_logged() {
   local logf="$LOG_DIR/$name.log"
   local start=$SECONDS
   log "$name: started (log: $logf)"
-  if ! "$@" >"$logf" 2>&1 </dev/null; then
+  # Run as a background job and wait: a function called in an `if`/`!`
+  # context would run with `set -e` silently disabled.
+  local rc=0
+  "$@" >"$logf" 2>&1 </dev/null &
+  wait $! || rc=$?
+  if [ "$rc" -ne 0 ]; then
     echo "----- last 40 lines of $logf -----" >&2
     tail -n 40 "$logf" >&2 || true
     echo "-----" >&2
-    die "step '$name' failed after $((SECONDS - start))s (full log: $logf)"
+    die "step '$name' failed (exit $rc) after $((SECONDS - start))s (full log: $logf)"
   fi
   log "$name: done in $((SECONDS - start))s"
 }
@@ -65,9 +70,9 @@ go_build_mod() {
     (cd "$wd" && "$GO" mod init "qscale.local/build/$name" >/dev/null 2>&1)
   fi
   (
-    cd "$wd"
-    GOFLAGS="$GOFLAGS -mod=mod" "$GO" get "$mod@$ver"
-    CGO_ENABLED="${CGO_ENABLED:-0}" GOFLAGS="$GOFLAGS -mod=mod" nice -n 10 \
-      "$GO" build -trimpath -ldflags "-s -w ${EXTRA_LDFLAGS:-}" -o "$out" "$@"
+    cd "$wd" &&
+      GOFLAGS="$GOFLAGS -mod=mod" "$GO" get "$mod@$ver" &&
+      CGO_ENABLED="${CGO_ENABLED:-0}" GOFLAGS="$GOFLAGS -mod=mod" nice -n 10 \
+        "$GO" build -trimpath -ldflags "-s -w ${EXTRA_LDFLAGS:-}" -o "$out" "$@"
   )
 }
