@@ -61,6 +61,8 @@ def run(seq: list[Observation], current: int, cfg: PolicyConfig, start: float = 
     ({"on_error": "fallback"}, "fallback_replicas"),
     ({"on_error": "fallback", "fallback_replicas": 0}, "never scale to zero"),
     ({"mode": "cpu"}, "mode"),
+    ({"on_error": "crash"}, "on_error"),
+    ({"flap_backoff_max": -1}, "flap_backoff_max"),
 ])
 def test_bad_config_names_the_field(kwargs: dict[str, object], fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
@@ -392,6 +394,7 @@ currents = st.integers(0, 80)
 concurrencies = st.integers(1, 16)
 
 
+@settings(deadline=None)
 @given(observations, currents, concurrencies, configs, histories)
 def test_bounds(o: Observation, current: int, c: int, cfg: PolicyConfig, h: History) -> None:
     d = desired_replicas(o, current, c, cfg, h, 1000.0)
@@ -402,6 +405,7 @@ def test_bounds(o: Observation, current: int, c: int, cfg: PolicyConfig, h: Hist
     assert d.reason and d.details
 
 
+@settings(deadline=None)
 @given(observations, currents, concurrencies, configs, histories, st.integers(1, 500),
        st.sampled_from(["ready", "in_flight"]))
 def test_more_backlog_never_fewer_replicas(o: Observation, current: int, c: int,
@@ -413,6 +417,7 @@ def test_more_backlog_never_fewer_replicas(o: Observation, current: int, c: int,
     assert high.desired >= low.desired
 
 
+@settings(deadline=None)
 @given(currents, concurrencies, configs, histories, st.integers(0, 80), st.booleans())
 def test_error_never_scales_to_zero(current: int, c: int, cfg: PolicyConfig, h: History,
                                     busy: int, fallback: bool) -> None:
@@ -426,6 +431,7 @@ def test_error_never_scales_to_zero(current: int, c: int, cfg: PolicyConfig, h: 
     assert d.reason.endswith(":metrics-error") or d.reason == "floor:busy-pods"
 
 
+@settings(deadline=None)
 @given(observations, currents, concurrencies, configs, histories)
 def test_never_below_busy_pods(o: Observation, current: int, c: int, cfg: PolicyConfig,
                                h: History) -> None:
@@ -435,6 +441,7 @@ def test_never_below_busy_pods(o: Observation, current: int, c: int, cfg: Policy
     assert d.desired - d.drain_pods >= 0 and d.drain_pods >= 0
 
 
+@settings(deadline=None)
 @given(st.integers(0, 5000), st.integers(0, 500), currents, concurrencies, configs)
 def test_scale_up_is_one_step_to_the_need(ready: int, in_flight: int, current: int, c: int,
                                           cfg: PolicyConfig) -> None:
@@ -448,6 +455,7 @@ def test_scale_up_is_one_step_to_the_need(ready: int, in_flight: int, current: i
         assert d.desired == min(need, cfg.max_replicas)  # no intermediate steps
 
 
+@settings(deadline=None)
 @given(st.integers(2, 60), st.floats(1, 120), st.floats(1, 600), st.integers(1, 16))
 def test_stabilization_and_cooldown_timing(peak: int, window: float, cooldown: float,
                                            c: int) -> None:
@@ -470,7 +478,7 @@ def test_stabilization_and_cooldown_timing(peak: int, window: float, cooldown: f
     assert current == 0
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80, deadline=None, derandomize=True)
 @given(st.integers(1, 400), st.integers(1, 16), st.floats(0.0, 0.3), st.integers(0, 2**32))
 def test_no_flapping_under_noisy_constant_load(load: int, c: int, noise: float,
                                                seed: int) -> None:
