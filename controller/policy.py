@@ -141,7 +141,12 @@ class Decision:
 def desired_replicas(
         obs: Observation, current: int, concurrency: int, config: PolicyConfig,
         history: History, now: float) -> Decision:
-    """Decide the replica count for one tick. Pure: same inputs, same Decision."""
+    """Decide the replica count for one tick. Pure: same inputs, same Decision.
+
+    Order: demand (mode) -> 0->1 activation -> tolerance band -> up at once / down
+    to the window maximum -> idle cooldown before zero -> min/max clamp -> busy-pod
+    floor. The last step that changed the number names the reason.
+    """
     if current < 0:
         raise ValueError(f"current must be >= 0, got {current}")
     if concurrency < 1:
