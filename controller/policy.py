@@ -72,6 +72,10 @@ def _config_problems(cfg: PolicyConfig) -> list[str]:
         problems.append(f"min_replicas must be >= 0, got {cfg.min_replicas}")
     if cfg.max_replicas < max(cfg.min_replicas, 1):
         problems.append(f"max_replicas must be >= max(min_replicas, 1), got {cfg.max_replicas}")
+    for name in ("target_per_slot", "target_wait_seconds", "tolerance",
+                 "scale_down_window_seconds", "cooldown_seconds"):
+        if not math.isfinite(getattr(cfg, name)):
+            problems.append(f"{name} must be a finite number, got {getattr(cfg, name)}")
     if not cfg.target_per_slot > 0:
         problems.append(f"target_per_slot must be > 0, got {cfg.target_per_slot}")
     if not cfg.target_wait_seconds > 0:
@@ -222,13 +226,16 @@ def _need(obs: Observation, ready: int, in_flight: int, concurrency: int,
     """Fractional replicas the work calls for, and which formula produced it."""
     service = obs.service_time_seconds
     if config.mode == "latency":
-        if obs.arrival_rate is not None and service is not None and service > 0:
+        rate = obs.arrival_rate
+        if (rate is not None and service is not None and math.isfinite(rate)
+                and math.isfinite(service) and service > 0):
             # Little's law for the steady stream, plus enough extra slots to drain
             # the current backlog within the target wait.
-            steady = max(obs.arrival_rate, 0.0) * service / concurrency
+            steady = max(rate, 0.0) * service / concurrency
             drain = ready * service / (concurrency * config.target_wait_seconds)
             return steady + drain, "latency"
-        mode = "queue-fallback"  # rates or service time unknown (e.g. nothing finished yet)
+        # Rates or service time unknown (nothing finished yet) or not finite.
+        mode = "queue-fallback"
     else:
         mode = "queue"
     return (ready + in_flight) / (config.target_per_slot * concurrency), mode

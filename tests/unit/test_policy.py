@@ -61,6 +61,8 @@ def run(seq: list[Observation], current: int, cfg: PolicyConfig, start: float = 
     ({"on_error": "fallback"}, "fallback_replicas"),
     ({"on_error": "fallback", "fallback_replicas": 0}, "never scale to zero"),
     ({"mode": "cpu"}, "mode"),
+    ({"target_per_slot": math.inf}, "finite"),
+    ({"cooldown_seconds": math.nan}, "cooldown_seconds"),
     ({"on_error": "crash"}, "on_error"),
     ({"flap_backoff_max": -1}, "flap_backoff_max"),
 ])
@@ -106,6 +108,15 @@ def test_latency_mode_adds_steady_state_and_backlog_drain() -> None:
 def test_latency_mode_falls_back_to_queue_with_a_reason(o: Observation) -> None:
     cfg = PolicyConfig(mode="latency", max_replicas=100)
     d = decide(o, 1, cfg)
+    assert (d.desired, d.reason) == (10, "scale-up:queue-fallback")
+
+
+@pytest.mark.parametrize(("rate", "service"), [
+    (math.nan, 2.0), (math.inf, 2.0), (3.0, math.nan), (3.0, math.inf)])
+def test_latency_mode_treats_non_finite_metrics_as_unknown(rate: float,
+                                                           service: float) -> None:
+    cfg = PolicyConfig(mode="latency", max_replicas=100)
+    d = decide(obs(ready=40, arrival_rate=rate, service_time_seconds=service), 1, cfg)
     assert (d.desired, d.reason) == (10, "scale-up:queue-fallback")
 
 
@@ -378,9 +389,9 @@ observations = st.builds(
     ok=st.just(True),
     ready=st.integers(0, 5000),
     in_flight=st.integers(0, 500),
-    arrival_rate=st.none() | st.floats(0, 200),
+    arrival_rate=st.none() | st.floats(0, 200) | st.sampled_from([math.nan, math.inf]),
     completion_rate=st.none() | st.floats(0, 200),
-    service_time_seconds=st.none() | st.floats(0, 600),
+    service_time_seconds=st.none() | st.floats(0, 600) | st.just(math.nan),
     busy_pods=st.integers(0, 80),
     draining_deadline_passed=st.booleans(),
 )
