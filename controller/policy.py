@@ -16,7 +16,7 @@ Why it differs from KEDA + HPA, each on purpose:
   actuator removes idle pods first, and `Decision.drain_pods` says how many busy
   pods to stop feeding so they can leave once idle — a worker holding a task is
   never killed.
-* Anti-flap: a small step up soon after a small step down means the last
+* Anti-flap: a small step up soon after a scale-down means the last
   scale-in gave back capacity that was still needed; the window for *small*
   steps then doubles (up to 2**flap_backoff_max, i.e. 240 s) and relaxes again
   once a scale-down sticks. Large drops (a spike is over) keep the base window.
@@ -51,7 +51,7 @@ class PolicyConfig:
     max_step_up: int | None = None            # None = jump straight to the need
     scale_down_window_seconds: float = 15.0   # base window; scale down to its max recommendation
     scale_down_step: int | None = None        # max replicas removed per decision
-    # Anti-flap: a small scale-up soon after a small scale-down lengthens the
+    # Anti-flap: a small scale-up soon after a scale-down lengthens the
     # window for small steps, up to base * 2**this (0 disables).
     flap_backoff_max: int = 4
     cooldown_seconds: float = 60.0            # idle this long before 1 -> 0
@@ -251,7 +251,7 @@ def _last_active(history: History, work: int, current: int, now: float) -> float
 
 
 def _flap_horizon(config: PolicyConfig) -> float:
-    """How long after a small scale-down a small scale-up still counts as a flap."""
+    """How long after a scale-down a small scale-up still counts as a flap."""
     return 2 * config.scale_down_window_seconds * (1 << config.flap_backoff_max)
 
 
@@ -271,7 +271,7 @@ def _decayed_flap_level(history: History, config: PolicyConfig,
 def _flap_escalation(history: History, config: PolicyConfig, current: int, desired: int,
                      now: float, level: int, level_at: float | None,
                      ) -> tuple[int, float | None]:
-    """A small step up soon after a small step down: we gave back capacity we needed.
+    """A small step up soon after a step down: we gave back capacity we needed.
 
     Jump to a window long enough to have covered the gap between the two moves
     (at least one level up), so noise cannot walk the pool up and down repeatedly.
