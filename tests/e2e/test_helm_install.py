@@ -1,4 +1,4 @@
-"""End to end on kind: `helm install` (Redis broker), `helm test` round trip, uninstall.
+"""End to end on kind: `helm install` (each broker), `helm test` round trip, uninstall.
 
 Builds the four images when missing (hack/build-image.sh) and loads them into the
 cluster, installs the chart in a fresh namespace with `--wait`, runs the chart's
@@ -66,12 +66,14 @@ def _release_objects(kube_cluster: KubeCluster, namespace: str) -> list[dict[str
     return list(json.loads(out)["items"])
 
 
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
 def test_install_roundtrip_uninstall(kube_cluster: KubeCluster, images: list[str],
-                                     namespace: str) -> None:
+                                     namespace: str, broker: str) -> None:
     started = time.monotonic()
     kube_cluster.helm(
         "install", RELEASE, str(REPO_ROOT / "helm" / "qscale"), "-n", namespace,
-        "--set", "redis.persistence.size=128Mi", "--set", "worker.concurrency=1",
+        "--set", f"broker.type={broker}", "--set", "redis.persistence.size=128Mi",
+        "--set", "rabbitmq.persistence.size=256Mi", "--set", "worker.concurrency=1",
         "--wait", "--timeout", "10m", timeout=700)
     installed_s = time.monotonic() - started
     print(f"helm install --wait took {installed_s:.0f}s")
@@ -104,4 +106,7 @@ def test_install_roundtrip_uninstall(kube_cluster: KubeCluster, images: list[str
         if all(item.startswith("PersistentVolumeClaim/") for item in left):
             break
         time.sleep(2)
-    assert left == [f"PersistentVolumeClaim/data-{RELEASE}-redis-0"], left
+    expected = [f"PersistentVolumeClaim/data-{RELEASE}-redis-0"]
+    if broker == "rabbitmq":
+        expected.insert(0, f"PersistentVolumeClaim/data-{RELEASE}-rabbitmq-0")
+    assert sorted(left) == sorted(expected), left
