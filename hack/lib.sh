@@ -35,6 +35,9 @@ GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 
 log()  { printf '[qscale %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die()  { printf 'qscale: FAILED: %s\n' "$*" >&2; exit 1; }
+# any other failing command still ends with a one-line reason
+set -o errtrace
+trap '__rc=$?; printf "qscale: FAILED: %s line %s: %s (exit %s)\n" "$(basename "${BASH_SOURCE[0]:-$0}")" "$LINENO" "$BASH_COMMAND" "$__rc" >&2' ERR
 
 # run_logged NAME CMD... : run a long step with output to $LOG_DIR/NAME.log;
 # on failure print the log tail and exit non-zero with a one-line reason.
