@@ -186,3 +186,14 @@ def test_idle_claim_loop_is_cheap(broker: Broker, queue_name: str) -> None:
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
     print(f"idle claim loop: {cpu / wall:.1%} of a core over {wall:.1f}s")
     assert cpu / wall < 0.25
+
+
+def test_large_and_many_bodies_round_trip(broker: Broker, queue_name: str) -> None:
+    big = os.urandom(300_000)  # larger than the read-ahead chunk and an AMQP frame
+    small = [f"s{i}".encode() * 50 for i in range(500)]
+    broker.publish(queue_name, big)
+    broker.publish_many(queue_name, small)
+    got = claim_exactly(broker, [queue_name], 501)
+    assert got[0].body == big
+    assert [d.body for d in got[1:]] == small
+    broker.ack(got)

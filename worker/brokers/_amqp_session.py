@@ -161,8 +161,19 @@ class AmqpSession:
         return True
 
     def drain_available(self) -> None:
-        while self.drain(0):
+        """Handle everything that has arrived, without waiting."""
+        while self.drain_buffered() or self.drain(0):
             pass
+
+    def drain_buffered(self) -> int:
+        """Dispatch frames py-amqp already read ahead: no system calls, no socket timeouts."""
+        transport, handled = self._transport, 0
+        while True:
+            buffered = getattr(transport, "_read_buffer", b"")
+            if len(buffered) < 7 or len(buffered) < 8 + int.from_bytes(buffered[3:7], "big"):
+                return handled
+            self._amqp.blocking_read(None)  # one whole frame is there: cannot block
+            handled += 1
 
     def heartbeat_tick(self) -> None:
         self._amqp.heartbeat_tick()

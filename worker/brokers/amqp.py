@@ -5,7 +5,7 @@ One connection and one channel in confirm mode. Queues are durable with
 redeclaration with different ones); messages are persistent. Every publish waits
 for the broker's confirm, so returning means the message is on the broker.
 
-Claims come from a kombu Consumer per queue (manual acks) into a local buffer;
+Claims come from a consumer per queue (manual acks) into a local buffer;
 basic.qos bounds the unacked window to `prefetch`, or when 0 to the most the
 caller has held plus asked for at once (consumers restart to pick up a larger
 window; the window never shrinks).
@@ -42,7 +42,7 @@ from typing import Any
 
 from amqp.exceptions import PreconditionFailed
 
-from worker.brokers._amqp_session import DRAIN_SLICE, AmqpSession, kombu
+from worker.brokers._amqp_session import DRAIN_SLICE, AmqpSession
 from worker.brokers._rabbitmq_api import ManagementApi, api_url_from_amqp, vhost_from_amqp
 from worker.brokers.base import Broker, DeadLetter, Delivery, QueueStats
 from worker.errors import BrokerUnavailable, ConfigError
@@ -94,7 +94,7 @@ class AmqpBroker(Broker):
 
     def _reset_channel_state(self) -> None:
         """Forget everything tied to the old channel (its tags are meaningless now)."""
-        self._consumers: dict[str, Any] = {}
+        self._consumers: dict[str, str] = {}  # queue -> consumer tag
         self._buffers: dict[str, deque[Delivery]] = {}
         self._outstanding: set[int] = set()
         self._declared: dict[str, float] = {}
@@ -186,23 +186,26 @@ class AmqpBroker(Broker):
             redelivered=bool(message.delivery_info.get("redelivered", False))))
 
     def _consume(self, queues: Sequence[str], max_count: int) -> None:
+        channel = self._session.channel
         # Auto window: what the caller already holds plus what it asks for now.
         held = len(self._outstanding) - sum(len(b) for b in self._buffers.values())
         wanted = self._fixed_prefetch or max(self._qos, held + max_count)
         if wanted != self._qos:
-            self._session.channel.basic_qos(0, wanted, False)
+            channel.basic_qos(0, wanted, False)
             self._qos = wanted
-            for consumer in self._consumers.values():  # restart so the new window applies
-                consumer.cancel()
-                consumer.consume()
+            for queue, tag in list(self._consumers.items()):  # the new window needs a restart
+                channel.basic_cancel(tag)
+                self._consumers[queue] = self._subscribe(queue)
         for queue in queues:
             if queue not in self._consumers:
                 self._declare_queue(queue)
-                consumer = kombu.Consumer(self._session.channel, queues=[kombu.Queue(
-                    queue, no_declare=True)], no_ack=False, auto_declare=False,
-                    on_message=partial(self._on_message, queue))
-                consumer.consume()
-                self._consumers[queue] = consumer
+                self._consumers[queue] = self._subscribe(queue)
+
+    def _subscribe(self, queue: str) -> str:
+        """Start consuming `queue` with manual acks; returns the consumer tag."""
+        return str(self._session.channel.basic_consume(
+            queue, consumer_tag=f"qscale.{self.consumer_id}.{uuid.uuid4().hex[:8]}",
+            no_ack=False, callback=partial(self._on_message, queue)))
 
     def _buffered(self, queues: Sequence[str]) -> int:
         return sum(len(self._buffers.get(q, ())) for q in queues)
@@ -221,7 +224,8 @@ class AmqpBroker(Broker):
                     break
                 session.drain(min(remaining, DRAIN_SLICE))
                 session.heartbeat_tick()
-            while self._buffered(queues) < max_count and session.drain(0):
+            while self._buffered(queues) < max_count and (
+                    session.drain_buffered() or session.drain(0)):
                 pass
         out: list[Delivery] = []
         for queue in queues:
