@@ -260,16 +260,16 @@ build_node() {
   # shellcheck disable=SC2086
   docker save $images | docker exec -i "$cid" ctr --namespace=k8s.io images import \
     --label=io.cri-containerd.pinned=pinned --all-platforms --no-unpack --digests -
-  docker exec "$cid" ctr --namespace=k8s.io images list -q
+  local have; have="$(docker exec "$cid" ctr --namespace=k8s.io images list -q)"
+  echo "$have"
   for r in $images; do
-    docker exec "$cid" ctr --namespace=k8s.io images list -q | grep -qxF "$(normalize "$r")" || { echo "image $r not in node containerd"; return 1; }
+    grep -qxF "$(normalize "$r")" <<<"$have" || { echo "image $r not in node containerd"; return 1; }
   done
   docker exec "$cid" bash -c 'pkill containerd; for i in $(seq 40); do pgrep containerd >/dev/null || exit 0; sleep 0.25; done; exit 0'
   docker exec "$cid" rm -f /var/log/containerd-build.log
   docker commit \
     --change 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' \
-    --change 'ENV container=docker' \
-    --change 'STOPSIGNAL SIGRTMIN+3' \
+    --change 'CMD []' \
     "$cid" "$NODE_REF"
 }
 
