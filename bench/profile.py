@@ -29,7 +29,7 @@ from bench.workload import BROKER_URL_ENV, COMPLETION_FILE_ENV, QUEUE_ENV
 
 # Leaf frames that mean "blocked, waiting for something", not "working".
 WAITING = ("select", "poll", "_recv", "recv", "read", "sleep", "wait", "accept",
-           "_read_from_socket", "readline", "<lambda> (worker/brokers/amqp.py")
+           "_read_from_socket", "readline", "_read_ahead.<locals>.<lambda>")
 
 
 def classify(stack: list[str]) -> str:
