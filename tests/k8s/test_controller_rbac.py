@@ -1,0 +1,90 @@
+"""controller/rbac.yaml grants exactly what the controller needs, checked by the API server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.plugins.kind import KubeCluster
+
+pytestmark = pytest.mark.k8s
+
+REPO = Path(__file__).resolve().parents[2]
+RBAC = REPO / "controller" / "rbac.yaml"
+CRD = REPO / "helm" / "qscale" / "crds" / "workerpool.yaml"
+
+ALLOWED = [
+    ("get", "deployments.apps"), ("list", "deployments.apps"), ("watch", "deployments.apps"),
+    ("get", "deployments.apps --subresource=scale"),
+    ("patch", "deployments.apps --subresource=scale"),
+    ("list", "pods"), ("watch", "pods"), ("patch", "pods"),
+    ("create", "leases.coordination.k8s.io"), ("get", "leases.coordination.k8s.io"),
+    ("update", "leases.coordination.k8s.io"),
+    ("get", "workerpools.qscale.io"), ("list", "workerpools.qscale.io"),
+    ("watch", "workerpools.qscale.io"),
+    ("patch", "workerpools.qscale.io --subresource=status"),
+    ("update", "workerpools.qscale.io --subresource=status"),
+    ("create", "events"), ("patch", "events"), ("create", "events.events.k8s.io"),
+    ("get", "secrets/qscale-broker"),
+]
+
+FORBIDDEN = [
+    ("delete", "deployments.apps"), ("patch", "deployments.apps"), ("create", "pods"),
+    ("delete", "pods"), ("list", "secrets"), ("get", "secrets/other-secret"),
+    ("delete", "leases.coordination.k8s.io"), ("patch", "workerpools.qscale.io"),
+    ("delete", "workerpools.qscale.io"),
+    # Out-of-cluster extra, only with the separate qscale-controller-pod-proxy Role:
+    ("get", "pods --subresource=proxy"),
+]
+
+
+@pytest.fixture(scope="module")
+def bound_sa(kube_cluster: KubeCluster) -> Iterator[tuple[str, str]]:
+    ns = f"qsc-rbac-{uuid.uuid4().hex[:6]}"
+    kube_cluster.kubectl("apply", "-f", str(CRD))  # so kubectl can resolve workerpools
+    kube_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                         "crd/workerpools.qscale.io")
+    kube_cluster.kubectl("create", "namespace", ns)
+    try:
+        kube_cluster.kubectl("-n", ns, "apply", "-f", str(RBAC))
+        kube_cluster.kubectl("-n", ns, "create", "serviceaccount", "qscale-controller")
+        kube_cluster.kubectl("-n", ns, "create", "rolebinding", "qscale-controller",
+                             "--role=qscale-controller",
+                             f"--serviceaccount={ns}:qscale-controller")
+        yield ns, f"system:serviceaccount:{ns}:qscale-controller"
+    finally:
+        kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def _can(cluster: KubeCluster, ns: str, user: str, verb: str, what: str) -> bool:
+    proc = cluster.kubectl("-n", ns, "auth", "can-i", verb, *what.split(), f"--as={user}",
+                           check=False)
+    answer = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    assert answer in ("yes", "no"), f"can-i {verb} {what}: {proc.stdout} {proc.stderr}"
+    return answer == "yes"
+
+
+def test_every_needed_verb_is_allowed(kube_cluster: KubeCluster,
+                                      bound_sa: tuple[str, str]) -> None:
+    ns, user = bound_sa
+    missing = [f"{v} {w}" for v, w in ALLOWED if not _can(kube_cluster, ns, user, v, w)]
+    assert missing == []
+
+
+def test_nothing_more_is_allowed(kube_cluster: KubeCluster, bound_sa: tuple[str, str]) -> None:
+    ns, user = bound_sa
+    extra = [f"{v} {w}" for v, w in FORBIDDEN if _can(kube_cluster, ns, user, v, w)]
+    assert extra == []
+
+
+def test_pod_proxy_role_adds_only_the_proxy(kube_cluster: KubeCluster,
+                                            bound_sa: tuple[str, str]) -> None:
+    ns, user = bound_sa
+    kube_cluster.kubectl("-n", ns, "create", "rolebinding", "qscale-controller-pod-proxy",
+                         "--role=qscale-controller-pod-proxy",
+                         f"--serviceaccount={ns}:qscale-controller")
+    assert _can(kube_cluster, ns, user, "get", "pods --subresource=proxy")
+    assert not _can(kube_cluster, ns, user, "create", "pods")
