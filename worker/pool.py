@@ -62,7 +62,11 @@ class Child:
 
     @property
     def accepting(self) -> bool:
-        return not (self.retire_cause or self.retiring or self.stop_sent or self.kill_cause)
+        # A child past its task budget keeps working until its turn to be replaced comes
+        # (recycling is one child at a time, so capacity never drops by more than one);
+        # a bloated one (max_rss) runs nothing more: it hands queued work back.
+        return not (self.retire_cause == "max_rss" or self.retiring or self.stop_sent
+                    or self.kill_cause)
 
     def exit_cause(self) -> str:
         """Why it exited: the supervisor's kill cause, a recycle cause, or a crash."""
@@ -174,6 +178,17 @@ class Pool:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child.pid, signal.SIGKILL)
 
+    def next_to_retire(self) -> Child | None:
+        """The child to replace next: none while another is still being replaced;
+        bloated children (max_rss) before those past their task budget."""
+        children = list(self.children.values())
+        if any(c.retiring for c in children):
+            return None
+        due = [c for c in children if c.retire_cause and not c.kill_cause]
+        if not due:
+            return None
+        return max(due, key=lambda c: (c.retire_cause == "max_rss", c.done))
+
     def stop_when_idle(self, child: Child) -> None:
         if not child.stop_sent and not child.jobs:
             child.stop_sent = True
@@ -196,6 +211,8 @@ class Pool:
         if not eligible or not pending:
             return
         budget = self.settings.max_tasks_per_child
+        # While another child is being replaced, one at its task budget keeps going.
+        recycling = any(c.retiring for c in self.children.values())
         batches: dict[int, list[Job]] = {}
         # Bytes a busy child may have waiting unread in its pipe: more could fill the
         # socket buffer and block the supervisor until that child's current task ends.
@@ -207,7 +224,7 @@ class Pool:
                     break
                 batch = batches.get(child.slot, [])
                 given = len(child.jobs) + len(batch)
-                if given > level or (budget and child.done + given >= budget):
+                if given > level or (budget and child.done + given >= budget and not recycling):
                     continue
                 size = len(pending[0].delivery.body)
                 if child.jobs or batch:  # busy: it reads this only between tasks

@@ -336,15 +336,20 @@ class Supervisor:
             self.pool.kill(child, "hard_time_limit")
 
     def _recycle(self) -> None:
-        """Replace children past their task or memory limit once they are idle."""
+        """Replace children past their task or memory limit, one child at a time.
+
+        The chosen child gets no new work and is stopped once idle (a bloated child
+        hands its queued jobs back by itself); the next waits until it is replaced.
+        """
         for child in list(self.pool.children.values()):
-            if child.retire_cause and not child.retiring and not child.kill_cause \
-                    and self._deadline is None:
-                # It gets no new work from now on; what it still holds finishes first
-                # (a bloated child hands its queued jobs back by itself).
-                child.retiring = True
             if child.retiring:
                 self.pool.stop_when_idle(child)
+        if self._deadline is not None:
+            return
+        chosen = self.pool.next_to_retire()
+        if chosen is not None:
+            chosen.retiring = True
+            self.pool.stop_when_idle(chosen)
 
     # -- state --
 

@@ -212,6 +212,24 @@ def test_dispatch_respects_max_tasks_budget_and_retiring_children() -> None:
     assert len(pool.children[1].jobs) == 0
 
 
+def test_recycling_is_one_child_at_a_time_and_budget_children_keep_working() -> None:
+    pool = _pool(3, max_tasks_per_child=3)
+    for child in pool.children.values():
+        child.done = 3
+        child.retire_cause = "max_tasks"
+    pool.children[2].retire_cause = "max_rss"
+    first = pool.next_to_retire()
+    assert first is pool.children[2]  # the bloated one goes first
+    first.retiring = True
+    assert pool.next_to_retire() is None  # the others wait for their turn...
+    pending = _jobs(4)
+    pool.dispatch(pending, per_child=2, now=0.0)
+    # ...and keep working meanwhile, past their budget; the retiring one gets nothing
+    assert [len(pool.children[i].jobs) for i in range(3)] == [2, 2, 0]
+    del pool.children[2]  # replaced
+    assert pool.next_to_retire() in (pool.children[0], pool.children[1])
+
+
 def test_runtime_state_ewma_and_snapshot() -> None:
     state = RuntimeState("pod-1", concurrency=4, started_at=10.0)
     state.task_finished("a", 1.0, now=11.0)
