@@ -1,0 +1,500 @@
+"""The controller against the real kind API server, run as a real subprocess on the host.
+
+Queues live in the host's Redis (the controller reads them from the host); targets
+are real Deployments in kind. Worker pods are stand-ins: `sleep` pods where only
+the replica count matters, and tiny HTTP pods serving /state (busy count set per
+pod through `kubectl exec`) where the test is about which pods are busy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config, watch
+
+from tests.plugins.kind import KubeCluster
+from worker.brokers import open_broker
+
+pytestmark = pytest.mark.k8s
+
+REPO = Path(__file__).resolve().parents[2]
+CRD = REPO / "helm" / "qscale" / "crds" / "workerpool.yaml"
+REDIS = os.environ.get("QSCALE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+BASE_IMAGE = "qscale/debian:bookworm"
+PY_DOCKERFILE = f"""\
+FROM {BASE_IMAGE}
+RUN apt-get update && apt-get install -y python3 && rm -rf /var/lib/apt/lists/*
+"""
+STATE_SERVER = r"""
+import http.server, json, socket
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        try:
+            busy = int(open('/tmp/busy').read().strip() or 0)
+        except (OSError, ValueError):
+            busy = 0
+        body = json.dumps({"pod": socket.gethostname(), "busy": busy, "in_flight": busy,
+                           "completed": 0, "service_time_seconds": 0.5,
+                           "draining": False}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("", 8080), H).serve_forever()
+"""
+
+
+# -- cluster plumbing --------------------------------------------------------------
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture(scope="module")
+def ns(kube_cluster: KubeCluster) -> Iterator[str]:
+    name = f"qsc-{uuid.uuid4().hex[:6]}"
+    kube_cluster.kubectl("apply", "-f", str(CRD))
+    kube_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                         "crd/workerpools.qscale.io")
+    kube_cluster.kubectl("create", "namespace", name)
+    yield name
+    kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def api(kube_cluster: KubeCluster) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(kube_cluster.kubeconfig))
+
+
+@pytest.fixture(scope="module")
+def python_image(kube_cluster: KubeCluster) -> str:
+    """Full python3 (http.server) on qscale/debian, built here and loaded into kind."""
+    tag = "qscale-test/python3:" + hashlib.sha256(PY_DOCKERFILE.encode()).hexdigest()[:12]
+    have = subprocess.run(["docker", "image", "inspect", tag], capture_output=True,
+                          check=False).returncode == 0
+    if not have:
+        proc = subprocess.run(["docker", "build", "-t", tag, "-"], input=PY_DOCKERFILE,
+                              capture_output=True, text=True, timeout=900, check=False,
+                              env=dict(os.environ, DOCKER_BUILDKIT="0"))
+        assert proc.returncode == 0, f"docker build failed:\n{proc.stderr[-2000:]}"
+    kube_cluster.load_image(tag)
+    return tag
+
+
+def deployment(name: str, replicas: int, *, image: str = BASE_IMAGE,
+               state_server: bool = False) -> dict[str, Any]:
+    command = ["python3", "-c", STATE_SERVER] if state_server else ["sleep", "infinity"]
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [{
+                        "name": "worker", "image": image, "imagePullPolicy": "Never",
+                        "command": command,
+                        "resources": {"requests": {"cpu": "1m", "memory": "8Mi"}},
+                        **({"readinessProbe": {"httpGet": {"path": "/state", "port": 8080},
+                                               "periodSeconds": 1}}
+                           if state_server else {}),
+                    }],
+                },
+            },
+        },
+    }
+
+
+def workerpool(name: str, target: str, queue: str, **spec: Any) -> dict[str, Any]:
+    body = {"queues": [queue], "broker": {"url": REDIS}, "targetRef": {"name": target},
+            "concurrency": 4, "minReplicas": 1, "maxReplicas": 10, "podStatePort": 0,
+            "scaleDownWindowSeconds": 5, **spec}
+    return {"apiVersion": "qscale.io/v1alpha1", "kind": "WorkerPool",
+            "metadata": {"name": name}, "spec": body}
+
+
+def apply(cluster: KubeCluster, ns: str, *docs: dict[str, Any]) -> None:
+    cluster.apply("\n---\n".join(json.dumps(d) for d in docs), namespace=ns)
+
+
+def spec_replicas(cluster: KubeCluster, ns: str, name: str) -> int:
+    return int(cluster.kubectl_json("-n", ns, "get", "deployment", name)["spec"]["replicas"])
+
+
+def pool_status(cluster: KubeCluster, ns: str, name: str) -> dict[str, Any]:
+    return dict(cluster.kubectl_json("-n", ns, "get", "workerpool", name).get("status") or {})
+
+
+def status_where(cluster: KubeCluster, ns: str, name: str,
+                 check: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    status = pool_status(cluster, ns, name)
+    return status if check(status) else None
+
+
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
+
+
+def events(cluster: KubeCluster, ns: str, name: str) -> list[dict[str, Any]]:
+    items = cluster.kubectl_json("-n", ns, "get", "events",
+                                 f"--field-selector=involvedObject.name={name}")["items"]
+    return list(items)
+
+
+def publish(queue: str, count: int) -> None:
+    with open_broker(REDIS) as broker:
+        broker.publish_many(queue, [b'{"n": %d}' % i for i in range(count)])
+
+
+def drain(queue: str) -> None:
+    with open_broker(REDIS) as broker:
+        while batch := broker.claim([queue], 500, timeout=0.1):
+            broker.ack(batch)
+
+
+class Controller:
+    """`python -m controller run` as a subprocess, its log in a file."""
+
+    def __init__(self, cluster: KubeCluster, tmp: Path, namespace: str, **env: str) -> None:
+        self.log = tmp / f"controller-{uuid.uuid4().hex[:6]}.log"
+        full = dict(os.environ)
+        full.update({
+            "QSCALE_CONTROLLER_NAMESPACE": namespace,
+            "QSCALE_CONTROLLER_LEASE_NAMESPACE": namespace,
+            "QSCALE_CONTROLLER_POD_STATE_ACCESS": "apiserver-proxy",
+            "QSCALE_CONTROLLER_HTTP_PORT": "0",
+            "QSCALE_CONTROLLER_IDENTITY": f"ctl-{uuid.uuid4().hex[:6]}",
+        })
+        full.update(env)
+        self.identity = full["QSCALE_CONTROLLER_IDENTITY"]
+        self._out = self.log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "controller", "run", "--kubeconfig",
+             str(cluster.kubeconfig)], cwd=REPO, env=full, stdout=self._out,
+            stderr=subprocess.STDOUT)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def is_leader(self) -> bool:
+        lines = [ln for ln in self.text().splitlines() if " leader=" in ln and " identity=" in ln]
+        return bool(lines) and "leader=True" in lines[-1]
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+
+
+@pytest.fixture(scope="module")
+def controller(kube_cluster: KubeCluster, ns: str,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
+    ctl = Controller(kube_cluster, tmp_path_factory.mktemp("ctl"), ns,
+                     QSCALE_CONTROLLER_LEASE_NAME="qscale-main")
+    try:
+        wait_for("the controller to lead", ctl.is_leader, 60)
+        yield ctl
+    finally:
+        ctl.stop()
+        print(ctl.text()[-5000:])
+
+
+class ReplicaWatch:
+    """Records every spec.replicas a Deployment goes through, with arrival times."""
+
+    def __init__(self, api: client.ApiClient, ns: str, name: str) -> None:
+        self.seen: list[tuple[float, int]] = []
+        self._watch = watch.Watch()
+        self._apps = client.AppsV1Api(api)
+        self.ns, self.name = ns, name
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(30), "deployment watch did not start"
+
+    def _run(self) -> None:
+        listed = self._apps.list_namespaced_deployment(
+            self.ns, field_selector=f"metadata.name={self.name}")
+        self.seen.append((time.monotonic(), listed.items[0].spec.replicas))
+        self._ready.set()
+        stream = self._watch.stream(
+            self._apps.list_namespaced_deployment, self.ns,
+            field_selector=f"metadata.name={self.name}",
+            resource_version=listed.metadata.resource_version, timeout_seconds=600)
+        try:
+            for event in stream:
+                replicas = event["object"].spec.replicas
+                if replicas != self.seen[-1][1]:
+                    self.seen.append((time.monotonic(), replicas))
+        except Exception:  # stopped by the test: the stream is cut
+            return
+
+    def stop(self) -> None:
+        self._watch.stop()
+
+
+class PodCostWatch:
+    """Records the last pod-deletion-cost annotation each pod showed, before it went."""
+
+    def __init__(self, api: client.ApiClient, ns: str, selector: str) -> None:
+        self.costs: dict[str, int] = {}
+        self._watch = watch.Watch()
+        self._core = client.CoreV1Api(api)
+        self.ns, self.selector = ns, selector
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for event in self._watch.stream(self._core.list_namespaced_pod, self.ns,
+                                            label_selector=self.selector,
+                                            timeout_seconds=600):
+                pod = event["raw_object"]
+                cost = _cost_of(pod)
+                if cost >= 0:
+                    self.costs[pod["metadata"]["name"]] = cost
+        except Exception:  # stopped by the test: the stream is cut
+            return
+
+    def stop(self) -> None:
+        self._watch.stop()
+
+
+# -- the tests ---------------------------------------------------------------------
+
+
+def test_burst_scales_in_one_step_within_2s_then_back_after_window(
+        kube_cluster: KubeCluster, ns: str, api: client.ApiClient,
+        controller: Controller) -> None:
+    queue = f"k8s-burst-{uuid.uuid4().hex[:6]}"
+    apply(kube_cluster, ns, deployment("burst", 1), workerpool("burst", "burst", queue))
+    wait_for("the pool's first decision", lambda: pool_status(kube_cluster, ns, "burst")
+             .get("lastDecisionReason"), 30)
+    replicas = ReplicaWatch(api, ns, "burst")
+    try:
+        start = time.monotonic()
+        publish(queue, 40)                       # 40 tasks / 4 slots per pod -> 10 pods
+        wait_for("scale-up", lambda: replicas.seen[-1][1] != 1, 30, 0.05)
+        reaction = replicas.seen[1][0] - start
+        print(f"burst: depth 0 -> 40, replicas {replicas.seen[0][1]} -> "
+              f"{replicas.seen[1][1]} after {reaction:.2f}s")
+        assert replicas.seen[1][1] == 10, replicas.seen   # one step, straight to the need
+        assert reaction < 3.0, f"scale-up took {reaction:.2f}s"
+
+        drain(queue)
+        idle_at = time.monotonic()
+        wait_for("scale-down to min", lambda: replicas.seen[-1][1] == 1, 60, 0.2)
+        took = replicas.seen[-1][0] - idle_at
+        print(f"idle: back to 1 replica {took:.1f}s after the queue emptied (window 5s)")
+        assert took >= 4.0, "scaled down before the stabilization window"
+        assert [r for _, r in replicas.seen] == [1, 10, 1], replicas.seen
+    finally:
+        replicas.stop()
+    reasons = {e["reason"] for e in events(kube_cluster, ns, "burst")}
+    assert {"ScaledUp", "ScaledDown"} <= reasons
+
+
+def test_get_workerpools_shows_live_state(kube_cluster: KubeCluster, ns: str,
+                                          controller: Controller) -> None:
+    queue = f"k8s-cols-{uuid.uuid4().hex[:6]}"
+    apply(kube_cluster, ns, deployment("cols", 1), workerpool("cols", "cols", queue))
+    publish(queue, 12)
+
+    def row() -> list[str] | None:
+        out = kube_cluster.kubectl("-n", ns, "get", "workerpools", "cols").stdout
+        header, line = out.splitlines()[:2]
+        assert header.split()[:7] == ["NAME", "MODE", "DEPTH", "INFLIGHT", "CURRENT",
+                                      "DESIRED", "REASON"], header
+        return line.split() if line.split()[:6] == ["cols", "queue", "12", "0", "3", "3"] \
+            else None
+
+    print(wait_for("live columns", row, 30))
+    short = kube_cluster.kubectl("-n", ns, "get", "wp").stdout
+    assert "cols" in short
+    drain(queue)
+
+
+def _cost_of(pod: dict[str, Any]) -> int:
+    annotations = pod["metadata"].get("annotations") or {}
+    return int(annotations.get("controller.kubernetes.io/pod-deletion-cost", "-1"))
+
+
+def test_idle_pods_go_first_busy_pods_floor_the_scale_down(
+        kube_cluster: KubeCluster, ns: str, api: client.ApiClient, python_image: str,
+        controller: Controller) -> None:
+    queue = f"k8s-cost-{uuid.uuid4().hex[:6]}"
+    apply(kube_cluster, ns, deployment("cost", 4, image=python_image, state_server=True))
+    kube_cluster.kubectl("-n", ns, "rollout", "status", "deployment/cost", "--timeout=180s",
+                         timeout=200)
+    pods = kube_cluster.kubectl_json("-n", ns, "get", "pods", "-l", "app=cost")["items"]
+    names = sorted(p["metadata"]["name"] for p in pods)
+    busy = sorted(names[1:3])
+    for name in busy:
+        kube_cluster.kubectl("-n", ns, "exec", name, "--", "sh", "-c", "echo 1 > /tmp/busy")
+    costs_seen = PodCostWatch(api, ns, "app=cost")
+    apply(kube_cluster, ns, workerpool("cost", "cost", queue, podStatePort=8080,
+                                       scaleDownWindowSeconds=3))
+    # Queue empty, min 1, but two pods hold tasks: the floor keeps two, the idle two go.
+    wait_for("scale-down to the busy floor",
+             lambda: spec_replicas(kube_cluster, ns, "cost") == 2, 60)
+    costs_seen.stop()
+    costs = costs_seen.costs
+    print("deletion costs:", costs, "busy:", busy)
+    assert set(costs) == set(names), "every pod is ranked before the scale-down"
+    assert all(costs[n] >= 1_000_000 for n in busy), costs
+    assert all(0 <= c < 1_000_000 for n, c in costs.items() if n not in busy), costs
+
+    def survivors() -> list[str] | None:
+        live = sorted(p["metadata"]["name"] for p in kube_cluster.kubectl_json(
+            "-n", ns, "get", "pods", "-l", "app=cost")["items"]
+            if not p["metadata"].get("deletionTimestamp"))
+        return live if len(live) == 2 else None
+
+    assert wait_for("idle pods gone", survivors, 60) == busy
+    status = wait_for("floor reported", lambda: status_where(
+        kube_cluster, ns, "cost", lambda s: s.get("lastDecisionReason") == "floor:busy-pods"),
+        20)
+    assert condition(status, "ScalingLimited")["status"] == "True"
+    time.sleep(4)
+    assert spec_replicas(kube_cluster, ns, "cost") == 2   # never below the busy pods
+
+
+def test_metric_source_down_holds_replicas_and_says_why(kube_cluster: KubeCluster, ns: str,
+                                                        controller: Controller) -> None:
+    apply(kube_cluster, ns, deployment("dead", 2),
+          {**workerpool("dead", "dead", "q"), "spec": {
+              **workerpool("dead", "dead", "q")["spec"], "broker": {
+                  "url": "redis://127.0.0.1:1/0"}}})
+    status = wait_for("MetricsAvailable=False", lambda: status_where(
+        kube_cluster, ns, "dead",
+        lambda s: condition(s, "MetricsAvailable").get("status") == "False"), 30)
+    assert status["lastDecisionReason"] == "hold:metrics-error"
+    time.sleep(7)  # longer than the scale-down window: a read failure must never shrink
+    assert spec_replicas(kube_cluster, ns, "dead") == 2
+    warnings = [e for e in events(kube_cluster, ns, "dead") if e["type"] == "Warning"]
+    assert any(e["reason"] == "MetricsUnavailable" and "holding" in e["message"]
+               for e in warnings), warnings
+
+
+def test_unknown_deployment_warns_and_other_pools_keep_working(
+        kube_cluster: KubeCluster, ns: str, controller: Controller) -> None:
+    queue = f"k8s-other-{uuid.uuid4().hex[:6]}"
+    apply(kube_cluster, ns, workerpool("ghost", "no-such-deployment", queue + "-g"),
+          deployment("other", 1), workerpool("other", "other", queue))
+    wait_for("TargetNotFound event", lambda: any(
+        e["reason"] == "TargetNotFound" and e["type"] == "Warning"
+        for e in events(kube_cluster, ns, "ghost")), 30)
+    assert condition(pool_status(kube_cluster, ns, "ghost"), "Ready")["status"] == "False"
+    publish(queue, 8)
+    wait_for("the healthy pool to scale", lambda: spec_replicas(kube_cluster, ns, "other") == 2,
+             30)
+    drain(queue)
+
+
+def test_paused_pool_is_frozen_and_manual_scale_stands(kube_cluster: KubeCluster, ns: str,
+                                                       controller: Controller) -> None:
+    queue = f"k8s-pause-{uuid.uuid4().hex[:6]}"
+    pool = workerpool("paused", "paused", queue)
+    pool["metadata"]["annotations"] = {"qscale.io/paused": "true"}
+    apply(kube_cluster, ns, deployment("paused", 1), pool)
+    publish(queue, 40)
+    wait_for("a paused decision", lambda: str(pool_status(kube_cluster, ns, "paused").get(
+        "lastDecisionReason", "")).startswith("paused:"), 30)
+    kube_cluster.kubectl("-n", ns, "scale", "deployment/paused", "--replicas=3")
+    time.sleep(3)
+    assert spec_replicas(kube_cluster, ns, "paused") == 3
+    status = pool_status(kube_cluster, ns, "paused")
+    assert condition(status, "Active")["reason"] == "Paused"
+    kube_cluster.kubectl("-n", ns, "annotate", "workerpool", "paused", "qscale.io/paused-")
+    wait_for("scaling resumes", lambda: spec_replicas(kube_cluster, ns, "paused") == 10, 30)
+    drain(queue)
+
+
+def test_edit_takes_effect_on_next_tick(kube_cluster: KubeCluster, ns: str,
+                                        controller: Controller) -> None:
+    queue = f"k8s-edit-{uuid.uuid4().hex[:6]}"
+    apply(kube_cluster, ns, deployment("edit", 1), workerpool("edit", "edit", queue))
+    publish(queue, 40)
+    wait_for("scale to 10", lambda: spec_replicas(kube_cluster, ns, "edit") == 10, 30)
+    kube_cluster.kubectl("-n", ns, "patch", "workerpool", "edit", "--type=merge",
+                         "-p", '{"spec": {"maxReplicas": 4, "scaleDownWindowSeconds": 0}}')
+    wait_for("the new max", lambda: spec_replicas(kube_cluster, ns, "edit") == 4, 15)
+    assert pool_status(kube_cluster, ns, "edit")["lastDecisionReason"] == "clamp:max"
+    drain(queue)
+
+
+def test_leader_election_one_acts_and_failover(kube_cluster: KubeCluster, api: client.ApiClient,
+                                               tmp_path: Path) -> None:
+    ns2 = f"qsc-le-{uuid.uuid4().hex[:6]}"
+    kube_cluster.kubectl("create", "namespace", ns2)
+    queue = f"k8s-le-{uuid.uuid4().hex[:6]}"
+    env = {"QSCALE_CONTROLLER_LEASE_NAME": "qscale-le",
+           "QSCALE_CONTROLLER_LEASE_DURATION_SECONDS": "6",
+           "QSCALE_CONTROLLER_LEASE_RENEW_SECONDS": "2"}
+    first = Controller(kube_cluster, tmp_path, ns2, **env)
+    second: Controller | None = None
+    try:
+        wait_for("first leads", first.is_leader, 60)
+        second = Controller(kube_cluster, tmp_path, ns2, **env)
+        apply(kube_cluster, ns2, deployment("le", 1), workerpool("le", "le", queue))
+        publish(queue, 20)
+        wait_for("scale to 5", lambda: spec_replicas(kube_cluster, ns2, "le") == 5, 30)
+        time.sleep(2)
+        assert not second.is_leader()
+        assert "acted=true" in first.text() and "acted=true" not in second.text()
+
+        first.stop(signal.SIGKILL)               # no release: the lease must expire
+        killed = time.monotonic()
+        wait_for("second takes over", second.is_leader, 30, 0.2)
+        takeover = time.monotonic() - killed
+        print(f"failover after SIGKILL: {takeover:.1f}s (lease 6s)")
+        assert takeover < 6 + 2 + 2
+        publish(queue, 20)                        # 40 tasks -> 10 pods, by the new leader
+        wait_for("new leader scales", lambda: spec_replicas(kube_cluster, ns2, "le") == 10, 30)
+
+        third = Controller(kube_cluster, tmp_path, ns2, **env)
+        try:
+            time.sleep(3)
+            second.stop(signal.SIGTERM)           # releases the lease
+            released = time.monotonic()
+            wait_for("third takes over", third.is_leader, 20, 0.2)
+            print(f"failover after SIGTERM: {time.monotonic() - released:.1f}s")
+            assert time.monotonic() - released < 4
+        finally:
+            third.stop()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        drain(queue)
+        kube_cluster.kubectl("delete", "namespace", ns2, "--wait=false", check=False)
