@@ -132,7 +132,8 @@ class Timeline:
         replica_axis.set_ylim(bottom=0)
         lines = depth_axis.get_legend_handles_labels()
         more = replica_axis.get_legend_handles_labels()
-        depth_axis.legend(lines[0] + more[0], lines[1] + more[1], loc="upper right")
+        depth_axis.legend(lines[0] + more[0], lines[1] + more[1], loc="upper center",
+                          bbox_to_anchor=(0.5, -0.14), ncol=4, frameon=False)
         depth_axis.set_title(f"qscale {self.name} (sampled every {SAMPLE_INTERVAL:.0f} s)")
         fig.tight_layout()
         self.png = out / f"{self.name}.png"
