@@ -104,7 +104,7 @@ def plot(summary: dict[str, Any], path: Path, processes: int) -> None:
                   for i in range(len(brokers))]
             ax.bar(xs, heights, width, label=fw, color=COLORS[fw])
         ax.set_xticks(range(len(brokers)), brokers)
-        ax.set_title(f"{'no-op' if workload == 'noop' else 'CPU-bound (~20 ms)'} tasks, "
+        ax.set_title(f"{'no-op' if workload == 'noop' else 'CPU-bound (~10 ms CPU)'} tasks, "
                      f"{processes} processes", fontsize=9)
         ax.set_ylabel("tasks/s (median)", fontsize=8)
         ax.tick_params(labelsize=8)

@@ -16,8 +16,8 @@ COMPLETION_FILE_ENV = "BENCH_COMPLETION_FILE"
 BROKER_URL_ENV = "BENCH_BROKER_URL"
 QUEUE_ENV = "BENCH_QUEUE"
 
-# A fixed amount of pure-Python work, about 20 ms on one idle core of the dev machine.
-# Fixed rather than calibrated per run so every framework does identical work.
+# A fixed amount of pure-Python work: ~10.5 ms of CPU per task on the dev machine.
+# Fixed rather than calibrated per run, so every framework does identical work.
 CPU_LOOP_ITERATIONS = 150_000
 
 WORKLOADS = ("noop", "cpu")

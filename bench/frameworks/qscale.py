@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from bench.frameworks.base import Framework, chunks, python_bin
+import subprocess
+from pathlib import Path
+
+from bench.frameworks.base import Framework, python_bin
 from worker.brokers import open_broker
-from worker.envelope import Envelope
+
+PRELOAD_TIMEOUT = 300.0
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class QscaleFramework(Framework):
@@ -12,11 +17,10 @@ class QscaleFramework(Framework):
     note = "python -m worker run, QSCALE_CONCURRENCY=P, ignore_result, acks after execution"
 
     def preload(self, queue: str, workload: str, count: int) -> None:
-        with open_broker(self.target.url) as broker:
-            for block in chunks(count):
-                bodies = [Envelope.create(f"bench.{workload}", [seq], queue=queue,
-                                          ignore_result=True).encode() for seq in block]
-                broker.publish_many(queue, bodies)
+        # In a fresh process: see bench.apps.qscale_publish.
+        subprocess.run([python_bin(), "-m", "bench.apps.qscale_publish", self.target.url,
+                        queue, workload, str(count)], check=True, timeout=PRELOAD_TIMEOUT,
+                       cwd=REPO_ROOT)
 
     def worker_command(self, queue: str, processes: int, threads: int) -> list[str]:
         return [python_bin(), "-m", "worker", "run"]
@@ -36,3 +40,4 @@ class QscaleFramework(Framework):
         with open_broker(self.target.url) as broker:
             stats = broker.stats(queue)
         return stats.ready + (stats.in_flight or 0) + stats.delayed
+
