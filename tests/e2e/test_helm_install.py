@@ -35,11 +35,13 @@ def _version() -> str:
 
 @pytest.fixture(scope="module")
 def images(kube_cluster: KubeCluster) -> list[str]:
-    """The chart's images, built here when missing and loaded into kind."""
+    """The chart's images loaded into kind: qscale rebuilt from this tree (cached layers
+    make that quick), the Debian-package images built only when missing."""
     tags = [f"{name}:{_version()}" for name in IMAGES]
     missing = [name for name, tag in zip(IMAGES, tags, strict=True)
-               if subprocess.run(["docker", "image", "inspect", tag], capture_output=True,
-                                 check=False).returncode != 0]
+               if name == "qscale" or subprocess.run(
+                   ["docker", "image", "inspect", tag], capture_output=True,
+                   check=False).returncode != 0]
     if missing:
         result = subprocess.run(["bash", str(REPO_ROOT / "hack" / "build-image.sh"), *missing],
                                 capture_output=True, text=True, timeout=1800, check=False)
@@ -91,11 +93,13 @@ def test_install_roundtrip_uninstall(kube_cluster: KubeCluster, images: list[str
     assert [p["spec"]["targetRef"]["name"] for p in pools] == [f"{RELEASE}-worker-default"]
 
     started = time.monotonic()
-    test = kube_cluster.helm("test", RELEASE, "-n", namespace, "--logs", "--timeout", "5m",
+    # The pod exits 0 only when the worker returned 5 (it is deleted on success, so
+    # there are no logs to read then).
+    test = kube_cluster.helm("test", RELEASE, "-n", namespace, "--timeout", "5m",
                              timeout=400, check=False)
-    print(f"helm test took {time.monotonic() - started:.0f}s\n{test.stdout[-1500:]}")
+    print(f"helm test took {time.monotonic() - started:.0f}s")
     assert test.returncode == 0, test.stdout + test.stderr
-    assert "result 5" in test.stdout
+    assert "Succeeded" in test.stdout
 
     kube_cluster.helm("uninstall", RELEASE, "-n", namespace, "--wait", timeout=300)
     deadline = time.monotonic() + 120
