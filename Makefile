@@ -24,8 +24,12 @@ lint: venv
 test-fast: venv services lint
 	$(VENV)/bin/pytest -m 'not k8s and not e2e' $(PYTEST_ARGS)
 
-# The README's test command (what CI runs): everything, against real brokers and the kind cluster.
-test: venv services lint
+# The README's test command (what CI runs): everything, against real brokers and the kind
+# cluster: lint and types, the offline cluster, chart lint + kubeconform, k8s/ in sync with
+# the chart, then the whole pytest suite (unit, integration, chart, k8s, e2e). Nothing skips.
+test: venv services lint cluster
+	bash hack/chart-check.sh
+	$(MAKE) --no-print-directory k8s-check
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # --- kind cluster, built offline from package registries and source (hack/cluster.sh) ---
