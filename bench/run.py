@@ -56,13 +56,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workloads", type=_csv(WORKLOADS), default=WORKLOADS)
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 2,
                         help="worker processes for every framework (default: cores)")
-    parser.add_argument("--noop-tasks", type=int, default=20_000)
+    parser.add_argument("--noop-tasks", type=int, default=10_000)
     parser.add_argument("--cpu-tasks", type=int, default=300)
     parser.add_argument("--rq-max-tasks", type=int, default=3_000,
                         help="cap for RQ, which is ~100x slower than the others")
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds; every case runs once per round, medians are reported")
-    parser.add_argument("--timeout", type=float, default=240.0, help="seconds per run")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15",
                         help="an otherwise empty Redis DB; the bench flushes it after runs")
     parser.add_argument("--amqp-url", default="amqp://qscale:qscale@127.0.0.1:5672//")
