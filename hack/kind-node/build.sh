@@ -241,7 +241,8 @@ build_node() {
   local images; images="$(cat "$K8S_DIR/images.txt")"
   local cid="qscale-node-build-$$"
   docker rm -f "$cid" >/dev/null 2>&1 || true
-  trap 'docker rm -f -v '"$cid"' >/dev/null 2>&1 || true' RETURN
+  # EXIT, not RETURN: set -e leaves through exit and must not orphan the container
+  trap 'docker rm -f -v '"$cid"' >/dev/null 2>&1 || true' EXIT
   docker run -d --privileged --name "$cid" --entrypoint=sleep "$BASE_REF" infinity
   for b in kubeadm kubelet kubectl; do docker cp "$K8S_DIR/bin/$b" "$cid:/usr/bin/$b"; done
   docker exec "$cid" chmod 0755 /usr/bin/kubeadm /usr/bin/kubelet /usr/bin/kubectl

@@ -23,7 +23,7 @@ BASE_IMAGE = "qscale/debian:bookworm"
 
 PY_HTTP_DOCKERFILE = f"""\
 FROM {BASE_IMAGE}
-RUN apt-get update && apt-get install -y python3-minimal && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y python3 && rm -rf /var/lib/apt/lists/*
 """
 
 
@@ -137,10 +137,17 @@ spec:
       targetPort: 8080
 """
     kube_cluster.apply(server, namespace)
-    kube_cluster.kubectl(
+    ready = kube_cluster.kubectl(
         "-n", namespace, "wait", "--for=condition=Ready", "pod/web", "--timeout=180s",
-        timeout=200,
+        timeout=200, check=False,
     )
+    if ready.returncode != 0:
+        logs = kube_cluster.kubectl("-n", namespace, "logs", "web", check=False)
+        describe = kube_cluster.kubectl("-n", namespace, "describe", "pod", "web", check=False)
+        pytest.fail(
+            f"server pod not Ready: {ready.stderr}\nlogs:\n{logs.stdout}{logs.stderr}\n"
+            f"{describe.stdout[-2500:]}"
+        )
     client = f"""
 apiVersion: v1
 kind: Pod
