@@ -91,7 +91,7 @@ class LeaderElector:
             except Exception as exc:
                 log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
             self.is_leader()  # applies the renew deadline
-            wait = self.renew if self._leader.is_set() else min(self.renew, 2.0)
+            wait = self.renew if self._leader.is_set() else min(self.renew, 1.0)
             self._stop.wait(wait)
 
     def try_acquire_or_renew(self) -> bool:

@@ -469,7 +469,8 @@ def test_leader_election_one_acts_and_failover(kube_cluster: KubeCluster, api: c
         apply(kube_cluster, ns2, deployment("le", 1), workerpool("le", "le", queue))
         publish(queue, 20)
         wait_for("scale to 5", lambda: spec_replicas(kube_cluster, ns2, "le") == 5, 30)
-        time.sleep(2)
+        wait_for("the standby to run", lambda: "controller running" in second.text(), 60)
+        time.sleep(2)                             # it has now seen the lease being renewed
         assert not second.is_leader()
         assert "acted=true" in first.text() and "acted=true" not in second.text()
 
@@ -478,18 +479,20 @@ def test_leader_election_one_acts_and_failover(kube_cluster: KubeCluster, api: c
         wait_for("second takes over", second.is_leader, 30, 0.2)
         takeover = time.monotonic() - killed
         print(f"failover after SIGKILL: {takeover:.1f}s (lease 6s)")
-        assert takeover < 6 + 2 + 2
+        # lease 6 s + the standby's 1 s poll on each side + API latency on a loaded machine
+        assert takeover < 6 + 1 + 1 + 2
         publish(queue, 20)                        # 40 tasks -> 10 pods, by the new leader
         wait_for("new leader scales", lambda: spec_replicas(kube_cluster, ns2, "le") == 10, 30)
 
         third = Controller(kube_cluster, tmp_path, ns2, **env)
         try:
             time.sleep(3)
-            second.stop(signal.SIGTERM)           # releases the lease
             released = time.monotonic()
-            wait_for("third takes over", third.is_leader, 20, 0.2)
-            print(f"failover after SIGTERM: {time.monotonic() - released:.1f}s")
-            assert time.monotonic() - released < 4
+            second.stop(signal.SIGTERM)           # releases the lease
+            wait_for("third takes over", third.is_leader, 20, 0.1)
+            took = time.monotonic() - released
+            print(f"failover after SIGTERM: {took:.1f}s (from the signal)")
+            assert took < 4
         finally:
             third.stop()
     finally:
