@@ -1,8 +1,8 @@
 """Assembles the controller from settings and runs it until SIGTERM.
 
 Wiring only: API client, metrics, HTTP, leader election, and the pool manager.
-On SIGTERM the pools stop first, then the lease is released so a standby takes
-over at once instead of waiting out the lease duration.
+On SIGTERM the lease is released first (this replica stops acting at once and a
+standby takes over without waiting out the lease), then the pool loops stop.
 """
 
 from __future__ import annotations
@@ -147,9 +147,9 @@ def run(settings: ControllerSettings, options: RunOptions) -> int:
              settings.identity, settings.pool_source, settings.namespace or "*", server.port,
              settings.dry_run)
     stop.wait()
-    manager.stop()
-    if elector is not None:
+    if elector is not None:  # first: stop acting and hand over at once
         elector.stop(release=True)
+    manager.stop()
     server.stop()
     pod_reader.close()
     return 0
