@@ -8,7 +8,9 @@ before it is settled, and never twice for the same outcome.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import selectors
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,6 +51,8 @@ class BrokerLink:
         self._retry_at = 0.0
         self._backoff = BACKOFF_MIN
         self._failures = 0
+        self.epoch = 0  # counts failures: a descriptor from before one may be reused
+        self._watch: tuple[int, int] | None = None  # (fd, epoch) registered by watch()
         self._heartbeat_every = settings.lease_seconds / 3
         self._next_heartbeat = 0.0
         self._acks: list[Delivery] = []
@@ -67,6 +71,7 @@ class BrokerLink:
             log.warning("broker %s failed (%d in a row), retrying in %.2fs: %s: %s", what,
                         self._failures + 1, self._backoff, type(exc).__name__, exc)
         self._failures += 1
+        self.epoch += 1
         self.connected = False
         now = time.monotonic()
         self._retry_at = now + self._backoff
@@ -81,7 +86,9 @@ class BrokerLink:
                 if self.broker is None:
                     self.broker = self._opener(
                         self.settings.broker_url, consumer_id=self.consumer_id,
-                        lease_seconds=self.settings.lease_seconds, prefetch=self.prefetch)
+                        lease_seconds=self.settings.lease_seconds, prefetch=self.prefetch,
+                        max_priority=self.settings.max_priority,
+                        max_redeliveries=self.settings.max_redeliveries)
                 self.broker.heartbeat()
             except Exception as exc:
                 self._failed("connect", exc)
@@ -120,6 +127,40 @@ class BrokerLink:
 
         self._call("claim", op)
         return got
+
+    def watch(self, selector: selectors.BaseSelector, data: object) -> None:
+        """Keep the broker's descriptor (RabbitMQ's socket) in `selector`, so messages it
+        pushes wake the caller; re-registered after any failure (a new connection may
+        reuse the number). Brokers without one (Redis) are polled instead."""
+        fd = self.broker.wakeup_fd() if self.connected and self.broker is not None else None
+        watch = None if fd is None else (fd, self.epoch)
+        if watch == self._watch:
+            return
+        if self._watch is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                selector.unregister(self._watch[0])
+        self._watch = None
+        if watch is not None:
+            selector.register(watch[0], selectors.EVENT_READ, data)
+            self._watch = watch
+
+    @property
+    def watched(self) -> bool:
+        """Whether the broker's descriptor is in the selector (no need to poll claims)."""
+        return self._watch is not None
+
+    def read_ahead(self, count: int) -> None:
+        """How many messages the broker may push beyond those claimed (RabbitMQ)."""
+        if self.broker is not None:
+            self.broker.read_ahead(count)
+
+    def buffered(self) -> bool:
+        """A claim would return messages already received, without waiting."""
+        return self.connected and self.broker is not None and self.broker.buffered()
+
+    def receive(self) -> None:
+        """Read what the broker pushed (its descriptor was readable) without claiming."""
+        self._call("receive", lambda b: b.heartbeat())
 
     # -- settling --
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import multiprocessing
 import os
 import selectors
@@ -68,6 +69,14 @@ class Child:
         return not (self.retire_cause == "max_rss" or self.retiring or self.stop_sent
                     or self.kill_cause)
 
+    def take_back(self, seqs: set[int], now: float) -> list[Delivery]:
+        """Remove the jobs it handed back unstarted; the next one (if any) starts now."""
+        dropped = [job.delivery for job in self.jobs if job.seq in seqs]
+        self.jobs = deque(job for job in self.jobs if job.seq not in seqs)
+        if self.jobs and self.jobs[0].started == 0.0:
+            self.jobs[0].started = now
+        return dropped
+
     def exit_cause(self) -> str:
         """Why it exited: the supervisor's kill cause, a recycle cause, or a crash."""
         if self.kill_cause:
@@ -112,6 +121,18 @@ def capacity(settings: WorkerSettings, service_time: float | None) -> int:
     if service_time < 0.2:
         return 2 * n
     return n
+
+
+def read_ahead(settings: WorkerSettings, service_time: float | None) -> int:
+    """Messages a push broker (RabbitMQ) may send beyond our capacity.
+
+    Tiny tasks finish a whole capacity in less than the broker's round trip on a
+    busy host, so the next batch must already be on its way; longer ones get none,
+    so work stays in the broker for other pods.
+    """
+    if settings.prefetch or service_time is None or service_time >= 0.002:
+        return 0
+    return capacity(settings, service_time)
 
 
 class Pool:
@@ -239,6 +260,21 @@ class Pool:
             child.jobs.extend(jobs)
             with contextlib.suppress(OSError):  # died meanwhile: recovered when reaped
                 child.conn.send([(job.seq, job.delivery.body) for job in jobs])
+
+    def seconds_to_hard_limit(self, now: float, floor: float | None) -> float:
+        """Time until the first running job may pass its hard limit (inf: none can).
+
+        `floor` is the smallest limit any task has; a job's own limit is known only
+        once it has run that long (the supervisor looks it up then)."""
+        soonest = math.inf
+        if floor is None:
+            return soonest
+        for child in self.children.values():
+            head = child.jobs[0] if child.jobs else None
+            limit = None if head is None else head.hard_limit if head.limit_known else floor
+            if head is not None and limit:
+                soonest = min(soonest, max(0.0, head.started + limit - now))
+        return soonest
 
     def busy(self) -> int:
         return sum(1 for c in self.children.values() if c.jobs)

@@ -34,6 +34,15 @@ class WorkerSettings(BaseSettings):
     concurrency: Annotated[int, Field(ge=1, le=1024)] = Field(
         default_factory=lambda: os.cpu_count() or 1)
     prefetch: Annotated[int, Field(ge=0, le=10_000)] = 0  # 0 = automatic
+    # RabbitMQ only: queues are declared with x-max-priority when > 0. Priority queues
+    # cost RabbitMQ throughput, so they are opt-in; with 0 a message's priority is
+    # ignored there (Redis always honours priorities). Publishers, workers and the
+    # controller must agree: RabbitMQ refuses to redeclare a queue with other arguments.
+    max_priority: Annotated[int, Field(ge=0, le=9)] = 0
+    # Redis only: a message reclaimed from dead workers more often than this (its run
+    # took the whole pod down, e.g. OOM) is dead-lettered; 0 = redeliver forever.
+    # RabbitMQ's classic queues only flag redeliveries, so there is no cap there.
+    max_redeliveries: Annotated[int, Field(ge=0)] = 5
     max_tasks_per_child: Annotated[int, Field(ge=0)] = 0   # 0 = unlimited
     max_rss_mb: Annotated[int, Field(ge=0)] = 0             # 0 = unlimited
     soft_time_limit: Annotated[float, Field(ge=0)] = 0.0   # 0 = none

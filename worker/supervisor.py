@@ -27,11 +27,13 @@ from worker.child import ExecutorFactory, expand
 from worker.link import BrokerLink
 from worker.metrics import WorkerMetrics
 from worker.outcome import Outcome
-from worker.pool import Child, Job, Pool, capacity
+from worker.pool import Child, Job, Pool, capacity, read_ahead
 from worker.settings import WorkerSettings
 from worker.state import RuntimeState
 
 log = logging.getLogger(__name__)
+
+_BROKER_READABLE = "broker"  # selector data of the broker's descriptor
 
 GAUGE_EVERY = 0.5          # seconds between gauge refreshes
 IDLE_CLAIM_WAIT = 0.25     # a claim with nothing in flight blocks this long at most
@@ -69,6 +71,7 @@ class Supervisor:
         self._poll_delay = 0.0
         self._next_gauges = 0.0
         self._shutting_down = False
+        self._broker_readable = False  # RabbitMQ's socket woke the selector
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -105,11 +108,16 @@ class Supervisor:
             self.state.loop_tick = now
             self._check_stop(now)
             self.link.maintain(now)
+            self.link.watch(self.pool.selector, _BROKER_READABLE)
             if self._deadline is None:
                 self._claim(now)
             cap = self.capacity()
             self.pool.dispatch(self.pending, math.ceil(cap / self.settings.concurrency), now)
             self._collect(self._wait_timeout(now))
+            if self._broker_readable:
+                self._broker_readable = False
+                if not self._claim_room():  # else the next claim reads it
+                    self.link.receive()
             now = time.monotonic()
             self._enforce_hard_limits(now)
             self._recycle()
@@ -159,16 +167,19 @@ class Supervisor:
         if not free:
             return
         if self.in_flight:
-            if now < self._next_poll:
+            # A broker we can watch is read whenever there is room: an empty claim only
+            # means its frames are not here yet, and they wake the selector when they are.
+            if not self.link.watched and now < self._next_poll:
                 return
             timeout = 0.0
         else:
             timeout = min(IDLE_CLAIM_WAIT, self.settings.lease_seconds / 6)
+        self.link.read_ahead(read_ahead(self.settings, self.state.service_time))
         deliveries = self.link.claim(self.settings.queues, free, timeout)
         if deliveries:
             self._poll_delay = 0.0
             self._add_jobs(deliveries)
-        else:
+        elif not self.link.watched:
             self._poll_delay = min(MAX_POLL_DELAY, max(0.002, self._poll_delay * 2))
             self._next_poll = time.monotonic() + self._poll_delay
 
@@ -182,18 +193,14 @@ class Supervisor:
             return 0.0
         timeout = 0.25  # results and deaths wake the selector earlier
         if self._claim_room():
-            # Nothing in flight: the next claim blocks instead; else poll on schedule.
-            timeout = 0.0 if self.in_flight == 0 else max(0.0, self._next_poll - now)
-        timeout = min(timeout, self.link.seconds_to_heartbeat(now))
-        floor = self.hooks.min_hard_limit
-        if floor is not None:
-            for child in self.pool.children.values():
-                head = child.jobs[0] if child.jobs else None
-                if head is None:
-                    continue
-                limit = head.hard_limit if head.limit_known else floor
-                if limit:
-                    timeout = min(timeout, max(0.0, head.started + limit - now))
+            # Nothing in flight: the next claim blocks instead; messages already received
+            # are claimed at once; a watched broker wakes the selector; else poll.
+            if self.in_flight == 0 or self.link.buffered():
+                timeout = 0.0
+            elif not self.link.watched:
+                timeout = max(0.0, self._next_poll - now)
+        timeout = min(timeout, self.link.seconds_to_heartbeat(now),
+                      self.pool.seconds_to_hard_limit(now, self.hooks.min_hard_limit))
         if self._deadline is not None:
             timeout = min(timeout, max(0.0, self._deadline - now))
         if self.link.unsettled and self.link.connected:
@@ -204,6 +211,9 @@ class Supervisor:
         """Wait for results or deaths, then process everything that is ready."""
         dead: list[Child] = []
         for key, _ in self.pool.selector.select(timeout):
+            if key.data is _BROKER_READABLE:
+                self._broker_readable = True
+                continue
             child: Child | None = key.data
             if child is None:  # the signal wake-up pipe
                 with contextlib.suppress(BlockingIOError):
@@ -239,7 +249,7 @@ class Supervisor:
             if job.seq != seq:  # protocol invariant; recover rather than mis-settle
                 log.error("child %d reported job %d, expected %d", child.pid, seq, job.seq)
                 child.jobs.appendleft(job)
-                self._drop_job(child, seq)
+                child.jobs = deque(j for j in child.jobs if j.seq != seq)
                 return
             if child.jobs:
                 child.jobs[0].started = now
@@ -251,18 +261,7 @@ class Supervisor:
             elif limit and child.done >= limit:
                 child.retire_cause = child.retire_cause or "max_tasks"
         elif kind == "cancelled":
-            seqs = set(message[1])
-            kept = [job for job in child.jobs if job.seq not in seqs]
-            dropped = [job.delivery for job in child.jobs if job.seq in seqs]
-            child.jobs = deque(kept)
-            if kept and kept[0].started == 0.0:
-                kept[0].started = now
-            self._give_back(dropped)
-
-    def _drop_job(self, child: Child, seq: int) -> None:
-        for job in list(child.jobs):
-            if job.seq == seq:
-                child.jobs.remove(job)
+            self._give_back(child.take_back(set(message[1]), now))
 
     def _settled(self, delivery: Delivery, outcome: Outcome) -> None:
         self.link.settle(delivery, outcome)

@@ -161,9 +161,11 @@ def test_fixed_prefetch_bounds_unacked(amqp_url: str, queue_name: str) -> None:
 
 def test_foreign_queue_declaration_is_a_clear_error(
         amqp_url: str, queue_name: str, raw_channel: amqp.Channel) -> None:
-    raw_channel.queue_declare(queue_name, durable=True, auto_delete=False)
-    with AmqpBroker(amqp_url) as broker:
-        with pytest.raises(ConfigError, match="different arguments"):
+    # e.g. a queue declared by a client with another QSCALE_MAX_PRIORITY
+    raw_channel.queue_declare(queue_name, durable=True, auto_delete=False,
+                              arguments={"x-max-priority": 9})
+    with AmqpBroker(amqp_url, max_priority=0) as broker:
+        with pytest.raises(ConfigError, match=r"QSCALE_MAX_PRIORITY.*other arguments"):
             broker.publish(queue_name, b"x")
         other = queue_name + "-ok"
         try:
@@ -176,3 +178,32 @@ def test_foreign_queue_declaration_is_a_clear_error(
 def test_wrong_credentials_are_a_config_error(amqp_url: str) -> None:
     with pytest.raises(ConfigError, match="credentials"):
         AmqpBroker(amqp_url.replace("qscale:qscale@", "qscale:wrong@"))
+
+
+def test_priority_is_opt_in(amqp_url: str, queue_name: str,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain queues by default (priorities ignored, FIFO); QSCALE_MAX_PRIORITY turns
+    them on for clients that get no explicit value (CLI, controller)."""
+    prioritized = queue_name + "-prio"
+    try:
+        with AmqpBroker(amqp_url) as plain:
+            assert plain.max_priority == 0
+            plain.publish(queue_name, b"first", priority=0)
+            plain.publish(queue_name, b"second", priority=9)
+            got = claim_exactly(plain, [queue_name], 2)
+            assert [d.body for d in got] == [b"first", b"second"]
+            plain.ack(got)
+        monkeypatch.setenv("QSCALE_MAX_PRIORITY", "5")
+        with AmqpBroker(amqp_url) as opted:
+            assert opted.max_priority == 5
+            opted.publish(prioritized, b"low", priority=1)
+            opted.publish(prioritized, b"high", priority=5)
+            got = claim_exactly(opted, [prioritized], 2)
+            assert [d.body for d in got] == [b"high", b"low"]
+            opted.ack(got)
+        monkeypatch.setenv("QSCALE_MAX_PRIORITY", "ten")
+        with pytest.raises(ConfigError, match=r"^QSCALE_MAX_PRIORITY: must be an integer"):
+            AmqpBroker(amqp_url)
+    finally:
+        cleanup(amqp_url, queue_name)
+        cleanup(amqp_url, prioritized)

@@ -94,7 +94,7 @@ def test_lost_claim_reply_is_given_back(redis_url: str, client: redis.Redis,
         # Simulate a claim that ran on the server but whose reply never arrived.
         first = broker._seq
         broker._seq += 5
-        broker._claim(args=[broker.owner, broker.lease_ms, 5, first, 0, 10,
+        broker._claim(args=[broker.owner, broker.lease_ms, 5, first, 0, 10, 0,
                             f"qscale:{queue_name}:"])
         broker._uncertain.append((first, first + 4, (f"qscale:{queue_name}:",)))
         got = claim_exactly(broker, [queue_name], 2)
@@ -151,3 +151,45 @@ def test_priority_survives_retry_and_requeue(redis_url: str, client: redis.Redis
         [again] = claim_exactly(broker, [queue_name], 1)
         assert (again.body, again.tag.endswith(".9")) == (b"urgent-2", True)
         broker.ack([again])
+
+
+def _die_holding(redis_url: str, queue: str, lease: float) -> None:
+    """Claim the one message like a worker that is then SIGKILLed: no ack, no heartbeat."""
+    broker = RedisBroker(redis_url, lease_seconds=lease, max_redeliveries=2)
+    deadline = time.monotonic() + 10
+    while not broker.claim([queue], 1, 0.5):
+        assert time.monotonic() < deadline, "the message never came back"
+    broker.close()
+
+
+def test_message_that_keeps_killing_its_worker_is_dead_lettered(
+        redis_url: str, client: redis.Redis, queue_name: str) -> None:
+    lease = 0.3
+    with RedisBroker(redis_url) as producer:
+        producer.publish(queue_name, b'{"oom":true}')
+    for _ in range(3):  # delivered, then redelivered twice: each time its worker dies
+        _die_holding(redis_url, queue_name, lease)
+        time.sleep(lease + 0.05)
+    with RedisBroker(redis_url, max_redeliveries=2) as survivor:
+        assert survivor.claim([queue_name], 10, 0.3) == []
+        [dead] = survivor.dead_letters(queue_name)
+        assert dead.body == b'{"oom":true}'
+        assert dead.reason == "redelivered 2 times: the worker died while running it"
+        assert dead.failed_at > 0
+        assert survivor.stats(queue_name).in_flight == 0
+    assert client.hlen(f"qscale:{queue_name}:redeliveries") == 0
+
+
+def test_settling_a_redelivered_message_forgets_its_count(
+        redis_url: str, client: redis.Redis, queue_name: str) -> None:
+    lease = 0.3
+    with RedisBroker(redis_url) as producer:
+        producer.publish(queue_name, b'{"once":true}')
+    _die_holding(redis_url, queue_name, lease)
+    time.sleep(lease + 0.05)
+    with RedisBroker(redis_url, max_redeliveries=2) as survivor:
+        [again] = claim_exactly(survivor, [queue_name], 1)
+        assert again.redelivered
+        assert client.hlen(f"qscale:{queue_name}:redeliveries") == 1
+        survivor.ack([again])
+    assert client.hlen(f"qscale:{queue_name}:redeliveries") == 0

@@ -129,7 +129,13 @@ def test_dead_letter_requeue_and_purge(broker: Broker, queue_name: str) -> None:
     assert broker.requeue_dead(queue_name) == 0
 
 
-def test_priority_order(broker: Broker, queue_name: str) -> None:
+def test_priority_order(url: str, queue_name: str) -> None:
+    # RabbitMQ queues honour priorities only when declared with QSCALE_MAX_PRIORITY.
+    with open_broker(url, lease_seconds=LEASE, max_priority=9) as broker:
+        _check_priority_order(broker, queue_name)
+
+
+def _check_priority_order(broker: Broker, queue_name: str) -> None:
     for body, priority in [(b"p0", 0), (b"none", None), (b"p9", 9), (b"p5", 5), (b"p9b", 9)]:
         broker.publish(queue_name, body, priority=priority)
     got = claim_exactly(broker, [queue_name], 5)

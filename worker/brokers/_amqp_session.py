@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import random
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -62,6 +63,7 @@ class AmqpSession:
         self._conn: Any = None
         self._amqp: Any = None       # the py-amqp connection (kombu's property of that
         self._transport: Any = None  # name would silently reconnect once it is gone)
+        self._poller: Any = None     # select.poll on the socket: "is anything waiting?"
         self._failures = 0
         self._next_attempt = 0.0
         self._reset_confirms()
@@ -90,6 +92,11 @@ class AmqpSession:
         self._amqp = conn.connection
         self._transport = self._amqp.transport
         _read_ahead(self._transport)
+        # TLS may hold decrypted bytes the socket no longer shows: no poll shortcut there.
+        self._poller = None
+        if isinstance(self._transport, amqp.transport.TCPTransport):
+            self._poller = select.poll()
+            self._poller.register(self._transport.sock.fileno(), select.POLLIN)
         # py-amqp polls the socket before every publish when the server may send
         # connection.blocked; our own drains still handle that notification.
         self._amqp.client_properties.get("capabilities", {})["connection.blocked"] = False
@@ -162,18 +169,34 @@ class AmqpSession:
 
     def drain_available(self) -> None:
         """Handle everything that has arrived, without waiting."""
-        while self.drain_buffered() or self.drain(0):
+        while self.drain_buffered() or (self.readable() and self.drain(0)):
             pass
+
+    def fileno(self) -> int | None:
+        """The socket's descriptor while connected over plain TCP (readable: frames wait)."""
+        if self.channel is None or self._poller is None:
+            return None
+        return int(self._transport.sock.fileno())
+
+    def readable(self) -> bool:
+        """Bytes (or EOF) may wait on the socket: one poll(2), cheaper than a read that
+        times out (py-amqp sets and restores the socket timeout and raises)."""
+        if self._poller is None:
+            return self.channel is not None  # TLS: only a read can tell
+        return self.channel is not None and bool(self._poller.poll(0))
+
+    def frame_buffered(self) -> bool:
+        """A whole frame waits in py-amqp's read-ahead buffer (the socket can be quiet)."""
+        buffered = getattr(self._transport, "_read_buffer", b"")
+        return len(buffered) >= 8 and len(buffered) >= 8 + int.from_bytes(buffered[3:7], "big")
 
     def drain_buffered(self) -> int:
         """Dispatch frames py-amqp already read ahead: no system calls, no socket timeouts."""
-        transport, handled = self._transport, 0
-        while True:
-            buffered = getattr(transport, "_read_buffer", b"")
-            if len(buffered) < 7 or len(buffered) < 8 + int.from_bytes(buffered[3:7], "big"):
-                return handled
+        handled = 0
+        while self.frame_buffered():
             self._amqp.blocking_read(None)  # one whole frame is there: cannot block
             handled += 1
+        return handled
 
     def heartbeat_tick(self) -> None:
         self._amqp.heartbeat_tick()

@@ -21,17 +21,38 @@ local function ready_key(base, prio)
 end
 """
 
-# ARGV: owner, lease_ms, max_count, first_seq, reclaim(0/1), due_limit, prefix...
-# Returns {reclaimed_count, tag1, body1, redelivered1, queue_index1, tag2, ...}.
+# ARGV: owner, lease_ms, max_count, first_seq, reclaim(0/1), due_limit,
+#       max_redeliveries (0 = no cap), prefix...
+# Returns {reclaimed_count, dead_lettered_count, tag1, body1, redelivered1, queue_index1,
+# tag2, ...}. A reclaimed message (its owner died, most likely while running it: the
+# whole pod was OOM-killed) counts one redelivery in `redeliveries` (field: SHA-1 of
+# the body); past the cap it goes to the dead-letter list instead of first in line.
 CLAIM = _HELPERS + """
 local owner = ARGV[1]
 local want = tonumber(ARGV[3])
 local seq = tonumber(ARGV[4])
 local reclaim = ARGV[5] == '1'
 local due_limit = tonumber(ARGV[6])
+local max_redeliveries = tonumber(ARGV[7])
 redis.call('SET', 'qscale:alive:' .. owner, '1', 'PX', ARGV[2])
 local now = now_ms()
-local out = {0}
+local out = {0, 0}
+
+local function give_back(base, prio, body)
+  if max_redeliveries > 0 then
+    local digest = redis.sha1hex(body)
+    local count = redis.call('HINCRBY', base .. 'redeliveries', digest, 1)
+    if count > max_redeliveries then
+      redis.call('HDEL', base .. 'redeliveries', digest)
+      redis.call('RPUSH', base .. 'dead', cjson.encode({body = body, detail = '',
+        reason = 'redelivered ' .. (count - 1) .. ' times: the worker died while running it',
+        failed_at = now / 1000}))
+      out[2] = out[2] + 1
+      return
+    end
+  end
+  redis.call('LPUSH', base .. 'redelivered', prio .. body)
+end
 
 local function reclaim_dead(base)
   local owners = redis.call('SMEMBERS', base .. 'owners')
@@ -40,7 +61,7 @@ local function reclaim_dead(base)
       local held = base .. 'inflight:' .. other
       local kv = redis.call('HGETALL', held)
       for j = 1, #kv, 2 do
-        redis.call('LPUSH', base .. 'redelivered', string.sub(kv[j], -1) .. kv[j + 1])
+        give_back(base, string.sub(kv[j], -1), kv[j + 1])
       end
       redis.call('DEL', held)
       redis.call('SREM', base .. 'owners', other)
@@ -79,16 +100,16 @@ local function take(qi, key, prio, redelivered, fields)
   want = want - #items
 end
 
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   local base = ARGV[i]
   if reclaim then reclaim_dead(base) end
   promote_due(base)
   if want > 0 then
     local fields = {}
-    take(i - 6, base .. 'redelivered', '0', 1, fields)
+    take(i - 7, base .. 'redelivered', '0', 1, fields)
     for p = 9, 0, -1 do
       if want <= 0 then break end
-      take(i - 6, ready_key(base, tostring(p)), tostring(p), 0, fields)
+      take(i - 7, ready_key(base, tostring(p)), tostring(p), 0, fields)
     end
     if #fields > 0 then
       redis.call('HSET', base .. 'inflight:' .. owner, unpack(fields))

@@ -1,14 +1,17 @@
 """RabbitMQ broker (kombu + py-amqp): durable queues, confirms, manual acks after the task.
 
-One connection and one channel in confirm mode. Queues are durable with
-`x-max-priority` 9 (the same arguments everywhere: RabbitMQ refuses a
-redeclaration with different ones); messages are persistent. Every publish waits
-for the broker's confirm, so returning means the message is on the broker.
+One connection and one channel in confirm mode. Queues are durable and plain by
+default: RabbitMQ's priority queues cost throughput, so `x-max-priority` is opt-in
+(QSCALE_MAX_PRIORITY 1-9; with 0 a message's priority is ignored here). Publishers,
+workers and the controller must use the same value: RabbitMQ refuses a
+redeclaration with different arguments (a ConfigError naming the variable).
+Messages are persistent. Every publish waits for the broker's confirm, so
+returning means the message is on the broker.
 
 Claims come from a consumer per queue (manual acks) into a local buffer;
 basic.qos bounds the unacked window to `prefetch`, or when 0 to the most the
-caller has held plus asked for at once (consumers restart to pick up a larger
-window; the window never shrinks).
+caller has held plus asked for at once plus the read-ahead it allows (consumers
+restart to pick up a larger window; the window never shrinks).
 Prefetched-but-unclaimed messages count as in flight, as RabbitMQ sees them.
 
 Delays use TTL queues `qscale.delay.<queue>.<ms>` that dead-letter into the
@@ -49,11 +52,28 @@ from worker.errors import BrokerUnavailable, ConfigError
 
 log = logging.getLogger(__name__)
 
-QUEUE_ARGUMENTS = {"x-max-priority": 9}
+MAX_PRIORITY_ENV = "QSCALE_MAX_PRIORITY"
 REDECLARE_AFTER = 30.0      # seconds; keeps a delay bucket from expiring under us
 MAX_TTL_MS = 2**32 - 1
 CONFIRM_WINDOW = 2000       # publish_many drains confirms every this many messages
 HEADER_PREFIX = "x-qscale-"
+
+
+def queue_arguments(max_priority: int) -> dict[str, Any] | None:
+    """The declaration arguments of a work queue (every client must use the same)."""
+    return {"x-max-priority": max_priority} if max_priority else None
+
+
+def max_priority_from_env() -> int:
+    """QSCALE_MAX_PRIORITY for clients that are not given settings (CLI, controller)."""
+    raw = os.environ.get(MAX_PRIORITY_ENV, "").strip() or "0"
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 9:
+        raise ConfigError(f"{MAX_PRIORITY_ENV}: must be an integer 0-9, got {raw!r}")
+    return value
 
 
 def dead_queue(queue: str) -> str:
@@ -79,10 +99,13 @@ class AmqpBroker(Broker):
     """A RabbitMQ connection for one worker (or producer, or the controller)."""
 
     def __init__(self, url: str, *, consumer_id: str | None = None, prefetch: int = 0,
-                 management_url: str | None = None) -> None:
+                 management_url: str | None = None, max_priority: int | None = None) -> None:
         self.url = url
         self.consumer_id = consumer_id or uuid.uuid4().hex[:12]
         self._fixed_prefetch = max(0, prefetch)
+        self._read_ahead = 0
+        self.max_priority = max_priority_from_env() if max_priority is None else max_priority
+        self._queue_arguments = queue_arguments(self.max_priority)
         api = management_url or os.environ.get("QSCALE_RABBITMQ_API") or api_url_from_amqp(url)
         self._api = ManagementApi(api, vhost_from_amqp(url))
         self._session = AmqpSession(url, f"qscale {self.consumer_id}")
@@ -109,8 +132,10 @@ class AmqpBroker(Broker):
             yield self._session.channel
         except PreconditionFailed as exc:
             self._lost()
-            raise ConfigError(f"rabbitmq {what}: a queue exists with different arguments "
-                              f"(not declared by qscale?): {exc}") from exc
+            raise ConfigError(
+                f"{MAX_PRIORITY_ENV}: rabbitmq {what}: a queue exists with other arguments "
+                f"(declared with another {MAX_PRIORITY_ENV}, or not by qscale; this client "
+                f"uses {self.max_priority}): {exc}") from exc
         except self._session.errors as exc:
             self._lost()
             raise BrokerUnavailable(f"rabbitmq {what} failed: {exc!r}") from exc
@@ -134,7 +159,7 @@ class AmqpBroker(Broker):
 
     def _declare_queue(self, queue: str, refresh: bool = False) -> int:
         if queue not in self._declared or refresh:
-            return self._declare(queue, QUEUE_ARGUMENTS, refresh=True)
+            return self._declare(queue, self._queue_arguments, refresh=True)
         return -1
 
     def _declare_dead(self, queue: str, refresh: bool = False) -> int:
@@ -187,9 +212,10 @@ class AmqpBroker(Broker):
 
     def _consume(self, queues: Sequence[str], max_count: int) -> None:
         channel = self._session.channel
-        # Auto window: what the caller already holds plus what it asks for now.
+        # Auto window: what the caller already holds plus what it asks for now, plus
+        # the read-ahead it allows (deliveries stream in while it works on the rest).
         held = len(self._outstanding) - sum(len(b) for b in self._buffers.values())
-        wanted = self._fixed_prefetch or max(self._qos, held + max_count)
+        wanted = self._fixed_prefetch or max(self._qos, held + max_count + self._read_ahead)
         if wanted != self._qos:
             channel.basic_qos(0, wanted, False)
             self._qos = wanted
@@ -225,7 +251,7 @@ class AmqpBroker(Broker):
                 session.drain(min(remaining, DRAIN_SLICE))
                 session.heartbeat_tick()
             while self._buffered(queues) < max_count and (
-                    session.drain_buffered() or session.drain(0)):
+                    session.drain_buffered() or (session.readable() and session.drain(0))):
                 pass
         out: list[Delivery] = []
         for queue in queues:
@@ -302,6 +328,16 @@ class AmqpBroker(Broker):
 
     def connected(self) -> bool:
         return self._session.channel is not None
+
+    def wakeup_fd(self) -> int | None:
+        return self._session.fileno()
+
+    def read_ahead(self, count: int) -> None:
+        self._read_ahead = max(0, count)
+
+    def buffered(self) -> bool:
+        return any(self._buffers.values()) or (
+            self._session.channel is not None and self._session.frame_buffered())
 
     def close(self) -> None:
         """Close the connection; RabbitMQ returns its unacked messages to their queues."""

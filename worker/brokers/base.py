@@ -88,6 +88,24 @@ class Broker(abc.ABC):
     def heartbeat(self) -> None:
         """Keep this worker's claims alive; call at least every `lease / 3` seconds."""
 
+    def wakeup_fd(self) -> int | None:
+        """A descriptor that turns readable when new messages may be claimable, or None.
+
+        Lets a caller sleep in select() instead of polling `claim` (RabbitMQ pushes
+        deliveries down its socket; Redis has nothing to watch). It changes after a
+        reconnect, so ask again each time.
+        """
+        return None
+
+    def read_ahead(self, count: int) -> None:
+        """Let the broker push up to `count` messages beyond those claimed (RabbitMQ's
+        prefetch), so the next claim does not wait a round trip; no-op elsewhere."""
+        return None
+
+    def buffered(self) -> bool:
+        """Whether `claim` can return messages already received, without any waiting."""
+        return False
+
     @abc.abstractmethod
     def connected(self) -> bool:
         """Whether the last broker operation succeeded (used by /readyz)."""

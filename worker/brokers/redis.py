@@ -15,6 +15,7 @@ Key layout for a queue `q` (prefix `qscale:q:`):
                                member = 16-char unique token + priority digit + body
     qscale:q:inflight:<owner>  hash tag -> body: claims held by one consumer
     qscale:q:owners            set of owners that may hold claims on q
+    qscale:q:redeliveries      hash SHA-1(body) -> times reclaimed from a dead owner
     qscale:q:dead              list of JSON records {body, [body_encoding: "base64"],
                                reason, detail, failed_at}, oldest first
     qscale:alive:<owner>       liveness key, TTL = lease; renewed by claim/heartbeat
@@ -23,7 +24,10 @@ A tag is `<seq>.<priority>`, unique within its owner. The owner is
 `<consumer_id>/<random>`, so a restarted process never inherits a predecessor's
 claims. A claim moves due delayed messages to ready and, at most once a second,
 gives back every claim of owners whose liveness key expired (flagged
-redelivered). `close()` keeps claims: they return after the lease.
+redelivered). `close()` keeps claims: they return after the lease. A message
+reclaimed more than `max_redeliveries` times (each time its worker died with it,
+e.g. an OOM kill of the whole pod) is dead-lettered instead, so it cannot take
+down every worker forever; its count is dropped once it is settled.
 
 Errors: a connection problem marks the broker disconnected and raises
 BrokerUnavailable (a claim first waits up to 1 s of its timeout, so a claim loop
@@ -35,6 +39,7 @@ remembered and its possible claims are given back on the next successful call.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -115,9 +120,10 @@ class RedisBroker(Broker):
     """A Redis connection for one worker (or producer, or the controller)."""
 
     def __init__(self, url: str, *, consumer_id: str | None = None,
-                 lease_seconds: float = 10.0) -> None:
+                 lease_seconds: float = 10.0, max_redeliveries: int = 5) -> None:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
+        self.max_redeliveries = max(0, max_redeliveries)
         self.url = url
         self.consumer_id = consumer_id or uuid.uuid4().hex[:12]
         self.owner = f"{self.consumer_id}/{uuid.uuid4().hex[:8]}"
@@ -226,7 +232,8 @@ class RedisBroker(Broker):
             self._release_uncertain()
             try:
                 reply = self._claim(args=[self.owner, self.lease_ms, count, first,
-                                          int(reclaim), DUE_PER_CLAIM, *prefixes])
+                                          int(reclaim), DUE_PER_CLAIM,
+                                          self.max_redeliveries, *prefixes])
             except (redis.ConnectionError, redis.TimeoutError):
                 self._uncertain.append((first, first + count - 1, prefixes))
                 raise
@@ -234,13 +241,17 @@ class RedisBroker(Broker):
             self._last_reclaim = now
             if reply[0]:
                 log.info("reclaimed %d messages from dead consumers", reply[0])
+            if reply[1]:
+                log.warning("dead-lettered %d reclaimed messages: redelivered more than "
+                            "%d times, each time their worker died", reply[1],
+                            self.max_redeliveries)
         return self._deliveries(ordered, reply)
 
     @staticmethod
     def _deliveries(queues: Sequence[str], reply: list[Any]) -> list[Delivery]:
         return [Delivery(queue=queues[reply[i + 3] - 1], body=reply[i + 1],
                          tag=reply[i].decode(), redelivered=bool(reply[i + 2]))
-                for i in range(1, len(reply), 4)]
+                for i in range(2, len(reply), 4)]
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
@@ -252,10 +263,20 @@ class RedisBroker(Broker):
             pipe = self._redis.pipeline(transaction=False)
             for queue, tags in by_queue.items():
                 pipe.hdel(f"{key_prefix(queue)}inflight:{self.owner}", *tags)
-            removed = sum(pipe.execute())
+            self._forget_redeliveries(deliveries, pipe)
+            removed = sum(pipe.execute()[:len(by_queue)])
         if removed < len(deliveries):
             log.warning("%d acked claims had already been reclaimed (lease lost); "
                         "they run again", len(deliveries) - removed)
+
+    def _forget_redeliveries(self, settled: Sequence[Delivery], pipe: Any = None) -> None:
+        """Drop the redelivery counts of settled messages (only redelivered ones have one)."""
+        digests: dict[str, list[str]] = defaultdict(list)
+        for d in settled:
+            if d.redelivered and self.max_redeliveries:
+                digests[d.queue].append(hashlib.sha1(d.body).hexdigest())
+        for queue, fields in digests.items():
+            (pipe or self._redis).hdel(f"{key_prefix(queue)}redeliveries", *fields)
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         by_queue: dict[str, list[str]] = defaultdict(list)
@@ -270,6 +291,7 @@ class RedisBroker(Broker):
             done = self._retry_later(args=[key_prefix(delivery.queue), self.owner,
                                            delivery.tag, _token(), body,
                                            max(0, round(delay * 1000))])
+            self._forget_redeliveries([delivery])
         if not done:
             log.warning("retry of %s skipped: claim already reclaimed, it runs again",
                         delivery.tag)
@@ -279,6 +301,7 @@ class RedisBroker(Broker):
         with self._op("dead_letter"):
             done = self._dead_letter(args=[key_prefix(delivery.queue), self.owner,
                                            delivery.tag, record])
+            self._forget_redeliveries([delivery])
         if not done:
             log.warning("dead-letter of %s skipped: claim already reclaimed, it runs again",
                         delivery.tag)
