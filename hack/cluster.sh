@@ -61,16 +61,20 @@ cmd_up() {
   local image; image="$(build_node_image | tail -n1)"
   [ -n "$image" ] || die "no node image"
   if cluster_exists; then
+    # A node container that stopped (dockerd or the machine went away) is
+    # recreated rather than restarted: a fresh node from the cached image takes
+    # about two minutes and is deterministic.
     if [ "$(docker inspect -f '{{.State.Running}}' "$(node_container)" 2>/dev/null)" != true ]; then
-      docker start "$(node_container)" >/dev/null 2>&1 || true
-      for _ in $(seq 60); do api_ok && break; sleep 2; done
-    fi
-    "$KIND" export kubeconfig --name "$CLUSTER_NAME" --kubeconfig "$KUBECONFIG_FILE" >/dev/null 2>&1 || true
-    if api_ok; then
-      log "cluster $CLUSTER_NAME already up"
-    else
-      log "cluster $CLUSTER_NAME exists but its API does not answer: recreating"
+      log "cluster $CLUSTER_NAME: node container not running: recreating"
       "$KIND" delete cluster --name "$CLUSTER_NAME" >&2 || true
+    else
+      "$KIND" export kubeconfig --name "$CLUSTER_NAME" --kubeconfig "$KUBECONFIG_FILE" >/dev/null 2>&1 || true
+      if api_ok; then
+        log "cluster $CLUSTER_NAME already up"
+      else
+        log "cluster $CLUSTER_NAME exists but its API does not answer: recreating"
+        "$KIND" delete cluster --name "$CLUSTER_NAME" >&2 || true
+      fi
     fi
   fi
   if ! cluster_exists; then
@@ -94,7 +98,7 @@ cmd_down() {
   else
     log "cluster $CLUSTER_NAME not present"
   fi
-  rm -f "$KUBECONFIG_FILE"
+  rm -f "$KUBECONFIG_FILE" "$QSCALE_CACHE/kind-config-$CLUSTER_NAME.yaml"
 }
 
 cmd_load() {

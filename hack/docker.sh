@@ -64,6 +64,8 @@ start_dockerd() {
     log "restarting dockerd (pid $(cat "$pidf")) to pick up daemon.json"
     kill "$(cat "$pidf")"; for _ in $(seq 60); do kill -0 "$(cat "$pidf")" 2>/dev/null || break; sleep 0.5; done
   fi
+  # a pidfile left by a killed session would make dockerd refuse to start
+  if [ -f "$pidf" ] && ! grep -qa dockerd "/proc/$(cat "$pidf")/cmdline" 2>/dev/null; then rm -f "$pidf"; fi
   log "starting dockerd (log: $LOG_DIR/dockerd.log)"
   # setsid + nohup: dockerd must outlive this script and the caller's session
   setsid nohup dockerd --pidfile "$pidf" >>"$LOG_DIR/dockerd.log" 2>&1 </dev/null &

@@ -80,7 +80,10 @@ gen_openapi() {
   local kdir="$1" orig="$2"
   local ov; ov="$(cd "$WRAP" && "$GO" list -m -f '{{.Version}}' k8s.io/kube-openapi)"
   echo "generating OpenAPI definitions with openapi-gen from k8s.io/kube-openapi@$ov"
-  go_build_mod openapi-gen k8s.io/kube-openapi "$ov" "$BIN_DIR/openapi-gen-$ov" k8s.io/kube-openapi/cmd/openapi-gen
+  # the golang.org/x/tools that kube-openapi pins predates Go 1.26 (tokeninternal
+  # no longer compiles); a newer x/tools keeps the same go/packages API
+  [ -x "$BIN_DIR/openapi-gen-$ov" ] || GO_EXTRA_GET="golang.org/x/tools@${OPENAPI_GEN_XTOOLS:-v0.38.0}" \
+    go_build_mod openapi-gen k8s.io/kube-openapi "$ov" "$BIN_DIR/openapi-gen-$ov" k8s.io/kube-openapi/cmd/openapi-gen
   # every package tagged +k8s:openapi-gen in kubernetes and its staging modules
   local pkgs=() f d
   while IFS= read -r d; do pkgs+=("k8s.io/kubernetes/${d#"$kdir"/}"); done < <(
@@ -90,7 +93,7 @@ gen_openapi() {
     [ -n "$mdir" ] && [ "$m" != k8s.io/kubernetes ] || continue
     case "$m" in k8s.io/api|k8s.io/apimachinery|k8s.io/apiextensions-apiserver|k8s.io/kube-aggregator|k8s.io/metrics|k8s.io/apiserver|k8s.io/kube-proxy|k8s.io/kube-scheduler|k8s.io/kube-controller-manager|k8s.io/kubelet|k8s.io/controller-manager|k8s.io/cloud-provider|k8s.io/component-base) ;; *) continue;; esac
     while IFS= read -r d; do pkgs+=("$m/${d#"$mdir"/}"); done < <(
-      grep -rl --include='*.go' '+k8s:openapi-gen=' "$mdir" 2>/dev/null | grep -v '/testdata/' | xargs -r -n1 dirname | sort -u | grep -v "^$mdir\$")
+      grep -rl --include='*.go' '+k8s:openapi-gen=' "$mdir" 2>/dev/null | grep -v '/testdata/' | xargs -r -n1 dirname | sort -u | { grep -v "^$mdir\$" || true; })
   done
   echo "openapi-gen: ${#pkgs[@]} packages"
   local hdr; hdr="$(mktemp)"; printf '/*\nGenerated for qscale.\n*/\n\n' > "$hdr"

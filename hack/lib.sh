@@ -64,7 +64,8 @@ have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
 # go_build_mod NAME MODULE VERSION OUT PKG... : build PKG(s) from MODULE@VERSION
 # through a throwaway wrapper module (so the module's own replace directives do
-# not block `go install`), nice'd, static, trimmed.
+# not block `go install`), nice'd, static, trimmed. GO_EXTRA_GET: more
+# module@version pins for the wrapper (e.g. a dependency too old for this Go).
 go_build_mod() {
   local name="$1" mod="$2" ver="$3" out="$4"; shift 4
   local wd="$QSCALE_CACHE/src/$name-$ver"
@@ -74,7 +75,7 @@ go_build_mod() {
   fi
   (
     cd "$wd" &&
-      GOFLAGS="$GOFLAGS -mod=mod" "$GO" get "$mod@$ver" &&
+      GOFLAGS="$GOFLAGS -mod=mod" "$GO" get "$mod@$ver" ${GO_EXTRA_GET:-} &&
       CGO_ENABLED="${CGO_ENABLED:-0}" GOFLAGS="$GOFLAGS -mod=mod" nice -n 10 \
         "$GO" build -trimpath -ldflags "-s -w ${EXTRA_LDFLAGS:-}" -o "$out" "$@"
   )

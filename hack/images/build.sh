@@ -23,6 +23,7 @@ docker_build() {
   local tag="$1" ctx="$2" df="$3"
   printf '%s\n' "$df" > "$ctx/Dockerfile"
   run_logged "image-$(echo "$tag" | tr '/:' '__')" docker build ${QSCALE_BUILD_NETWORK:+--network "$QSCALE_BUILD_NETWORK"} -t "$tag" "$ctx"
+  rm -rf "$ctx"   # binaries are cached elsewhere; the context copy is dead weight
 }
 
 # 1. shared base for Kubernetes components: Debian + iptables & friends
