@@ -40,12 +40,22 @@ wait_ready() {
   log "DNS ok: $out"
 }
 
+# Offline path. The Kubernetes build (the longest step) runs in the background
+# while the tools, the Debian rootfs and the other Go binaries are built.
 build_node_image() {
-  if [ -n "${QSCALE_KIND_NODE_IMAGE:-}" ]; then
-    echo "$QSCALE_KIND_NODE_IMAGE"; return 0
-  fi
-  bash "$HACK_DIR/k8s-build.sh" >&2
+  local k8s_log="$LOG_DIR/k8s-build-$K8S_VERSION-outer.log" k8s_pid k8s_rc=0
+  bash "$HACK_DIR/k8s-build.sh" >"$k8s_log" 2>&1 </dev/null &
+  k8s_pid=$!
+  QSCALE_TOOLS_SKIP_KUBECTL=1 bash "$HACK_DIR/tools.sh" >&2
   bash "$HACK_DIR/images/debian.sh" >&2
+  bash "$HACK_DIR/images/go-binaries.sh" --from-source >&2
+  wait "$k8s_pid" || k8s_rc=$?
+  if [ "$k8s_rc" -ne 0 ]; then
+    tail -n 45 "$k8s_log" >&2
+    die "Kubernetes $K8S_VERSION build failed (log: $k8s_log)"
+  fi
+  cat "$k8s_log" >&2
+  bash "$HACK_DIR/tools.sh" >&2          # links kubectl now that it exists
   bash "$HACK_DIR/images/build.sh" >&2
   bash "$HACK_DIR/kind-node/build.sh"
 }
@@ -56,9 +66,14 @@ cmd_tools() {
 }
 
 cmd_up() {
-  local t0=$SECONDS
-  cmd_tools
-  local image; image="$(build_node_image | tail -n1)"
+  local t0=$SECONDS image
+  if [ -n "${QSCALE_KIND_NODE_IMAGE:-}" ]; then
+    cmd_tools
+    image="$QSCALE_KIND_NODE_IMAGE"
+  else
+    bash "$HACK_DIR/docker.sh"
+    image="$(build_node_image | tail -n1)"
+  fi
   [ -n "$image" ] || die "no node image"
   if cluster_exists; then
     # A node container that stopped (dockerd or the machine went away) is

@@ -26,7 +26,7 @@ docker_up() { timeout 20 docker info >/dev/null 2>&1; }
 docker_privileged_ok() {
   local img
   img="$(docker images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null | grep -v '<none>' | head -n1 || true)"
-  [ -n "$img" ] || return 1   # no image to probe with: decide later
+  [ -n "$img" ] || return 2   # no image to probe with
   timeout 60 docker run --rm --privileged --entrypoint /bin/true "$img" >/dev/null 2>&1 ||
     timeout 60 docker run --rm --privileged --entrypoint true "$img" >/dev/null 2>&1
 }
@@ -75,9 +75,16 @@ start_dockerd() {
 }
 
 main() {
-  if docker_up && docker_privileged_ok; then
-    log "docker: working engine with privileged containers found, leaving it alone"
-    return 0
+  if docker_up; then
+    local probe=0; docker_privileged_ok || probe=$?
+    if [ "$probe" = 0 ]; then
+      log "docker: working engine with privileged containers found, leaving it alone"
+      return 0
+    fi
+    if [ "$probe" = 2 ] && [ ! -f /var/run/qscale-dockerd.pid ]; then
+      log "docker: engine up but no image to probe privileged mode with; using it as is"
+      return 0
+    fi
   fi
   install_docker
   build_wrapper

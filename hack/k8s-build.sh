@@ -91,7 +91,7 @@ gen_openapi() {
   for m in $(cd "$WRAP" && "$GO" list -m -f '{{.Path}}' all | grep '^k8s.io/' ); do
     local mdir; mdir="$(cd "$WRAP" && "$GO" list -m -f '{{.Dir}}' "$m" 2>/dev/null)" || continue
     [ -n "$mdir" ] && [ "$m" != k8s.io/kubernetes ] || continue
-    case "$m" in k8s.io/api|k8s.io/apimachinery|k8s.io/apiextensions-apiserver|k8s.io/kube-aggregator|k8s.io/metrics|k8s.io/apiserver|k8s.io/kube-proxy|k8s.io/kube-scheduler|k8s.io/kube-controller-manager|k8s.io/kubelet|k8s.io/controller-manager|k8s.io/cloud-provider|k8s.io/component-base) ;; *) continue;; esac
+    case "$m" in k8s.io/api|k8s.io/apimachinery|k8s.io/client-go|k8s.io/kubectl|k8s.io/apiextensions-apiserver|k8s.io/kube-aggregator|k8s.io/metrics|k8s.io/apiserver|k8s.io/kube-proxy|k8s.io/kube-scheduler|k8s.io/kube-controller-manager|k8s.io/kubelet|k8s.io/controller-manager|k8s.io/cloud-provider|k8s.io/component-base) ;; *) continue;; esac
     while IFS= read -r d; do pkgs+=("$m/${d#"$mdir"/}"); done < <(
       grep -rl --include='*.go' '+k8s:openapi-gen=' "$mdir" 2>/dev/null | grep -v '/testdata/' | xargs -r -n1 dirname | sort -u | { grep -v "^$mdir\$" || true; })
   done
@@ -109,7 +109,7 @@ gen_openapi() {
 }
 
 build() {
-  local info; info="$QSCALE_CACHE/go/mod/cache/download/k8s.io/kubernetes/@v/$K8S_VERSION.info"
+  local info; info="$GOMODCACHE/cache/download/k8s.io/kubernetes/@v/$K8S_VERSION.info"
   local date; date="$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$info" 2>/dev/null)"; date="${date:-1970-01-01T00:00:00Z}"
   local commit; commit="$(sed -n 's/.*"Hash":"\([0-9a-f]*\)".*/\1/p' "$info" 2>/dev/null)"
   local ld=""

@@ -19,7 +19,10 @@ EXTRA_LDFLAGS="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
   tool helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
 tool kubeconform github.com/yannh/kubeconform "$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd/kubeconform
 
-bash "$HACK_DIR/k8s-build.sh" kubectl
-ln -sfn "$K8S_DIR/bin/kubectl" "$BIN_DIR/kubectl"
+# QSCALE_TOOLS_SKIP_KUBECTL=1: the caller builds all of Kubernetes itself
+if [ "${QSCALE_TOOLS_SKIP_KUBECTL:-0}" != 1 ]; then
+  bash "$HACK_DIR/k8s-build.sh" kubectl
+fi
+[ -x "$K8S_DIR/bin/kubectl" ] && ln -sfn "$K8S_DIR/bin/kubectl" "$BIN_DIR/kubectl"
 
-log "tools: $(for t in kind helm kubeconform kubectl; do printf '%s ' "$(readlink "$BIN_DIR/$t")"; done)"
+log "tools: $(for t in kind helm kubeconform kubectl; do printf '%s ' "$(readlink "$BIN_DIR/$t" || echo "($t pending)")"; done)"

@@ -15,6 +15,9 @@ mapfile -t LIST < <("$KUBEADM" config images list --kubernetes-version "$K8S_VER
 img_for() { printf '%s\n' "${LIST[@]}" | grep -E "/$1:" | head -n1; }
 tag_of() { echo "${1##*:}"; }
 
+# Go binaries for etcd / CoreDNS / local-path-provisioner (skipped when cached)
+bash "$HACK_DIR/images/go-binaries.sh" "$(tag_of "$(img_for etcd)")" "$(tag_of "$(img_for coredns)")"
+
 CTX_ROOT="$QSCALE_CACHE/build/images"
 mkdir -p "$CTX_ROOT"
 
@@ -64,8 +67,6 @@ ETCD_REF="$(img_for etcd)"
 if ! have_image "$ETCD_REF"; then
   ev="v$(tag_of "$ETCD_REF")"; ev="${ev%-*}"
   ctx="$CTX_ROOT/etcd"; mkdir -p "$ctx"
-  [ -x "$BIN_DIR/etcd-$ev" ] || run_logged "go-etcd-$ev" go_build_mod etcd go.etcd.io/etcd/server/v3 "$ev" "$BIN_DIR/etcd-$ev" go.etcd.io/etcd/server/v3
-  [ -x "$BIN_DIR/etcdctl-$ev" ] || run_logged "go-etcdctl-$ev" go_build_mod etcdctl go.etcd.io/etcd/etcdctl/v3 "$ev" "$BIN_DIR/etcdctl-$ev" go.etcd.io/etcd/etcdctl/v3
   cp -f "$BIN_DIR/etcd-$ev" "$ctx/etcd"; cp -f "$BIN_DIR/etcdctl-$ev" "$ctx/etcdctl"
   docker_build "$ETCD_REF" "$ctx" "FROM $KUBE_BASE
 COPY etcd etcdctl /usr/local/bin/
@@ -77,7 +78,6 @@ DNS_REF="$(img_for coredns)"
 if ! have_image "$DNS_REF"; then
   cv="$(tag_of "$DNS_REF")"
   ctx="$CTX_ROOT/coredns"; mkdir -p "$ctx"
-  [ -x "$BIN_DIR/coredns-$cv" ] || run_logged "go-coredns-$cv" go_build_mod coredns github.com/coredns/coredns "$cv" "$BIN_DIR/coredns-$cv" github.com/coredns/coredns
   cp -f "$BIN_DIR/coredns-$cv" "$ctx/coredns"
   docker_build "$DNS_REF" "$ctx" "FROM $KUBE_BASE
 COPY coredns /coredns
@@ -89,9 +89,6 @@ fi
 LPP_REF="qscale/local-path-provisioner:$LOCAL_PATH_VERSION"
 if ! have_image "$LPP_REF"; then
   ctx="$CTX_ROOT/local-path"; mkdir -p "$ctx"
-  [ -x "$BIN_DIR/local-path-provisioner-$LOCAL_PATH_VERSION" ] || run_logged "go-local-path-$LOCAL_PATH_VERSION" \
-    go_build_mod local-path-provisioner github.com/rancher/local-path-provisioner "$LOCAL_PATH_VERSION" \
-      "$BIN_DIR/local-path-provisioner-$LOCAL_PATH_VERSION" github.com/rancher/local-path-provisioner
   cp -f "$BIN_DIR/local-path-provisioner-$LOCAL_PATH_VERSION" "$ctx/local-path-provisioner"
   docker_build "$LPP_REF" "$ctx" "FROM $BASE
 COPY local-path-provisioner /usr/bin/local-path-provisioner
