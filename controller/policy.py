@@ -10,19 +10,20 @@ Why it differs from KEDA + HPA, each on purpose:
   scaler sees only the list length, so a pool busy with claimed work looks idle).
 * Scale-up jumps straight to the need in one decision (HPA adds at most x2 or +4
   pods per 15 s); `max_step_up` can cap it when a cluster cannot absorb bursts.
-* Scale-down waits for a short stabilization window (15 s base, not 300 s): with
-  in-flight work counted the signal is not blind, and an idle pod is cheap to
-  bring back (a ~10 s start). It never goes below the number of busy pods: the
-  actuator removes idle pods first, and `Decision.drain_pods` says how many busy
-  pods to stop feeding so they can leave once idle — a worker holding a task is
-  never killed.
-* Anti-flap: a small step up soon after a scale-down means the last
-  scale-in gave back capacity that was still needed; the window for *small*
-  steps then doubles (up to 2**flap_backoff_max, i.e. 240 s) and relaxes again
-  once a scale-down sticks. Large drops (a spike is over) keep the base window.
-* A failed metric read holds the current size (or a fixed fallback); it never
-  scales to zero because the metric was unavailable, and it restarts the idle
-  clock (unknown load is not idleness).
+* Scale-down waits for a short stabilization window (15 s base, not 300 s) and
+  never goes below the busy pods: the actuator removes idle pods first, and
+  `Decision.drain_pods` says how many busy pods to stop feeding so they can
+  leave once idle — a worker holding a task is never killed.
+* Anti-flap: a small step up soon after a scale-down lengthens the window for
+  *small* steps (up to 2**flap_backoff_max times) until a scale-down sticks.
+* A failed metric read holds the current size (or a fixed fallback), never
+  scales to zero, and restarts the idle clock (unknown load is not idleness).
+* Latency mode (the default) knows a new pod consumes only after its start-up
+  time d and picks the *fewest* pods that start the backlog within the target
+  wait. The same d prices idle capacity: after a burst (queue empty for d, need
+  halved) an idle pod is kept at most d before scale-in or scale-to-zero —
+  longer costs more pod-seconds than a restart, which still meets the target
+  when d <= target.
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ Details = Mapping[str, float | int | str]
 class PolicyConfig:
     """How a worker pool should be sized; validated on construction."""
 
-    mode: Mode = "queue"
+    mode: Mode = "latency"                    # falls back to queue without rates
     min_replicas: int = 1                     # 0 allowed (scale to zero)
     max_replicas: int = 10
     target_per_slot: float = 1.0              # queue mode: (ready + in_flight) per slot
-    target_wait_seconds: float = 10.0         # latency mode: expected queue wait bound
+    # Latency mode: queue wait to stay under; well above pod start-up, or every
+    # task the running pods cannot start in time needs a slot of its own.
+    target_wait_seconds: float = 30.0
     activation_threshold: int = 0             # 0 -> 1 only when ready + in_flight > this
     tolerance: float = 0.1                    # ignore changes within ±10% of current
     max_step_up: int | None = None            # None = jump straight to the need
@@ -57,6 +60,8 @@ class PolicyConfig:
     cooldown_seconds: float = 60.0            # idle this long before 1 -> 0
     on_error: OnError = "hold"
     fallback_replicas: int | None = None
+    # Pod creation -> consuming, used when the Observation carries no measured value.
+    pod_startup_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         problems = _config_problems(self)
@@ -65,36 +70,30 @@ class PolicyConfig:
 
 
 def _config_problems(cfg: PolicyConfig) -> list[str]:
-    problems: list[str] = []
-    if cfg.mode not in ("queue", "latency"):
-        problems.append(f"mode must be 'queue' or 'latency', got {cfg.mode!r}")
-    if cfg.min_replicas < 0:
-        problems.append(f"min_replicas must be >= 0, got {cfg.min_replicas}")
-    if cfg.max_replicas < max(cfg.min_replicas, 1):
-        problems.append(f"max_replicas must be >= max(min_replicas, 1), got {cfg.max_replicas}")
-    for name in ("target_per_slot", "target_wait_seconds", "tolerance",
-                 "scale_down_window_seconds", "cooldown_seconds"):
-        if not math.isfinite(getattr(cfg, name)):
-            problems.append(f"{name} must be a finite number, got {getattr(cfg, name)}")
-    if not cfg.target_per_slot > 0:
-        problems.append(f"target_per_slot must be > 0, got {cfg.target_per_slot}")
-    if not cfg.target_wait_seconds > 0:
-        problems.append(f"target_wait_seconds must be > 0, got {cfg.target_wait_seconds}")
-    if cfg.activation_threshold < 0:
-        problems.append(f"activation_threshold must be >= 0, got {cfg.activation_threshold}")
-    if not 0 <= cfg.tolerance < 1:
-        problems.append(f"tolerance must be in [0, 1), got {cfg.tolerance}")
-    if cfg.flap_backoff_max < 0:
-        problems.append(f"flap_backoff_max must be >= 0, got {cfg.flap_backoff_max}")
-    for name in ("max_step_up", "scale_down_step"):
-        value = getattr(cfg, name)
-        if value is not None and value < 1:
-            problems.append(f"{name} must be None or >= 1, got {value}")
-    for name in ("scale_down_window_seconds", "cooldown_seconds"):
-        if not getattr(cfg, name) >= 0:
-            problems.append(f"{name} must be >= 0, got {getattr(cfg, name)}")
-    if cfg.on_error not in ("hold", "fallback"):
-        problems.append(f"on_error must be 'hold' or 'fallback', got {cfg.on_error!r}")
+    floats = ("target_per_slot", "target_wait_seconds", "tolerance",
+              "scale_down_window_seconds", "cooldown_seconds", "pod_startup_seconds")
+    problems = [f"{name} must be a finite number, got {getattr(cfg, name)}"
+                for name in floats if not math.isfinite(getattr(cfg, name))]
+    checks = (
+        ("mode", cfg.mode in ("queue", "latency"), "'queue' or 'latency'"),
+        ("min_replicas", cfg.min_replicas >= 0, ">= 0"),
+        ("max_replicas", cfg.max_replicas >= max(cfg.min_replicas, 1),
+         ">= max(min_replicas, 1)"),
+        ("target_per_slot", cfg.target_per_slot > 0, "> 0"),
+        ("target_wait_seconds", cfg.target_wait_seconds > 0, "> 0"),
+        ("activation_threshold", cfg.activation_threshold >= 0, ">= 0"),
+        ("tolerance", 0 <= cfg.tolerance < 1, "in [0, 1)"),
+        ("flap_backoff_max", cfg.flap_backoff_max >= 0, ">= 0"),
+        ("max_step_up", cfg.max_step_up is None or cfg.max_step_up >= 1, "None or >= 1"),
+        ("scale_down_step", cfg.scale_down_step is None or cfg.scale_down_step >= 1,
+         "None or >= 1"),
+        ("scale_down_window_seconds", cfg.scale_down_window_seconds >= 0, ">= 0"),
+        ("cooldown_seconds", cfg.cooldown_seconds >= 0, ">= 0"),
+        ("pod_startup_seconds", cfg.pod_startup_seconds >= 0, ">= 0"),
+        ("on_error", cfg.on_error in ("hold", "fallback"), "'hold' or 'fallback'"),
+    )
+    problems += [f"{name} must be {want}, got {getattr(cfg, name)!r}"
+                 for name, ok, want in checks if not ok]
     if cfg.on_error == "fallback" and (cfg.fallback_replicas is None or cfg.fallback_replicas < 1):
         problems.append("on_error='fallback' needs fallback_replicas >= 1 "
                         "(an error must never scale to zero)")
@@ -112,6 +111,8 @@ class Observation:
     completion_rate: float | None = None      # tasks/s finished
     service_time_seconds: float | None = None  # mean service time per task
     busy_pods: int = 0                        # pods running >= 1 task
+    starting_pods: int = 0                    # pods created but not consuming yet
+    pod_startup_seconds: float | None = None  # measured creation -> Ready (None: config's)
     draining_deadline_passed: bool = False    # busy pods may be removed
     error: str | None = None                  # why the read failed (for the reason/details)
 
@@ -126,6 +127,7 @@ class History:
     flap_level: int = 0                       # scale-down window is base * 2**flap_level
     flap_level_at: float | None = None        # when flap_level last changed
     last_scale_down_at: float | None = None   # last scale-down to >= 1 replica
+    last_queued_at: float | None = None       # last time ready > 0 was seen
 
 
 @dataclass(frozen=True)
@@ -149,8 +151,7 @@ def desired_replicas(
 
     Order: demand (mode) -> 0->1 activation -> tolerance band -> up at once / down
     to the window maximum -> idle cooldown before zero -> min/max clamp -> busy-pod
-    floor. The last step that changed the number names the reason.
-    """
+    floor. The last step that changed the number names the reason."""
     if current < 0:
         raise ValueError(f"current must be >= 0, got {current}")
     if concurrency < 1:
@@ -161,15 +162,15 @@ def desired_replicas(
     ready = max(obs.ready, 0)
     in_flight = max(obs.in_flight or 0, 0)
     work = ready + in_flight
-    need, mode_used = _need(obs, ready, in_flight, concurrency, config)
+    need, mode_used = _need(obs, ready, in_flight, current, concurrency, config)
     raw = math.ceil(need - 1e-9) if need > 0 else 0
     if work > 0:
         raw = max(raw, 1)
+    startup = _startup_seconds(obs, config)
     details: dict[str, float | int | str] = {
         "ready": ready, "in_flight": in_flight, "work": work, "need": round(need, 3),
         "mode": mode_used, "current": current, "concurrency": concurrency,
-        "busy_pods": obs.busy_pods,
-    }
+        "busy_pods": obs.busy_pods, "startup_seconds": startup}
     last_active = _last_active(history, work, current, now)
     reason_cause = mode_used
 
@@ -188,17 +189,26 @@ def desired_replicas(
     level, level_at = _decayed_flap_level(history, config, now)
     window = config.scale_down_window_seconds * (1 << level)
     details["window_seconds"] = window
-    recs = _window(history.recommendations, now, window)
-    recs = (*recs, (now, proposal))
+    recs = (*_window(history.recommendations, now, window), (now, proposal))
     details["cause"] = reason_cause
+    # Latency mode, queue empty for a start-up time, at most half the pods needed and
+    # no recent flap: a burst is over. Hold its idle pods for one start-up time.
+    queued_at = now if ready > 0 else history.last_queued_at
+    base_window = config.scale_down_window_seconds
+    if (mode_used == "latency" and 2 * proposal <= current and level == 0
+            and (queued_at is None or now - queued_at >= startup)):
+        base_window = min(base_window, startup)
     desired, reason = _step(proposal, current, recs, config, details,
-                            base_cutoff=now - config.scale_down_window_seconds)
+                            base_cutoff=now - base_window)
 
     # Scale to zero only after a full cooldown with nothing ready or in flight.
     if desired == 0 and current > 0 and config.min_replicas == 0:
         idle_for = math.inf if last_active is None else now - last_active
         details["idle_seconds"] = round(idle_for, 3) if math.isfinite(idle_for) else -1
-        if work == 0 and idle_for >= config.cooldown_seconds:
+        cooldown = config.cooldown_seconds  # latency: a cold start may meet the target
+        if mode_used == "latency" and startup <= config.target_wait_seconds:
+            details["cooldown_seconds"] = cooldown = min(cooldown, startup)
+        if work == 0 and idle_for >= cooldown:
             reason = "scale-to-zero:cooldown"
         else:
             desired = 1
@@ -210,18 +220,16 @@ def desired_replicas(
     level, level_at = _flap_escalation(history, config, current, desired, now, level, level_at)
     details["flap_level"] = level
     next_history = History(
-        recommendations=recs,
-        last_active_at=last_active,
+        recommendations=recs, last_active_at=last_active,
         last_scale_at=now if desired != current else history.last_scale_at,
-        flap_level=level,
-        flap_level_at=level_at,
+        flap_level=level, flap_level_at=level_at,
         last_scale_down_at=now if 1 <= desired < current else history.last_scale_down_at,
-    )
+        last_queued_at=queued_at)
     details["proposal"] = proposal
     return Decision(desired, reason, next_history, raw, details, drain_pods=desired - wanted)
 
 
-def _need(obs: Observation, ready: int, in_flight: int, concurrency: int,
+def _need(obs: Observation, ready: int, in_flight: int, current: int, concurrency: int,
           config: PolicyConfig) -> tuple[float, str]:
     """Fractional replicas the work calls for, and which formula produced it."""
     service = obs.service_time_seconds
@@ -229,16 +237,45 @@ def _need(obs: Observation, ready: int, in_flight: int, concurrency: int,
         rate = obs.arrival_rate
         if (rate is not None and service is not None and math.isfinite(rate)
                 and math.isfinite(service) and service > 0):
-            # Little's law for the steady stream, plus enough extra slots to drain
-            # the current backlog within the target wait.
-            steady = max(rate, 0.0) * service / concurrency
-            drain = ready * service / (concurrency * config.target_wait_seconds)
-            return steady + drain, "latency"
+            return _latency_need(obs, ready, in_flight, current, concurrency, config,
+                                 max(rate, 0.0), service), "latency"
         # Rates or service time unknown (nothing finished yet) or not finite.
         mode = "queue-fallback"
     else:
         mode = "queue"
     return (ready + in_flight) / (config.target_per_slot * concurrency), mode
+
+
+def _latency_need(obs: Observation, ready: int, in_flight: int, current: int,
+                  concurrency: int, config: PolicyConfig, rate: float,
+                  service: float) -> float:
+    """The fewest pods that keep up with arrivals and start the backlog within the target.
+
+    Little's law sizes the stream; with nothing queued the busy slots bound it (a
+    trailing rate still counting a served burst must not hold pods). A consuming
+    pod's slot starts `wait / service` backlog tasks in time; a new or starting
+    one only `(max(wait - d, 0) + service) / service` (one at d, then one per
+    service time), so a target at or below d costs a slot per unreached task.
+    """
+    wait, steady = config.target_wait_seconds, rate * service / concurrency
+    if ready == 0:
+        steady = min(steady, in_flight / concurrency)
+    drain = ready * service / (concurrency * wait)
+    starting = min(max(obs.starting_pods, 0), current)
+    spare = max(current - starting - steady, 0.0)
+    if drain <= spare:
+        return steady + drain
+    beyond_running = ready - spare * concurrency * wait / service
+    per_new_pod = concurrency * (max(wait - _startup_seconds(obs, config), 0.0)
+                                 + service) / service
+    return steady + spare + beyond_running / per_new_pod
+
+
+def _startup_seconds(obs: Observation, config: PolicyConfig) -> float:
+    """The measured pod start-up time when it is usable, else the configured one."""
+    measured = obs.pod_startup_seconds
+    usable = measured is not None and math.isfinite(measured) and measured >= 0
+    return measured if usable and measured is not None else config.pod_startup_seconds
 
 
 def _last_active(history: History, work: int, current: int, now: float) -> float | None:
@@ -263,9 +300,7 @@ def _decayed_flap_level(history: History, config: PolicyConfig,
     stuck = (down_at is not None and down_at == history.last_scale_at
              and (level_at is None or level_at < down_at)
              and now - down_at >= _flap_horizon(config))
-    if level > 0 and stuck:
-        return level - 1, now
-    return level, level_at
+    return (level - 1, now) if level > 0 and stuck else (level, level_at)
 
 
 def _flap_escalation(history: History, config: PolicyConfig, current: int, desired: int,
@@ -273,9 +308,8 @@ def _flap_escalation(history: History, config: PolicyConfig, current: int, desir
                      ) -> tuple[int, float | None]:
     """A small step up soon after a step down: we gave back capacity we needed.
 
-    Jump to a window long enough to have covered the gap between the two moves
-    (at least one level up), so noise cannot walk the pool up and down repeatedly.
-    """
+    Jump to a window that would have covered the gap between the two moves (at
+    least one level up), so noise cannot walk the pool up and down repeatedly."""
     down_at = history.last_scale_down_at
     if not (1 <= current < desired <= current + _small_step(current, config)
             and down_at is not None and now - down_at < _flap_horizon(config)
@@ -302,17 +336,14 @@ def _step(proposal: int, current: int, recs: tuple[tuple[float, int], ...],
     """Move from current toward the proposal: up at once, down only when stable.
 
     A large drop uses the base window; a small one (the kind noise makes) must also
-    hold over the flap-extended window, so a flapping pool stops flapping without
-    slowing the scale-in after a real spike.
-    """
-    cause = details["cause"]
+    hold over the flap-extended window, so flapping stops without slowing scale-in."""
     if proposal > current:
         if config.max_step_up is not None and proposal - current > config.max_step_up:
             details["step_limited"] = proposal
-            return current + config.max_step_up, f"scale-up:{cause}"
-        return proposal, f"scale-up:{cause}"
+            return current + config.max_step_up, f"scale-up:{details['cause']}"
+        return proposal, f"scale-up:{details['cause']}"
     if proposal == current:
-        if cause == "below-activation":
+        if details["cause"] == "below-activation":
             return current, "hold:below-activation"
         return current, "hold:tolerance" if details.get("within_tolerance") else "hold:steady"
     stabilized = max((r for t, r in recs if t > base_cutoff), default=proposal)
@@ -337,10 +368,8 @@ def _clamp(desired: int, reason: str, config: PolicyConfig) -> tuple[int, str]:
 
 
 def _busy_floor(desired: int, reason: str, current: int, obs: Observation) -> tuple[int, str]:
-    """Never shrink below the pods holding tasks, unless their drain deadline passed.
-
-    Capped at `current` so the floor can only stop a scale-down, never cause a scale-up.
-    """
+    """Never below the pods holding tasks (unless their drain deadline passed); capped
+    at `current`, so the floor can only stop a scale-down, never cause a scale-up."""
     floor = min(max(obs.busy_pods, 0), current)
     if not obs.draining_deadline_passed and desired < floor:
         return floor, "floor:busy-pods"
@@ -352,8 +381,7 @@ def _on_metrics_error(obs: Observation, current: int, config: PolicyConfig,
     """A failed read holds (or falls back); it never scales to zero on missing data."""
     details: dict[str, float | int | str] = {
         "current": current,
-        "error": obs.error or ("ready depth missing" if obs.ok else "read failed"),
-    }
+        "error": obs.error or ("ready depth missing" if obs.ok else "read failed")}
     if config.on_error == "fallback" and config.fallback_replicas is not None:
         desired = min(max(config.fallback_replicas, config.min_replicas, 1), config.max_replicas)
         reason = "fallback:metrics-error"
@@ -366,9 +394,7 @@ def _on_metrics_error(obs: Observation, current: int, config: PolicyConfig,
     window = config.scale_down_window_seconds * (1 << history.flap_level)
     recs = _window(history.recommendations, now, window)
     next_history = replace(
-        history,
-        recommendations=(*recs, (now, desired)),
+        history, recommendations=(*recs, (now, desired)),
         last_active_at=now if current > 0 else history.last_active_at,
-        last_scale_at=now if desired != current else history.last_scale_at,
-    )
+        last_scale_at=now if desired != current else history.last_scale_at)
     return Decision(desired, reason, next_history, desired, details)

@@ -60,6 +60,8 @@ class ClusterView:
     arrival_rate: float       # tasks/s over the trailing window
     completion_rate: float    # tasks/s over the trailing window
     service_time: float | None  # mean service time of the last N finished tasks
+    starting_pods: int = 0    # spec pods created but not consuming yet
+    pod_startup_seconds: float | None = None  # measured creation -> consuming
 
 
 @dataclass(frozen=True)
@@ -317,7 +319,9 @@ class PoolModel:
         return ClusterView(
             now=self.now, ready=len(self.queue), in_flight=in_flight, replicas=len(spec),
             busy_pods=busy, arrival_rate=float(hi - lo) / window,
-            completion_rate=len(self.finished) / window, service_time=service)
+            completion_rate=len(self.finished) / window, service_time=service,
+            starting_pods=sum(1 for pid in spec if self.pods[pid].state == _STARTING),
+            pod_startup_seconds=self.config.startup_seconds)
 
     def _sample(self) -> None:
         s = self.samples

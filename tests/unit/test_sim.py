@@ -135,6 +135,16 @@ def _busy_at_27(drain: int) -> int:
     return next(v.busy_pods for v in scaler.seen if v.now == 27.0)
 
 
+def test_view_reports_starting_pods_and_the_start_up_time() -> None:
+    """The policy's start-up-aware sizing sees what a controller reads from pods."""
+    scaler = Scripted([(0, 2, 0)], removal="idle-first", grace_seconds=float("inf"))
+    simulate(_long_tasks(), scaler)
+    by_time = {v.now: v for v in scaler.seen}
+    assert (by_time[1.0].replicas, by_time[1.0].starting_pods) == (2, 2)
+    assert by_time[10.0].starting_pods == 0  # consuming from t=10 (SimConfig default)
+    assert by_time[1.0].pod_startup_seconds == 10.0
+
+
 def test_drained_pod_takes_no_new_work() -> None:
     assert _busy_at_27(drain=0) == 1  # pod 0 takes the t=25 task itself
     assert _busy_at_27(drain=1) == 2  # pod 0 is draining: the task goes to pod 1
