@@ -155,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     for round_no in range(1, args.repeat + 1):
         print(f"round {round_no}/{args.repeat}: {len(cases)} runs", flush=True)
         runs.extend(run_case(case, targets, args.timeout) for case in cases)
+        if round_no < args.repeat:  # keep what finished if a later round is interrupted
+            report.write_json(args.out / "partial.json",
+                              {"meta": {"processes": args.processes, "partial": True},
+                               "runs": [r.to_json() for r in runs]})
     meta = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "duration_s": round(time.time() - started, 1),
