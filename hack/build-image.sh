@@ -55,7 +55,9 @@ build_wheelhouse() {
   rm -f "$wh"/qscale-*.whl
   rm -rf "$REPO_ROOT/build/lib"   # setuptools' stale copy would resurrect deleted modules
   log "wheelhouse: pip wheel . -> dist/wheelhouse"
-  "$PY" -m pip wheel --quiet --disable-pip-version-check --find-links "$wh" -w "$wh" . >"$REPO_ROOT/dist/wheelhouse.log" 2>&1 \
+  # Fixed zip timestamps: an unchanged tree gives a byte-identical wheel, so docker's
+  # layer cache and `kind load` (which skips an image ID the node has) both hit.
+  SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-315532800}" "$PY" -m pip wheel --quiet --disable-pip-version-check --find-links "$wh" -w "$wh" . >"$REPO_ROOT/dist/wheelhouse.log" 2>&1 \
     || die "pip wheel failed (is the package index reachable for new dependencies?)"
   ls "$wh"/qscale-"$VERSION"-*.whl >/dev/null 2>&1 || die "no qscale-$VERSION wheel in $wh"
   # pip resolved the markers for the host's Python; Debian bookworm's is 3.11.2, so add
@@ -118,6 +120,9 @@ load() {  # image
 }
 
 mkdir -p "$REPO_ROOT/dist"
+# One build at a time per checkout: the wheelhouse and the tags are shared.
+exec 9>"$REPO_ROOT/dist/.build-image.lock"
+flock 9
 for name in "${NAMES[@]}"; do
   case "$name" in
     qscale)

@@ -33,10 +33,15 @@ def _version() -> str:
         return str(tomllib.load(fh)["project"]["version"])
 
 
+_LOADED: list[str] = []  # images already built and loaded by this test session
+
+
 @pytest.fixture(scope="module")
 def images(kube_cluster: KubeCluster) -> list[str]:
     """The chart's images loaded into kind: qscale rebuilt from this tree (cached layers
     make that quick), the Debian-package images built only when missing."""
+    if _LOADED:
+        return list(_LOADED)
     tags = [f"{name}:{_version()}" for name in IMAGES]
     missing = [name for name, tag in zip(IMAGES, tags, strict=True)
                if name == "qscale" or subprocess.run(
@@ -48,6 +53,7 @@ def images(kube_cluster: KubeCluster) -> list[str]:
         if result.returncode != 0:
             pytest.fail(f"image build failed: {result.stderr[-2000:]}", pytrace=False)
     kube_cluster.load_image(*tags, timeout=900)
+    _LOADED.extend(tags)
     return tags
 
 
