@@ -43,9 +43,30 @@ bash hack/cluster.sh up || die "make cluster failed (logs: \${QSCALE_CACHE:-/var
 # shellcheck disable=SC1091
 source hack/env.sh
 
-say "2/5 images (hack/build-image.sh --load all; cached)"
-bash hack/build-image.sh --load all || die "image build or load failed"
-image_id="$(docker image inspect -f '{{.Id}}' qscale:dev)" || die "qscale:dev is missing"
+say "2/5 images (hack/build-image.sh all, Docker-cached; loaded into kind unless already there)"
+bash hack/build-image.sh all || die "image build failed"
+VERSION="$(awk '/^appVersion:/ {gsub(/"/, "", $2); print $2}' helm/qscale/Chart.yaml)"
+NODE="${QSCALE_CLUSTER_NAME:-qscale}-control-plane"
+# True when the node's containerd already holds this exact image (same config digest
+# as Docker's image id): `kind load` cannot tell here (no crictl) and reloads every time.
+on_node() {
+  local id digest config
+  id="$(docker image inspect -f '{{.Id}}' "$1")" || return 1
+  digest="$(docker exec "$NODE" ctr -n k8s.io images ls "name==docker.io/library/$1" \
+            | awk 'NR == 2 {print $3}')"
+  [ -n "$digest" ] || return 1
+  config="$(docker exec "$NODE" ctr -n k8s.io content get "$digest" \
+            | python3 -c 'import json, sys; print(json.load(sys.stdin)["config"]["digest"])')" || return 1
+  [ "$config" = "$id" ]
+}
+for image in qscale qscale-redis qscale-rabbitmq qscale-prometheus; do
+  if on_node "$image:$VERSION"; then
+    say "   $image:$VERSION already in the cluster"
+  else
+    bash hack/cluster.sh load "$image:$VERSION" || die "loading $image:$VERSION into kind failed"
+  fi
+done
+image_id="$(docker image inspect -f '{{.Id}}' "qscale:$VERSION")" || die "qscale:$VERSION is missing"
 
 say "3/5 helm upgrade --install $RELEASE (broker $BROKER) in namespace $NAMESPACE"
 values="$(mktemp)"

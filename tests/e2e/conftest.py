@@ -1,20 +1,21 @@
 """Fixtures of the end-to-end suite: images built and loaded, one release per broker.
 
-`e2e_image` runs the repo's own build (`hack/build-image.sh --load all`: qscale,
-qscale-redis, qscale-rabbitmq, qscale-prometheus, cached by Docker and skipped by
-`kind load` when already on the node) and then builds `qscale-e2e:<hash>` FROM
-qscale with the tests' task module. `release` is parametrized over both brokers
-at session scope, so pytest installs each broker's release once, runs every test
-against it, and tears it down before the next broker's install. Anything missing
-fails the run; nothing skips.
+`e2e_image` runs the repo's own build (`hack/build-image.sh all`: qscale,
+qscale-redis, qscale-rabbitmq, qscale-prometheus, cached by Docker), builds
+`qscale-e2e:<hash>` FROM qscale with the tests' task module, and loads into kind
+(`hack/cluster.sh load`) each image the releases use that the node lacks.
+`release` is parametrized over both brokers at session scope, so pytest installs
+each broker's release once, runs every test against it, and tears it down before
+the next broker's install. Anything missing fails the run; nothing skips.
 
-QSCALE_E2E_SKIP_BUILD=1 reuses the images already built (still checked and loaded);
+QSCALE_E2E_SKIP_BUILD=1 reuses the images already built (still checked, loaded if missing);
 QSCALE_E2E_KEEP=1 leaves the releases installed after the run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -26,7 +27,8 @@ from tests.e2e.release import Release
 from tests.plugins.kind import REPO_ROOT, KubeCluster, _paused_alarm
 
 IMAGE_DIR = Path(__file__).parent / "image"
-CHART_IMAGES = ("qscale", "qscale-redis", "qscale-rabbitmq", "qscale-prometheus")
+# What the e2e releases run: workers, controller and test pod use the e2e image.
+RELEASE_IMAGES = ("qscale-redis", "qscale-rabbitmq", "qscale-prometheus")
 BROKERS = [pytest.param("redis", marks=pytest.mark.redis, id="redis"),
            pytest.param("rabbitmq", marks=pytest.mark.rabbitmq, id="rabbitmq")]
 
@@ -48,6 +50,27 @@ def _image_id(tag: str, env: dict[str, str]) -> str:
                 f"docker image inspect {tag} (is it built?)").strip()
 
 
+def _on_node(cluster: KubeCluster, image: str, env: dict[str, str]) -> bool:
+    """Whether the node's containerd holds exactly this image (config digest = Docker id).
+
+    `kind load` cannot tell on this node (no crictl) and would reload every time.
+    """
+    node = f"{cluster.name}-control-plane"
+    listing = subprocess.run(["docker", "exec", node, "ctr", "-n", "k8s.io", "images", "ls",
+                              f"name==docker.io/library/{image}"], capture_output=True,
+                             text=True, check=False, timeout=60).stdout.splitlines()
+    if len(listing) < 2:
+        return False
+    manifest = subprocess.run(["docker", "exec", node, "ctr", "-n", "k8s.io", "content", "get",
+                               listing[1].split()[2]], capture_output=True, text=True,
+                              check=False, timeout=60).stdout
+    try:
+        config = json.loads(manifest)["config"]["digest"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return bool(config == _image_id(image, env))
+
+
 def _chart_version() -> str:
     for line in (REPO_ROOT / "helm" / "qscale" / "Chart.yaml").read_text().splitlines():
         if line.startswith("appVersion:"):
@@ -62,10 +85,7 @@ def e2e_image(kube_cluster: KubeCluster) -> str:
     version = _chart_version()
     with _paused_alarm():
         if os.environ.get("QSCALE_E2E_SKIP_BUILD") != "1":
-            _run(["bash", "hack/build-image.sh", "--load", "all"], env, 3600,
-                 "hack/build-image.sh --load all")
-        else:
-            kube_cluster.load_image(*(f"{name}:{version}" for name in CHART_IMAGES))
+            _run(["bash", "hack/build-image.sh", "all"], env, 3600, "hack/build-image.sh all")
         digest = hashlib.sha256(_image_id(f"qscale:{version}", env).encode())
         for path in sorted(IMAGE_DIR.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
@@ -78,7 +98,9 @@ def e2e_image(kube_cluster: KubeCluster) -> str:
             _run(["docker", "build", "--build-arg", f"BASE_IMAGE=qscale:{version}",
                   "-t", image, str(IMAGE_DIR)], {**env, "DOCKER_BUILDKIT": "0"}, 600,
                  f"docker build {image}")
-        kube_cluster.load_image(image)
+        for name in (*(f"{n}:{version}" for n in RELEASE_IMAGES), image):
+            if not _on_node(kube_cluster, name, env):
+                kube_cluster.load_image(name)
     return image
 
 

@@ -182,7 +182,10 @@ class Release:
         return json.loads(out.strip().splitlines()[-1])
 
     def enqueue(self, run: str, count: int, seconds: float) -> None:
-        self.probe("enqueue", run, str(count), str(seconds), "--queue", QUEUE)
+        began = time.monotonic()
+        sent = self.probe("enqueue", run, str(count), str(seconds), "--queue", QUEUE)
+        print(f"[{self.broker}] enqueued {count} x {seconds}s ({run}): publish "
+              f"{sent['seconds']}s, exec {time.monotonic() - began:.1f}s")
 
     def verify(self, run: str, events: bool = False) -> dict[str, Any]:
         report: dict[str, Any] = self.probe("verify", run, *(["--events"] if events else []))

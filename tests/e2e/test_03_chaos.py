@@ -51,7 +51,7 @@ def _wait_for_progress(release: Release, timeline: Timeline, pods: int) -> None:
 
 def test_worker_pods_deleted_and_killed_lose_nothing(release: Release) -> None:
     run = f"kill-{uuid.uuid4().hex[:8]}"
-    count = 1200
+    count = 800
     with Timeline(release, "worker-kills") as timeline:
         release.enqueue(run, count, TASK_SECONDS)
         _wait_for_progress(release, timeline, pods=3)
@@ -71,7 +71,7 @@ def test_worker_pods_deleted_and_killed_lose_nothing(release: Release) -> None:
 
 def test_broker_pod_deleted_loses_nothing(release: Release) -> None:
     run = f"broker-{uuid.uuid4().hex[:8]}"
-    count = 800
+    count = 500
     with Timeline(release, "broker-restart") as timeline:
         release.enqueue(run, count, TASK_SECONDS)
         _wait_for_progress(release, timeline, pods=2)

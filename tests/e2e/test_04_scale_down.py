@@ -1,11 +1,11 @@
 """Scale-down while long tasks run: idle pods go first, no long task is interrupted.
 
-A burst of short tasks with a few 45 s tasks in the middle pushes the pool to its
-maximum; once the short ones are done the load drops to the long tasks alone and
-the controller scales down while they still run. Each long task must run exactly
-once (one start, one finish, on one pod): a busy pod picked for removal would
-drain for only 10 s, its task would be killed and redelivered, and show up here
-as a second start.
+A burst of short tasks pushes the pool to its maximum; once it is scaling, a few
+60 s tasks join. When the short ones are done the load drops to the long tasks
+alone (on at most 3 of the 5 pods) and the controller scales down while they run.
+Each long task must run exactly once (one start, one finish, on one pod): a busy
+pod picked for removal would drain for only 10 s, its task would be killed and
+redelivered, and show up here as a second start.
 """
 
 from __future__ import annotations
@@ -14,23 +14,24 @@ import uuid
 
 import pytest
 
-from tests.e2e.release import MIN_REPLICAS, Release
+from tests.e2e.release import MIN_REPLICAS, Release, wait_until
 from tests.e2e.timeline import Timeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.k8s, pytest.mark.slow]
 
 LONG_TASKS = 3
-LONG_SECONDS = 45.0
-SHORT_BEFORE, SHORT_AFTER, SHORT_SECONDS = 150, 350, 0.2
+LONG_SECONDS = 60.0
+SHORTS, SHORT_SECONDS = 400, 0.2
 
 
 def test_scale_down_spares_busy_pods(release: Release) -> None:
     release.wait_replicas(MIN_REPLICAS, timeout=180)
     short_run, long_run = (f"{kind}-{uuid.uuid4().hex[:8]}" for kind in ("short", "long"))
     with Timeline(release, "scale-down") as timeline:
-        release.enqueue(short_run, SHORT_BEFORE, SHORT_SECONDS)
+        release.enqueue(short_run, SHORTS, SHORT_SECONDS)
+        wait_until(lambda: (release.deployment()["status"].get("readyReplicas") or 0) >= 2,
+                   timeout=180, interval=2, what="the pool to scale up")
         release.enqueue(long_run, LONG_TASKS, LONG_SECONDS)
-        release.enqueue(short_run, SHORT_AFTER, SHORT_SECONDS)
         shorts = release.wait_all_finished(short_run, timeout=300)
         longs = release.wait_all_finished(long_run, timeout=300)
         release.wait_replicas(MIN_REPLICAS, timeout=180)

@@ -117,10 +117,11 @@ class Timeline:
 
         t = [s.t for s in self.samples]
         fig, depth_axis = plt.subplots(figsize=(10, 4.5))
-        depth_axis.plot(t, [s.ready or 0 for s in self.samples], label="ready depth",
-                        color="tab:blue")
-        depth_axis.plot(t, [s.in_flight or 0 for s in self.samples], label="in flight",
-                        color="tab:orange")
+        gap = float("nan")  # the controller could not read the broker: no value, no line
+        depth_axis.plot(t, [gap if s.ready is None else s.ready for s in self.samples],
+                        label="ready depth", color="tab:blue")
+        depth_axis.plot(t, [gap if s.in_flight is None else s.in_flight for s in self.samples],
+                        label="in flight", color="tab:orange")
         depth_axis.set_xlabel("seconds")
         depth_axis.set_ylabel("tasks")
         replica_axis = depth_axis.twinx()
