@@ -66,6 +66,7 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
     except Exception as exc:
         raise ConfigError(f"--kubeconfig/KUBECONFIG: cannot load Kubernetes credentials: "
                           f"{exc}") from None
+    cfg.connection_pool_maxsize = 32  # pod /state reads run 16 in parallel, plus watches
     return client.ApiClient(cfg)
 
 
