@@ -352,6 +352,7 @@ def _cost_of(pod: dict[str, Any]) -> int:
     return int(annotations.get("controller.kubernetes.io/pod-deletion-cost", "-1"))
 
 
+@pytest.mark.slow
 def test_idle_pods_go_first_busy_pods_floor_the_scale_down(
         kube_cluster: KubeCluster, ns: str, api: client.ApiClient, python_image: str,
         controller: Controller) -> None:
@@ -457,6 +458,7 @@ def test_edit_takes_effect_on_next_tick(kube_cluster: KubeCluster, ns: str,
     drain(queue)
 
 
+@pytest.mark.slow
 def test_leader_election_one_acts_and_failover(kube_cluster: KubeCluster, api: client.ApiClient,
                                                tmp_path: Path) -> None:
     ns2 = f"qsc-le-{uuid.uuid4().hex[:6]}"
@@ -537,6 +539,7 @@ def _run_once(cluster: KubeCluster, ns: str, queue: str, *flags: str) -> str:
     return proc.stderr
 
 
+@pytest.mark.slow
 def test_single_pool_from_env_and_dry_run(kube_cluster: KubeCluster, ns: str) -> None:
     queue = f"k8s-env-{uuid.uuid4().hex[:6]}"
     apply(kube_cluster, ns, deployment("single", 1))
