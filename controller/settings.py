@@ -12,13 +12,20 @@ import socket
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.errors import ConfigError
 
 ENV_PREFIX = "QSCALE_CONTROLLER_"
 _BROKER_SCHEMES = ("redis", "rediss", "unix", "amqp", "amqps", "pyamqp")
+
+
+def _comma_list(value: object) -> object:
+    """`a, b,c` from the environment -> ("a", "b", "c")."""
+    if isinstance(value, str):
+        return tuple(filter(None, (part.strip() for part in value.split(","))))
+    return value
 
 
 class ControllerSettings(BaseSettings):
@@ -34,7 +41,8 @@ class ControllerSettings(BaseSettings):
     # -- single-pool (env) mode --
     pool_name: str = "default"
     broker_url: str = ""
-    queues: Annotated[tuple[str, ...], NoDecode] = ("default",)
+    queues: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list),
+                      Field(min_length=1)] = ("default",)
     deployment: str = ""
     concurrency: Annotated[int, Field(ge=1, le=1024)] = 1
     mode: Literal["queue", "latency"] = "queue"
@@ -70,22 +78,10 @@ class ControllerSettings(BaseSettings):
     status_min_interval_seconds: Annotated[float, Field(ge=0)] = 1.0
     http_host: str = "0.0.0.0"
     http_port: Annotated[int, Field(ge=0, le=65535)] = 8081
-    log_level: str = "INFO"
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                         BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)
+                         ] = "INFO"
     log_format: Literal["kv", "json"] = "kv"
-
-    @field_validator("queues", mode="before")
-    @classmethod
-    def _split_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
-
-    @field_validator("queues")
-    @classmethod
-    def _queues_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("at least one queue is required")
-        return value
 
     @field_validator("broker_url")
     @classmethod
@@ -93,14 +89,6 @@ class ControllerSettings(BaseSettings):
         if value:
             check_broker_url(value)
         return value
-
-    @field_validator("log_level")
-    @classmethod
-    def _level(cls, value: str) -> str:
-        level = value.upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ValueError(f"unknown log level {value!r}")
-        return level
 
     @model_validator(mode="after")
     def _consistent(self) -> ControllerSettings:
