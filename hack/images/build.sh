@@ -52,7 +52,7 @@ PAUSE_REF="$(img_for pause)"
 if ! have_image "$PAUSE_REF"; then
   kdir="$("$GO" mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
   ctx="$CTX_ROOT/pause"; mkdir -p "$ctx"
-  command -v gcc >/dev/null || run_logged apt-gcc apt-get install -y -q gcc libc6-dev
+  command -v gcc >/dev/null && [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || run_logged apt-gcc bash -c 'apt-get update -q && apt-get install -y -q gcc libc6-dev'
   run_logged pause-gcc gcc -Os -Wall -Werror -static -DVERSION="$(tag_of "$PAUSE_REF")-qscale" \
     -o "$ctx/pause" "$kdir/build/pause/linux/pause.c"
   strip "$ctx/pause"
