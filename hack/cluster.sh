@@ -103,6 +103,11 @@ YAML
     run_logged "kind-create-$CLUSTER_NAME" "$KIND" create cluster --name "$CLUSTER_NAME" --image "$image" \
       --kubeconfig "$KUBECONFIG_FILE" --config "$cfg" --wait 0s
   fi
+  if [ -n "${QSCALE_KIND_NODE_IMAGE:-}" ]; then
+    # a stock node image lacks our base image (used by the DNS probe, tests, charts)
+    bash "$HACK_DIR/images/debian.sh" >&2
+    "$KIND" load docker-image --name "$CLUSTER_NAME" "qscale/debian:$DEBIAN_SUITE" >&2
+  fi
   wait_ready
   log "cluster $CLUSTER_NAME ready in $((SECONDS - t0))s; KUBECONFIG=$KUBECONFIG_FILE (source hack/env.sh)"
 }
