@@ -25,7 +25,9 @@ docker_up() { timeout 20 docker info >/dev/null 2>&1; }
 # A privileged container that can start needs no help from us.
 docker_privileged_ok() {
   local img
-  img="$(docker images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null | grep -v '<none>' | head -n1 || true)"
+  if docker image inspect "$PROBE_IMAGE" >/dev/null 2>&1; then img="$PROBE_IMAGE"; else
+    img="$(docker images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null | grep -v -e '<none>' -e '/pause:' | head -n1 || true)"
+  fi
   [ -n "$img" ] || return 2   # no image to probe with
   timeout 60 docker run --rm --privileged --entrypoint /bin/true "$img" >/dev/null 2>&1 ||
     timeout 60 docker run --rm --privileged --entrypoint true "$img" >/dev/null 2>&1
