@@ -28,12 +28,19 @@ within its timeout, other calls fail fast). RabbitMQ redelivers
 whatever the lost channel held, so deliveries from it are stale: acking,
 retrying or dead-lettering them is skipped with a log line, because the message
 will come again (flagged redelivered).
+
+No redelivery cap (Redis has QSCALE_MAX_REDELIVERIES): classic queues flag a
+message as redelivered without counting, so one whose run gets the whole pod
+killed (OOM) keeps coming back. Quorum queues count deliveries (x-delivery-count);
+qscale does not declare them (yet).
+
+Deliveries are parsed straight from the read-ahead buffer (AmqpSession's fast
+path) and acks are packed by hand over plain TCP; py-amqp handles everything else.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 import uuid
@@ -45,6 +52,19 @@ from typing import Any
 
 from amqp.exceptions import PreconditionFailed
 
+from worker.brokers._amqp_layout import (
+    HEADER_PREFIX,
+    MAX_PRIORITY_ENV,
+    MAX_TTL_MS,
+    as_bytes,
+    check_priority,
+    dead_letter_of,
+    dead_queue,
+    delay_bucket_ms,
+    delay_queue,
+    max_priority_from_env,
+    queue_arguments,
+)
 from worker.brokers._amqp_session import DRAIN_SLICE, AmqpSession
 from worker.brokers._rabbitmq_api import ManagementApi, api_url_from_amqp, vhost_from_amqp
 from worker.brokers.base import Broker, DeadLetter, Delivery, QueueStats
@@ -52,47 +72,9 @@ from worker.errors import BrokerUnavailable, ConfigError
 
 log = logging.getLogger(__name__)
 
-MAX_PRIORITY_ENV = "QSCALE_MAX_PRIORITY"
 REDECLARE_AFTER = 30.0      # seconds; keeps a delay bucket from expiring under us
-MAX_TTL_MS = 2**32 - 1
 CONFIRM_WINDOW = 2000       # publish_many drains confirms every this many messages
-HEADER_PREFIX = "x-qscale-"
-
-
-def queue_arguments(max_priority: int) -> dict[str, Any] | None:
-    """The declaration arguments of a work queue (every client must use the same)."""
-    return {"x-max-priority": max_priority} if max_priority else None
-
-
-def max_priority_from_env() -> int:
-    """QSCALE_MAX_PRIORITY for clients that are not given settings (CLI, controller)."""
-    raw = os.environ.get(MAX_PRIORITY_ENV, "").strip() or "0"
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 9:
-        raise ConfigError(f"{MAX_PRIORITY_ENV}: must be an integer 0-9, got {raw!r}")
-    return value
-
-
-def dead_queue(queue: str) -> str:
-    return f"{queue}.dead"
-
-
-def delay_bucket_ms(delay: float) -> int:
-    """The smallest bucket of 1, 2, 3, 4, 6, 8, 12, 16 ... ms that is >= `delay`."""
-    want = max(1, math.ceil(delay * 1000))
-    bucket = 1
-    while bucket < want:
-        if bucket >= 2 and bucket * 3 // 2 >= want:
-            return min(bucket * 3 // 2, MAX_TTL_MS)
-        bucket *= 2
-    return min(bucket, MAX_TTL_MS)
-
-
-def delay_queue(queue: str, bucket_ms: int) -> str:
-    return f"qscale.delay.{queue}.{bucket_ms}"
+__all__ = ["AmqpBroker", "dead_queue", "delay_bucket_ms", "delay_queue"]
 
 
 class AmqpBroker(Broker):
@@ -109,6 +91,7 @@ class AmqpBroker(Broker):
         api = management_url or os.environ.get("QSCALE_RABBITMQ_API") or api_url_from_amqp(url)
         self._api = ManagementApi(api, vhost_from_amqp(url))
         self._session = AmqpSession(url, f"qscale {self.consumer_id}")
+        self._session.on_delivery = self._on_delivery
         self._reset_channel_state()
         try:  # connect eagerly so connected() is meaningful from the start
             self._session.ensure(0.0)
@@ -118,6 +101,7 @@ class AmqpBroker(Broker):
     def _reset_channel_state(self) -> None:
         """Forget everything tied to the old channel (its tags are meaningless now)."""
         self._consumers: dict[str, str] = {}  # queue -> consumer tag
+        self._queue_of: dict[str, str] = {}   # consumer tag -> queue
         self._buffers: dict[str, deque[Delivery]] = {}
         self._outstanding: set[int] = set()
         self._declared: dict[str, float] = {}
@@ -180,7 +164,7 @@ class AmqpBroker(Broker):
 
     def publish(self, queue: str, body: bytes, *, delay: float = 0.0,
                 priority: int | None = None) -> None:
-        _check_priority(priority)
+        check_priority(priority)
         with self._op("publish"):
             self._declare_queue(queue)
             target = self._declare_bucket(queue, delay) if delay > 0 else queue
@@ -203,12 +187,25 @@ class AmqpBroker(Broker):
         body = message.body
         if isinstance(body, str):
             body = body.encode("utf-8")
-        tag = int(message.delivery_tag)
-        priority = int(message.properties.get("priority") or 0)
+        self._buffer(queue, int(message.delivery_tag),
+                     bool(message.delivery_info.get("redelivered", False)),
+                     int(message.properties.get("priority") or 0), bytes(body))
+
+    def _on_delivery(self, consumer_tag: str, tag: int, redelivered: bool, priority: int,
+                     body: bytes) -> bool:
+        """The session's fast path (whole deliveries parsed straight from the buffer)."""
+        queue = self._queue_of.get(consumer_tag)
+        if queue is None or self._consumers.get(queue) != consumer_tag:
+            return False  # a cancelled consumer's: py-amqp's own handling applies
+        self._buffer(queue, tag, redelivered, priority, body)
+        return True
+
+    def _buffer(self, queue: str, tag: int, redelivered: bool, priority: int,
+                body: bytes) -> None:
         self._outstanding.add(tag)
         self._buffers.setdefault(queue, deque()).append(Delivery(
-            queue=queue, body=bytes(body), tag=f"{self._session.generation}.{tag}.{priority}",
-            redelivered=bool(message.delivery_info.get("redelivered", False))))
+            queue=queue, body=body, tag=f"{self._session.generation}.{tag}.{priority}",
+            redelivered=redelivered))
 
     def _consume(self, queues: Sequence[str], max_count: int) -> None:
         channel = self._session.channel
@@ -229,9 +226,11 @@ class AmqpBroker(Broker):
 
     def _subscribe(self, queue: str) -> str:
         """Start consuming `queue` with manual acks; returns the consumer tag."""
-        return str(self._session.channel.basic_consume(
+        tag = str(self._session.channel.basic_consume(
             queue, consumer_tag=f"qscale.{self.consumer_id}.{uuid.uuid4().hex[:8]}",
             no_ack=False, callback=partial(self._on_message, queue)))
+        self._queue_of[tag] = queue
+        return tag
 
     def _buffered(self, queues: Sequence[str]) -> int:
         return sum(len(self._buffers.get(q, ())) for q in queues)
@@ -272,19 +271,19 @@ class AmqpBroker(Broker):
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
             return
-        with self._op("ack") as channel:
+        with self._op("ack"):
             tags = sorted(t[0] for d in deliveries if (t := self._live_tag(d)))
+            if not tags:
+                return
             pending = sorted(self._outstanding)
             prefix = 0  # acked tags that are exactly the oldest outstanding ones
             while prefix < len(tags) and tags[prefix] == pending[prefix]:
                 prefix += 1
-            with self._session.corked():
-                if prefix >= 2:
-                    channel.basic_ack(tags[prefix - 1], multiple=True)
-                else:
-                    prefix = 0
-                for tag in tags[prefix:]:
-                    channel.basic_ack(tag)
+            if prefix < 2:
+                prefix = 0
+            acks = [(tags[prefix - 1], True)] if prefix else []
+            acks += [(tag, False) for tag in tags[prefix:]]
+            self._session.send_acks(acks)
             self._outstanding.difference_update(tags)
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
@@ -369,7 +368,7 @@ class AmqpBroker(Broker):
             got = self._get_dead(queue, limit)
             for message in got:
                 channel.basic_reject(message.delivery_tag, requeue=True)
-        return [_dead_letter_of(queue, m) for m in got]
+        return [dead_letter_of(queue, m) for m in got]
 
     def requeue_dead(self, queue: str, limit: int | None = None) -> int:
         moved = 0
@@ -380,7 +379,7 @@ class AmqpBroker(Broker):
                 want = CONFIRM_WINDOW if limit is None else min(CONFIRM_WINDOW, limit - moved)
                 got = self._get_dead(queue, want)
                 for message in got:
-                    self._session.send(queue, _bytes(message.body),
+                    self._session.send(queue, as_bytes(message.body),
                                message.properties.get("priority"))
                 self._session.wait_confirms()
                 for message in got:
@@ -394,29 +393,3 @@ class AmqpBroker(Broker):
         with self._op("purge_dead") as channel:
             self._declare_dead(queue)
             return int(channel.queue_purge(dead_queue(queue)) or 0)
-
-
-def _check_priority(priority: int | None) -> None:
-    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
-                                 or not 0 <= priority <= 9):
-        raise ValueError(f"priority must be an integer 0-9, got {priority!r}")
-
-
-def _bytes(body: Any) -> bytes:
-    return body.encode("utf-8") if isinstance(body, str) else bytes(body)
-
-
-def _dead_letter_of(queue: str, message: Any) -> DeadLetter:
-    headers = message.properties.get("application_headers") or {}
-
-    def text(key: str) -> str:
-        value = headers.get(HEADER_PREFIX + key, "")
-        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-    try:
-        failed_at = float(headers.get(f"{HEADER_PREFIX}failed-at", 0.0))
-    except (TypeError, ValueError):
-        failed_at = 0.0
-    return DeadLetter(queue=queue, body=_bytes(message.body), reason=text("reason"),
-                      detail=text("detail"), failed_at=failed_at)
-
