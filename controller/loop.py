@@ -20,7 +20,7 @@ from controller.actuator import ActuationError, Actuator, DeploymentView, Target
 from controller.crd import StatusWriter
 from controller.events import EventRecorder, Involved
 from controller.metrics import ControllerMetrics
-from controller.podstate import PodState, PodStateReader, deletion_costs
+from controller.podstate import PodState, PodStateReader, deletion_costs, startup_estimate
 from controller.policy import Decision, History, Observation, desired_replicas
 from controller.pool import KIND, PoolSpec
 from controller.sources import DepthSample, DepthSource, MetricReadError, RateEstimator
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 # Pod /state is read this often for busy counts, counters and service times, and at
 # once whenever a scale-down is about to be decided (so the busy floor is current).
 POD_REFRESH_SECONDS = 5.0
+# Start-up time is the median over this many most recently created pods seen Ready.
+STARTUP_SAMPLE_PODS = 10
 
 
 @dataclass
@@ -76,6 +78,7 @@ class PoolLoop:
         self._floor_since: float | None = None
         self._pods: list[PodState] = []
         self._pods_read_at = -1e18
+        self._started: dict[str, PodState] = {}  # recent pods seen Ready, for start-up time
         self._metrics_ok: bool | None = None
         self._target_ok: bool | None = None
         self._last_scale_time = ""
@@ -136,7 +139,10 @@ class PoolLoop:
         fresh = leader and started - self._pods_read_at >= POD_REFRESH_SECONDS
         if fresh:
             self._pods = self._read_pods(spec, target, started)
+            self._remember_startups(self._pods)
         obs = self._observe(spec, sample, read_error, self._pods, started, fresh=fresh)
+        obs = replace(obs, starting_pods=_starting_pods(target),
+                      pod_startup_seconds=startup_estimate(list(self._started.values())))
         if self._history is None:  # fresh start: the window begins now, at the current size
             self._history = History(recommendations=((started, current),))
         decision = desired_replicas(obs, current, spec.concurrency, spec.policy,
@@ -181,6 +187,13 @@ class PoolLoop:
         except Exception as exc:
             log.warning("pool=%s listing pods failed: %s", spec.key, exc)
             return []
+
+    def _remember_startups(self, pods: list[PodState]) -> None:
+        """Keep the newest pods' start-up times, so a pool at zero still knows its d."""
+        self._started.update((p.name, p) for p in pods if p.startup_seconds is not None)
+        if len(self._started) > STARTUP_SAMPLE_PODS:
+            newest = sorted(self._started.values(), key=lambda p: p.created)
+            self._started = {p.name: p for p in newest[-STARTUP_SAMPLE_PODS:]}
 
     @staticmethod
     def _busy(spec: PoolSpec, pods: list[PodState]) -> int:
@@ -277,6 +290,8 @@ class PoolLoop:
             "depth": obs.ready, "in_flight": obs.in_flight,
             "arrival": _round(obs.arrival_rate), "completion": _round(obs.completion_rate),
             "service_time": _round(obs.service_time_seconds), "busy_pods": obs.busy_pods,
+            "starting_pods": obs.starting_pods,
+            "startup": _round(_startup_in_use(obs, spec), 1),
             "current": current, "desired": decision.desired, "raw": decision.raw_desired,
             "reason": reason, "acted": result.acted, "leader": leader,
         }
@@ -330,6 +345,8 @@ class PoolLoop:
             "readyDepth": obs.ready, "inFlight": obs.in_flight,
             "arrivalRate": _round(obs.arrival_rate, 2),
             "serviceTimeSeconds": _round(obs.service_time_seconds, 3),
+            "startingPods": obs.starting_pods,
+            "podStartupSeconds": _round(_startup_in_use(obs, spec), 1),
             "desiredReplicas": decision.desired, "currentReplicas": replicas,
             "lastDecision": f"{current}->{decision.desired}" if decision.desired != current
             else f"hold {current}",
@@ -343,6 +360,20 @@ class PoolLoop:
             log.info("decision %s", json.dumps(fields, sort_keys=False, default=str))
         else:
             log.info("decision %s", " ".join(f"{k}={_kv(v)}" for k, v in fields.items()))
+
+
+def _starting_pods(target: DeploymentView) -> int:
+    """Replicas asked for but not Ready: they count in `current` yet consume nothing.
+
+    From the Deployment watch rather than the 5 s pod list, so pods just requested
+    (not even created yet) count as starting at once."""
+    return max(target.spec_replicas - target.ready_replicas, 0)
+
+
+def _startup_in_use(obs: Observation, spec: PoolSpec) -> float:
+    """The pod start-up time the policy works with: measured, else configured."""
+    measured = obs.pod_startup_seconds
+    return spec.policy.pod_startup_seconds if measured is None else measured
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:

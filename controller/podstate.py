@@ -38,6 +38,19 @@ class PodState:
     terminating: bool
     state: Mapping[str, Any] | None
     deletion_cost: int | None = None
+    ready_at: float | None = None     # when the Ready condition last turned True (None: not Ready)
+
+    @property
+    def starting(self) -> bool:
+        """Created but not Ready yet: it will consume soon, but does not now."""
+        return not self.terminating and self.ready_at is None
+
+    @property
+    def startup_seconds(self) -> float | None:
+        """Creation -> Ready, the start-up time a new pod of this pool pays."""
+        if self.ready_at is None or not self.created or self.ready_at < self.created:
+            return None
+        return self.ready_at - self.created
 
     @property
     def reachable(self) -> bool:
@@ -100,6 +113,31 @@ def _cost(value: object) -> int | None:
         return None
 
 
+def _ready_at(status: Any) -> float | None:
+    """The time the pod's Ready condition turned True, or None while it is not Ready."""
+    for condition in status.conditions or ():
+        if condition.type == "Ready":
+            since = condition.last_transition_time
+            if condition.status != "True":
+                return None
+            return since.timestamp() if isinstance(since, datetime) else 0.0
+    return None
+
+
+def startup_estimate(pods: Sequence[PodState], last: int = 10) -> float | None:
+    """Median creation -> Ready time of the `last` most recently created Ready pods.
+
+    The median shrugs off a pod that went unready and back (its Ready time moved
+    later); None until some pod has become Ready, so the policy uses its configured d.
+    """
+    times = [(p.created, t) for p in pods if (t := p.startup_seconds) is not None]
+    recent = sorted(t for _, t in sorted(times)[-last:])
+    if not recent:
+        return None
+    middle = len(recent) // 2
+    return recent[middle] if len(recent) % 2 else (recent[middle - 1] + recent[middle]) / 2
+
+
 def selector_string(match_labels: Mapping[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in sorted(match_labels.items()))
 
@@ -139,6 +177,7 @@ class PodStateReader:
             terminating=meta.deletion_timestamp is not None,
             state=state,
             deletion_cost=_cost((meta.annotations or {}).get(DELETION_COST)),
+            ready_at=_ready_at(status),
         )
 
     def _fetch(self, namespace: str, name: str, ip: str, port: int) -> Mapping[str, Any] | None:

@@ -12,7 +12,7 @@ from typing import Any
 from controller.actuator import DeploymentView
 from controller.loop import LoopDeps, PoolLoop
 from controller.metrics import ControllerMetrics
-from controller.podstate import PodState
+from controller.podstate import PodState, startup_estimate
 from controller.policy import PolicyConfig
 from controller.pool import PoolSpec
 from controller.sources import DepthSample, MetricReadError
@@ -44,6 +44,7 @@ class FakeSource:
 @dataclass
 class FakeActuator:
     replicas: int = 1
+    ready: int | None = None   # Ready replicas (None: all of them)
     calls: list[tuple[str, Any]] = field(default_factory=list)
 
     def start(self) -> FakeActuator:
@@ -53,7 +54,9 @@ class FakeActuator:
         pass
 
     def current(self) -> DeploymentView:
+        ready = self.replicas if self.ready is None else self.ready
         return DeploymentView(exists=True, spec_replicas=self.replicas,
+                              status_replicas=self.replicas, ready_replicas=ready,
                               match_labels={"app": "w"})
 
     def scale(self, replicas: int) -> bool:
@@ -84,7 +87,9 @@ class FakeEvents:
 
 
 def _pool(**policy: Any) -> PoolSpec:
-    config = PolicyConfig(**{"max_replicas": 20, "scale_down_window_seconds": 10.0, **policy})
+    """A queue-mode pool: these tests size on depth / slots, not on latency."""
+    config = PolicyConfig(**{"mode": "queue", "max_replicas": 20,
+                             "scale_down_window_seconds": 10.0, **policy})
     return PoolSpec(namespace="ns", name="p", queues=("q",), deployment="w", concurrency=4,
                     policy=config, broker_url="redis://x:1/0")
 
@@ -101,9 +106,10 @@ def _loop(spec: PoolSpec, *, leader: bool = True, dry_run: bool = False,
     return PoolLoop(spec, deps), source, actuator, pods, events, clock
 
 
-def _pod(name: str, busy: int, created: float) -> PodState:
+def _pod(name: str, busy: int, created: float, startup: float | None = 2.0) -> PodState:
     return PodState(name=name, ip="10.0.0.1", phase="Running", created=created,
-                    terminating=False, state={"busy": busy, "in_flight": busy})
+                    terminating=False, state={"busy": busy, "in_flight": busy},
+                    ready_at=None if startup is None else created + startup)
 
 
 def test_burst_scales_in_one_step_with_event() -> None:
@@ -163,3 +169,34 @@ def test_metric_error_holds_and_warns_once() -> None:
     assert result.decision is not None and result.decision.reason == "hold:metrics-error"
     warnings = [e for e in events.seen if e[1] == "MetricsUnavailable"]
     assert len(warnings) == 1 and "holding replicas" in warnings[0][2]
+
+
+def test_observation_counts_starting_pods_from_the_deployment() -> None:
+    loop, source, actuator, _, _, _ = _loop(_pool(), replicas=5)
+    actuator.ready = 2                   # 5 asked for, 2 Ready: 3 still starting
+    source.ready = 1
+    result = loop.tick()
+    assert result.fields["starting_pods"] == 3
+    actuator.ready = 7                   # more Ready than asked (old pods leaving): none
+    assert loop.tick().fields["starting_pods"] == 0
+
+
+def test_startup_time_is_the_median_of_recent_pods() -> None:
+    loop, _, _, pods, _, clock = _loop(_pool(mode="latency", pod_startup_seconds=25.0),
+                                       replicas=3)
+    assert loop.tick().fields["startup"] == 25.0     # no pod list: the configured d
+    pods.pods = [_pod("a", 0, 100.0, 4.0), _pod("b", 0, 200.0, 60.0),
+                 _pod("c", 0, 300.0, 6.0), _pod("d", 0, 400.0, None)]  # d: not Ready
+    clock.now += 6.0                                  # past the pod refresh interval
+    assert loop.tick().fields["startup"] == 6.0       # median of 4, 6, 60
+    pods.pods = []                                    # scaled to zero: d is remembered
+    clock.now += 6.0
+    assert loop.tick().fields["startup"] == 6.0
+
+
+def test_startup_estimate_keeps_the_newest_pods() -> None:
+    many = [_pod(f"p{i}", 0, float(i), 100.0 if i < 5 else 3.0) for i in range(15)]
+    assert startup_estimate(many, last=10) == 3.0    # the five slow starters are older
+    assert startup_estimate([_pod("a", 0, 1.0, 2.0), _pod("b", 0, 2.0, 4.0)]) == 3.0
+    assert startup_estimate([_pod("x", 0, 1.0, None)]) is None
+    assert not _pod("a", 0, 1.0).starting and _pod("x", 0, 1.0, None).starting
