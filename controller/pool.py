@@ -78,25 +78,28 @@ def _number(spec: Mapping[str, Any], name: str, default: float, *, minimum: floa
 
 
 def policy_from_spec(spec: Mapping[str, Any]) -> PolicyConfig:
-    """The PolicyConfig a WorkerPool spec asks for (field names camelCase as in the CRD)."""
-    mode = spec.get("mode", "queue")
+    """The PolicyConfig a WorkerPool spec asks for (field names camelCase as in the CRD).
+
+    Unset fields take PolicyConfig's defaults, the one source the CRD and chart mirror."""
+    default = PolicyConfig()
+    mode = spec.get("mode", default.mode)
     if mode not in ("queue", "latency"):
         raise SpecError(f"spec.mode: must be queue or latency, got {mode!r}")
-    on_error = spec.get("onError", "hold")
+    on_error = spec.get("onError", default.on_error)
     if on_error not in ("hold", "fallback"):
         raise SpecError(f"spec.onError: must be hold or fallback, got {on_error!r}")
-    min_replicas = _number(spec, "minReplicas", 1, integer=True)
-    max_replicas = _number(spec, "maxReplicas", 10, minimum=1, integer=True)
+    min_replicas = _number(spec, "minReplicas", default.min_replicas, integer=True)
+    max_replicas = _number(spec, "maxReplicas", default.max_replicas, minimum=1, integer=True)
     if min_replicas > max_replicas:
         raise SpecError(f"spec.minReplicas: {min_replicas} exceeds maxReplicas {max_replicas}")
-    tolerance = _number(spec, "tolerance", 0.1)
+    tolerance = _number(spec, "tolerance", default.tolerance)
     if tolerance >= 1:
         raise SpecError(f"spec.tolerance: must be below 1, got {tolerance!r}")
     fallback = _number(spec, "fallbackReplicas", None, integer=True)  # type: ignore[arg-type]
     if on_error == "fallback" and fallback is None:
         raise SpecError("spec.fallbackReplicas: required when onError is fallback")
-    target_per_slot = _number(spec, "targetPerSlot", 1.0)
-    target_wait = _number(spec, "targetWaitSeconds", 10.0)
+    target_per_slot = _number(spec, "targetPerSlot", default.target_per_slot)
+    target_wait = _number(spec, "targetWaitSeconds", default.target_wait_seconds)
     if target_per_slot <= 0 or target_wait <= 0:
         raise SpecError("spec.targetPerSlot/targetWaitSeconds: must be positive")
     try:
@@ -106,14 +109,19 @@ def policy_from_spec(spec: Mapping[str, Any]) -> PolicyConfig:
             max_replicas=max_replicas,
             target_per_slot=target_per_slot,
             target_wait_seconds=target_wait,
-            activation_threshold=_number(spec, "activationThreshold", 0, integer=True),
+            activation_threshold=_number(spec, "activationThreshold",
+                                         default.activation_threshold, integer=True),
             tolerance=tolerance,
             max_step_up=_number(spec, "maxStepUp", None, minimum=1, integer=True),  # type: ignore[arg-type]
-            scale_down_window_seconds=_number(spec, "scaleDownWindowSeconds", 30.0),
+            scale_down_window_seconds=_number(spec, "scaleDownWindowSeconds",
+                                              default.scale_down_window_seconds),
             scale_down_step=_number(spec, "scaleDownStep", None, minimum=1, integer=True),  # type: ignore[arg-type]
-            cooldown_seconds=_number(spec, "cooldownSeconds", 60.0),
+            flap_backoff_max=_number(spec, "flapBackoffMax", default.flap_backoff_max,
+                                     integer=True),
+            cooldown_seconds=_number(spec, "cooldownSeconds", default.cooldown_seconds),
             on_error=on_error,
             fallback_replicas=fallback,
+            pod_startup_seconds=_number(spec, "podStartupSeconds", default.pod_startup_seconds),
         )
     except ValueError as exc:  # the policy's own checks, e.g. fallbackReplicas >= 1
         raise SpecError(f"spec: {exc}") from None
@@ -195,7 +203,9 @@ def _policy_from_settings(settings: ControllerSettings) -> PolicyConfig:
         max_step_up=settings.max_step_up,
         scale_down_window_seconds=settings.scale_down_window_seconds,
         scale_down_step=settings.scale_down_step,
+        flap_backoff_max=settings.flap_backoff_max,
         cooldown_seconds=settings.cooldown_seconds,
         on_error=settings.on_error,
         fallback_replicas=settings.fallback_replicas,
+        pod_startup_seconds=settings.pod_startup_seconds,
     )

@@ -15,8 +15,11 @@ from urllib.parse import urlsplit
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from controller.policy import PolicyConfig
 from worker.errors import ConfigError
 
+# Policy defaults come from PolicyConfig alone; the CRD and chart state the same numbers.
+_POLICY = PolicyConfig()
 ENV_PREFIX = "QSCALE_CONTROLLER_"
 _BROKER_SCHEMES = ("redis", "rediss", "unix", "amqp", "amqps", "pyamqp")
 
@@ -45,20 +48,22 @@ class ControllerSettings(BaseSettings):
                       Field(min_length=1)] = ("default",)
     deployment: str = ""
     concurrency: Annotated[int, Field(ge=1, le=1024)] = 1
-    mode: Literal["queue", "latency"] = "queue"
-    min_replicas: Annotated[int, Field(ge=0)] = 1
-    max_replicas: Annotated[int, Field(ge=1)] = 10
-    target_per_slot: Annotated[float, Field(gt=0)] = 1.0
-    target_wait_seconds: Annotated[float, Field(gt=0)] = 10.0
-    activation_threshold: Annotated[int, Field(ge=0)] = 0
-    tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    max_step_up: Annotated[int | None, Field(ge=1)] = None
-    scale_down_window_seconds: Annotated[float, Field(ge=0)] = 30.0
-    scale_down_step: Annotated[int | None, Field(ge=1)] = None
-    cooldown_seconds: Annotated[float, Field(ge=0)] = 60.0
+    mode: Literal["queue", "latency"] = _POLICY.mode
+    min_replicas: Annotated[int, Field(ge=0)] = _POLICY.min_replicas
+    max_replicas: Annotated[int, Field(ge=1)] = _POLICY.max_replicas
+    target_per_slot: Annotated[float, Field(gt=0)] = _POLICY.target_per_slot
+    target_wait_seconds: Annotated[float, Field(gt=0)] = _POLICY.target_wait_seconds
+    activation_threshold: Annotated[int, Field(ge=0)] = _POLICY.activation_threshold
+    tolerance: Annotated[float, Field(ge=0, lt=1)] = _POLICY.tolerance
+    max_step_up: Annotated[int | None, Field(ge=1)] = _POLICY.max_step_up
+    scale_down_window_seconds: Annotated[float, Field(ge=0)] = _POLICY.scale_down_window_seconds
+    scale_down_step: Annotated[int | None, Field(ge=1)] = _POLICY.scale_down_step
+    flap_backoff_max: Annotated[int, Field(ge=0)] = _POLICY.flap_backoff_max
+    cooldown_seconds: Annotated[float, Field(ge=0)] = _POLICY.cooldown_seconds
+    pod_startup_seconds: Annotated[float, Field(ge=0)] = _POLICY.pod_startup_seconds
     poll_interval_seconds: Annotated[float, Field(ge=0.1, le=300)] = 1.0
-    on_error: Literal["hold", "fallback"] = "hold"
-    fallback_replicas: Annotated[int | None, Field(ge=1)] = None
+    on_error: Literal["hold", "fallback"] = _POLICY.on_error
+    fallback_replicas: Annotated[int | None, Field(ge=1)] = _POLICY.fallback_replicas
     drain_deadline_seconds: Annotated[float, Field(ge=0)] = 900.0
     pod_state_port: Annotated[int, Field(ge=0, le=65535)] = 8080  # 0: pods serve no /state
 
