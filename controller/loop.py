@@ -48,6 +48,7 @@ class LoopDeps:
     dry_run: bool = False
     log_format: str = "kv"
     clock: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], float] = time.time  # compared with pods' creation times
 
 
 @dataclass
@@ -79,6 +80,7 @@ class PoolLoop:
         self._pods: list[PodState] = []
         self._pods_read_at = -1e18
         self._started: dict[str, PodState] = {}  # recent pods seen Ready, for start-up time
+        self._watching_since: float | None = None  # wall time of the first pod list
         self._metrics_ok: bool | None = None
         self._target_ok: bool | None = None
         self._last_scale_time = ""
@@ -189,8 +191,16 @@ class PoolLoop:
             return []
 
     def _remember_startups(self, pods: list[PodState]) -> None:
-        """Keep the newest pods' start-up times, so a pool at zero still knows its d."""
-        self._started.update((p.name, p) for p in pods if p.startup_seconds is not None)
+        """Keep the newest pods' start-up times, so a pool at zero still knows its d.
+
+        Only pods created while this loop watched, each at its first Ready: a Ready
+        condition moves on every flip, so an older pod that once went unready (node
+        restart, failed probe) would report an hour-long "start-up"."""
+        if self._watching_since is None:
+            self._watching_since = self.deps.wall_clock()
+        since = self._watching_since
+        self._started.update((p.name, p) for p in pods if p.name not in self._started
+                             and p.created >= since and p.startup_seconds is not None)
         if len(self._started) > STARTUP_SAMPLE_PODS:
             newest = sorted(self._started.values(), key=lambda p: p.created)
             self._started = {p.name: p for p in newest[-STARTUP_SAMPLE_PODS:]}

@@ -102,7 +102,7 @@ def _loop(spec: PoolSpec, *, leader: bool = True, dry_run: bool = False,
     deps = LoopDeps(make_source=lambda _s: source, make_actuator=lambda _s: actuator,  # type: ignore[arg-type,return-value]
                     pod_reader=pods, events=events, make_status=None,  # type: ignore[arg-type]
                     metrics=ControllerMetrics(), is_leader=lambda: leader, dry_run=dry_run,
-                    clock=clock)
+                    clock=clock, wall_clock=clock)
     return PoolLoop(spec, deps), source, actuator, pods, events, clock
 
 
@@ -184,11 +184,15 @@ def test_observation_counts_starting_pods_from_the_deployment() -> None:
 def test_startup_time_is_the_median_of_recent_pods() -> None:
     loop, _, _, pods, _, clock = _loop(_pool(mode="latency", pod_startup_seconds=25.0),
                                        replicas=3)
-    assert loop.tick().fields["startup"] == 25.0     # no pod list: the configured d
-    pods.pods = [_pod("a", 0, 100.0, 4.0), _pod("b", 0, 200.0, 60.0),
-                 _pod("c", 0, 300.0, 6.0), _pod("d", 0, 400.0, None)]  # d: not Ready
+    pods.pods = [_pod("old", 0, 900.0, 1800.0)]       # before the loop watched: a flip?
+    assert loop.tick().fields["startup"] == 25.0     # nothing measured: the configured d
+    pods.pods += [_pod("a", 0, 1001.0, 4.0), _pod("b", 0, 1002.0, 60.0),
+                  _pod("c", 0, 1003.0, 6.0), _pod("d", 0, 1004.0, None)]  # d: not Ready
     clock.now += 6.0                                  # past the pod refresh interval
     assert loop.tick().fields["startup"] == 6.0       # median of 4, 6, 60
+    pods.pods = [_pod("c", 0, 1003.0, 900.0)]         # c went unready and back: kept at 6
+    clock.now += 6.0
+    assert loop.tick().fields["startup"] == 6.0
     pods.pods = []                                    # scaled to zero: d is remembered
     clock.now += 6.0
     assert loop.tick().fields["startup"] == 6.0
