@@ -330,7 +330,9 @@ def test_burst_scales_in_one_step_within_2s_then_back_after_window(
 def test_get_workerpools_shows_live_state(kube_cluster: KubeCluster, ns: str,
                                           controller: Controller) -> None:
     queue = f"k8s-cols-{uuid.uuid4().hex[:6]}"
-    apply(kube_cluster, ns, deployment("cols", 1), workerpool("cols", "cols", queue))
+    apply(kube_cluster, ns, deployment("cols", 1),
+          workerpool("cols", "cols", queue, mode="queue",  # 12 tasks / 4 slots: 3 pods
+                     podStartupSeconds=999))
     publish(queue, 12)
 
     def row() -> list[str] | None:
@@ -342,6 +344,12 @@ def test_get_workerpools_shows_live_state(kube_cluster: KubeCluster, ns: str,
             else None
 
     print(wait_for("live columns", row, 30))
+    # Start-up time measured on the pool's own new pods (creation -> Ready) replaces
+    # the configured 999 s; the CRD keeps both start-up inputs in status.
+    status = wait_for("measured start-up", lambda: status_where(
+        kube_cluster, ns, "cols", lambda s: 0 <= s.get("podStartupSeconds", 999) < 999), 60)
+    assert status is not None and status["startingPods"] >= 0, status
+    print("measured start-up", status["podStartupSeconds"], "s")
     short = kube_cluster.kubectl("-n", ns, "get", "wp").stdout
     assert "cols" in short
     drain(queue)
