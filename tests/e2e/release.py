@@ -11,6 +11,7 @@ broker restart never breaks their connection the way a port-forward would.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -179,7 +180,10 @@ class Release:
     def probe(self, *argv: str, timeout: float = 180) -> Any:
         """Run `python -m qscale_e2e ARGV` in the probe pod; its JSON answer."""
         out = self.exec_probe("python", "-m", "qscale_e2e", *argv, timeout=timeout)
-        return json.loads(out.strip().splitlines()[-1])
+        try:
+            return json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise AssertionError(f"probe {argv[0]}: no JSON answer in {out[-500:]!r}") from None
 
     def enqueue(self, run: str, count: int, seconds: float) -> None:
         began = time.monotonic()
@@ -196,7 +200,7 @@ class Release:
         def done() -> dict[str, Any] | None:
             try:
                 report = self.verify(run)
-            except AssertionError:  # the probe's Redis may be restarting
+            except (AssertionError, subprocess.TimeoutExpired):  # Redis may be restarting
                 return None
             return report if report["missing"] == 0 else None
         try:
