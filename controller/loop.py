@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 POD_REFRESH_SECONDS = 5.0
 # Start-up time is the median over this many most recently created pods seen Ready.
 STARTUP_SAMPLE_PODS = 10
+# Pod creation times are whole seconds (and the API server's clock): a pod created in
+# the same second as the first pod list must still count as created while watching.
+CREATED_SLACK_SECONDS = 2.0
 
 
 @dataclass
@@ -198,7 +201,7 @@ class PoolLoop:
         restart, failed probe) would report an hour-long "start-up"."""
         if self._watching_since is None:
             self._watching_since = self.deps.wall_clock()
-        since = self._watching_since
+        since = self._watching_since - CREATED_SLACK_SECONDS
         self._started.update((p.name, p) for p in pods if p.name not in self._started
                              and p.created >= since and p.startup_seconds is not None)
         if len(self._started) > STARTUP_SAMPLE_PODS:

@@ -184,9 +184,9 @@ def test_observation_counts_starting_pods_from_the_deployment() -> None:
 def test_startup_time_is_the_median_of_recent_pods() -> None:
     loop, _, _, pods, _, clock = _loop(_pool(mode="latency", pod_startup_seconds=25.0),
                                        replicas=3)
-    pods.pods = [_pod("old", 0, 900.0, 1800.0)]       # before the loop watched: a flip?
+    pods.pods = [_pod("old", 0, 990.0, 1800.0)]       # before the loop watched: a flip?
     assert loop.tick().fields["startup"] == 25.0     # nothing measured: the configured d
-    pods.pods += [_pod("a", 0, 1001.0, 4.0), _pod("b", 0, 1002.0, 60.0),
+    pods.pods += [_pod("a", 0, 999.0, 4.0), _pod("b", 0, 1002.0, 60.0),
                   _pod("c", 0, 1003.0, 6.0), _pod("d", 0, 1004.0, None)]  # d: not Ready
     clock.now += 6.0                                  # past the pod refresh interval
     assert loop.tick().fields["startup"] == 6.0       # median of 4, 6, 60
