@@ -148,6 +148,7 @@ autoscaling_props = {
     "pollIntervalSeconds": N(minimum=0.1, maximum=300),
     "onError": S(enum=["hold", "fallback"]),
     "fallbackReplicas": nullable_int(minimum=0),
+    "drainDeadlineSeconds": N(minimum=0, maximum=86400),
 }
 pool_override_keys = [
     "concurrency",
