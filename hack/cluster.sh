@@ -82,6 +82,9 @@ cmd_up() {
     if [ "$(docker inspect -f '{{.State.Running}}' "$(node_container)" 2>/dev/null)" != true ]; then
       log "cluster $CLUSTER_NAME: node container not running: recreating"
       "$KIND" delete cluster --name "$CLUSTER_NAME" >&2 || true
+    elif [ "$(docker inspect -f '{{.Config.Image}}' "$(node_container)" 2>/dev/null)" != "$image" ]; then
+      log "cluster $CLUSTER_NAME: node image changed to $image: recreating"
+      "$KIND" delete cluster --name "$CLUSTER_NAME" >&2 || true
     else
       "$KIND" export kubeconfig --name "$CLUSTER_NAME" --kubeconfig "$KUBECONFIG_FILE" >/dev/null 2>&1 || true
       if api_ok; then

@@ -7,7 +7,10 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 BASE_REF="qscale/kind-base:$KIND_VERSION-$DEBIAN_SUITE"
-NODE_REF="qscale/kind-node:$K8S_VERSION-$KIND_VERSION"
+# The tag carries a hash of this recipe, so a change here rebuilds the node image
+# (and `cluster.sh up` recreates a cluster running an older one).
+NODE_RECIPE="$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-8)"
+NODE_REF="qscale/kind-node:$K8S_VERSION-$KIND_VERSION-$NODE_RECIPE"
 KUBEADM="$K8S_DIR/bin/kubeadm"
 
 kind_src() {
@@ -213,7 +216,7 @@ spec:
         - name: local-path-provisioner
           image: $lpp
           imagePullPolicy: IfNotPresent
-          command: [local-path-provisioner, --debug, start, --helper-image, "qscale/debian:$DEBIAN_SUITE", --config, /etc/config/config.json]
+          command: [local-path-provisioner, --debug, start, --helper-image, "qscale/debian:$DEBIAN_SUITE", --config, /etc/config/config.json, --service-account-name, local-path-provisioner]
           env:
             - name: POD_NAMESPACE
               valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
