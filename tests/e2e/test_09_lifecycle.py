@@ -17,7 +17,6 @@ NEW_CONCURRENCY = CONCURRENCY - 1
 # Present in every namespace, or written by the API server itself.
 BACKGROUND = {("ConfigMap", "kube-root-ca.crt"), ("ServiceAccount", "default")}
 IGNORED_KINDS = {"events", "events.events.k8s.io"}
-LEADER_LEASE = ("Lease", f"{RELEASE_NAME}-qscale-controller")
 
 
 def _state(release: Release, pod: str) -> dict[str, object]:
@@ -76,9 +75,6 @@ def test_helm_test_upgrade_uninstall(release: Release) -> None:
     unexpected = {(kind, name) for kind, name in leftovers if kind != "PersistentVolumeClaim"}
     assert any(kind == "PersistentVolumeClaim" for kind, _ in leftovers), \
         "the broker's PVC should outlive the release (documented)"
-    if unexpected == {LEADER_LEASE}:
-        pytest.xfail(f"known bug: helm uninstall leaves the controller's leader-election "
-                     f"Lease {LEADER_LEASE[1]} (created at run time, not by the chart)")
     assert not unexpected, f"left behind after helm uninstall: {sorted(unexpected)}"
 
 
