@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from worker import registry
-from worker.brokers import Broker, DeadLetter, QueueStats, open_broker
+from worker.brokers import Broker, DeadLetter, QueueStats, open_broker, redact_url
 from worker.cli import fail
 from worker.client import Client
 from worker.envelope import Envelope
@@ -247,19 +247,9 @@ def _status_report(settings: WorkerSettings, stats: Sequence[QueueStats],
                    workers: Sequence[dict[str, Any]]) -> dict[str, Any]:
     reachable = [w for w in workers if "error" not in w]
     return {
-        "broker": _redact(settings.broker_url),
+        "broker": redact_url(settings.broker_url),
         "queues": [{"queue": s.queue, "ready": s.ready, "in_flight": s.in_flight,
                     "delayed": s.delayed, "dead": s.dead} for s in stats],
         "workers": list(workers),
         "busy": sum(int(w.get("busy", 0)) for w in reachable) if reachable else None,
     }
-
-
-def _redact(url: str) -> str:
-    """The broker URL without its password."""
-    head, sep, tail = url.partition("@")
-    if not sep or "://" not in head:
-        return url
-    scheme, _, creds = head.partition("://")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{tail}" if user else f"{scheme}://***@{tail}"

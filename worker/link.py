@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from worker.brokers import Broker, Delivery, open_broker
+from worker.brokers import Broker, Delivery, open_broker, redact_url
 from worker.outcome import Outcome, Settle
 from worker.settings import WorkerSettings
 
@@ -93,7 +93,7 @@ class BrokerLink:
             except Exception as exc:
                 self._failed("connect", exc)
                 return
-            log.info("broker connected url=%s", _redact(self.settings.broker_url))
+            log.info("broker connected url=%s", redact_url(self.settings.broker_url))
             self.connected = True
             self._failures = 0
             self._backoff = BACKOFF_MIN
@@ -233,13 +233,3 @@ class BrokerLink:
                 log.warning("broker close failed: %s", exc)
             self.broker = None
         self.connected = False
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for logs."""
-    head, sep, tail = url.partition("@")
-    if not sep or "://" not in head:
-        return url
-    scheme, _, creds = head.partition("://")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{tail}"

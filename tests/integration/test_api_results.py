@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests import apitasks
 from tests.apitasks import drain, wait_for
 from worker import Client, RemoteError, ResultsDisabled, ResultTimeout, configure, get_client
-from worker.brokers import Broker, open_broker
+from worker.brokers import Broker
 from worker.executor import Executor
 from worker.settings import load_settings
 
 pytestmark = [pytest.mark.redis]
-
-
-@pytest.fixture
-def client(broker_url: str, redis_url: str) -> Iterator[Client]:
-    with Client(broker_url, result_url=redis_url) as producer:
-        yield producer
-
-
-@pytest.fixture
-def worker_broker(broker_url: str) -> Iterator[Broker]:
-    with open_broker(broker_url) as broker:
-        yield broker
 
 
 @pytest.fixture

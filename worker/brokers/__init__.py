@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from worker.brokers.base import Broker, DeadLetter, Delivery, QueueStats
 from worker.errors import ConfigError
 
-__all__ = ["Broker", "DeadLetter", "Delivery", "QueueStats", "open_broker"]
+__all__ = ["Broker", "DeadLetter", "Delivery", "QueueStats", "open_broker", "redact_url"]
 
 
 def open_broker(url: str, *, consumer_id: str | None = None, lease_seconds: float = 10.0,
@@ -34,3 +34,13 @@ def open_broker(url: str, *, consumer_id: str | None = None, lease_seconds: floa
         return AmqpBroker(url, consumer_id=consumer_id, prefetch=prefetch,
                           max_priority=max_priority)
     raise ConfigError(f"unsupported broker URL scheme {scheme!r} (use redis:// or amqp://)")
+
+
+def redact_url(url: str) -> str:
+    """The broker URL without its password, for logs and status output."""
+    head, sep, tail = url.partition("@")
+    if not sep or "://" not in head:
+        return url
+    scheme, _, creds = head.partition("://")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{tail}" if user else f"{scheme}://***@{tail}"
