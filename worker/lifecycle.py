@@ -44,7 +44,8 @@ def _run(settings: WorkerSettings, metrics: WorkerMetrics) -> int:
     state = RuntimeState(settings.pod_name, settings.concurrency)
     try:
         http = WorkerHTTPServer(settings.http_host, settings.http_port, state, metrics,
-                                max_stall=max(60.0, 3 * settings.lease_seconds))
+                                max_stall=max(60.0, 3 * settings.lease_seconds),
+                                control_token=settings.control_token.get_secret_value())
     except OSError as exc:
         return fail(f"QSCALE_HTTP_PORT: cannot listen on "
                     f"{settings.http_host}:{settings.http_port}: {exc.strerror or exc}")

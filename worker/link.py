@@ -158,6 +158,10 @@ class BrokerLink:
         """A claim would return messages already received, without waiting."""
         return self.connected and self.broker is not None and self.broker.buffered()
 
+    def pause_consuming(self) -> None:
+        """Receive nothing until the next claim; give back what was received unclaimed."""
+        self._call("pause", lambda b: b.pause_consuming())
+
     def receive(self) -> None:
         """Read what the broker pushed (its descriptor was readable) without claiming."""
         self._call("receive", lambda b: b.heartbeat())

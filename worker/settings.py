@@ -11,7 +11,7 @@ import socket
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.errors import ConfigError
@@ -56,6 +56,9 @@ class WorkerSettings(BaseSettings):
     http_host: str = "0.0.0.0"
     http_port: Annotated[int, Field(ge=0, le=65535)] = 8080
     pod_name: str = Field(default_factory=socket.gethostname)
+    # Bearer token for POST/DELETE /cordon (the controller's "stop taking new tasks").
+    # Empty: those endpoints answer 403, nobody can change the worker's behaviour.
+    control_token: SecretStr = SecretStr("")
     log_level: str = "INFO"
 
     @field_validator("queues", "imports", mode="before")

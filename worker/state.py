@@ -1,7 +1,9 @@
 """The pod state a worker publishes for the controller at `GET /state`.
 
 The supervisor's loop thread updates a `RuntimeState` (plain attribute writes,
-no locks on the per-task path); the HTTP thread reads `snapshot()`.
+no locks on the per-task path); the HTTP thread reads `snapshot()`. The one
+thing the HTTP thread writes is the cordon deadline (`cordon()`/`uncordon()`, a
+single attribute assignment), which the loop reads each turn.
 
 JSON schema of `/state` (all times are Unix seconds, durations seconds):
 
@@ -21,6 +23,10 @@ JSON schema of `/state` (all times are Unix seconds, durations seconds):
       "draining": bool,                # SIGTERM received: finishing, not claiming
       "broker_connected": bool,
       "ready": bool,                   # broker connected and not draining
+      "cordoned": bool,                # the loop applied a cordon: claims nothing new,
+                                       # unstarted messages went back; still ready
+      "cordon_expires_in": float | null,  # a cordon is requested (POST /cordon) and
+                                          # lapses by itself in this many seconds
       "child_restarts": {cause: int}   # crash, hard_time_limit, max_tasks, max_rss, ...
     }
 """
@@ -53,6 +59,22 @@ class RuntimeState:
         self.broker_connected = False
         self.child_restarts: dict[str, int] = {}
         self.loop_tick = time.monotonic()
+        self.cordon_until: float | None = None  # monotonic; written by the HTTP thread
+        self.cordoned = False                   # the loop's view, written by the loop
+
+    def cordon(self, ttl_seconds: float) -> None:
+        """Stop claiming for `ttl_seconds` (a controller refreshes it; a dead one cannot
+        leave the pod cordoned for good)."""
+        self.cordon_until = time.monotonic() + ttl_seconds
+
+    def uncordon(self) -> None:
+        self.cordon_until = None
+
+    def cordon_left(self, now: float | None = None) -> float | None:
+        """Seconds the cordon still holds, or None when the pod is not cordoned."""
+        until = self.cordon_until  # one read: the HTTP thread may change it meanwhile
+        left = None if until is None else until - (time.monotonic() if now is None else now)
+        return left if left is not None and left > 0 else None
 
     @property
     def ready(self) -> bool:
@@ -93,5 +115,8 @@ class RuntimeState:
             "draining": self.draining,
             "broker_connected": self.broker_connected,
             "ready": self.ready,
+            "cordoned": self.cordoned,
+            "cordon_expires_in": None if (left := self.cordon_left()) is None
+            else round(left, 3),
             "child_restarts": dict(self.child_restarts),
         }

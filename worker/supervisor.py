@@ -24,6 +24,7 @@ from typing import Any
 
 from worker.brokers.base import Delivery
 from worker.child import ExecutorFactory, expand
+from worker.cordon import Cordon
 from worker.link import BrokerLink
 from worker.metrics import WorkerMetrics
 from worker.outcome import Outcome
@@ -67,6 +68,7 @@ class Supervisor:
         self._seq = 0
         self._stop_signals = 0
         self._deadline: float | None = None
+        self.cordon = Cordon(state, link)  # POST /cordon: claim nothing, give back unstarted
         self._next_poll = 0.0
         self._poll_delay = 0.0
         self._next_gauges = 0.0
@@ -107,6 +109,9 @@ class Supervisor:
             now = time.monotonic()
             self.state.loop_tick = now
             self._check_stop(now)
+            if self._deadline is None and self.cordon.follow(now):
+                self._give_back([self.pending.popleft().delivery for _ in range(len(self.pending))])
+                self.pool.cancel_queued()  # queued behind running jobs: handed back too
             self.link.maintain(now)
             self.link.watch(self.pool.selector, _BROKER_READABLE)
             if self._deadline is None:
@@ -151,7 +156,8 @@ class Supervisor:
 
         Waiting for half the room keeps claims (and acks) batched when tasks are short.
         """
-        if not self.link.connected or self.pending or self._deadline is not None:
+        if self.cordon.active or self._deadline is not None or self.pending \
+                or not self.link.connected:
             return 0
         cap = self.capacity()
         free = cap - self.in_flight
@@ -269,10 +275,10 @@ class Supervisor:
         self.state.task_finished(outcome.task, outcome.runtime_s, time.time())
 
     def _give_back(self, deliveries: list[Delivery]) -> None:
-        """Unstarted messages: back to the broker when draining, else to local dispatch."""
+        """Unstarted messages: to the broker when draining or cordoned, else local dispatch."""
         if not deliveries:
             return
-        if self._deadline is not None:
+        if self._deadline is not None or self.cordon.active:
             self.link.requeue(deliveries)
         else:
             for delivery in reversed(deliveries):

@@ -338,6 +338,23 @@ class AmqpBroker(Broker):
         return any(self._buffers.values()) or (
             self._session.channel is not None and self._session.frame_buffered())
 
+    def pause_consuming(self) -> None:
+        """Cancel the consumers (the next claim subscribes again) and reject what they
+        pushed unclaimed, so RabbitMQ hands it to other consumers, not back to us."""
+        if self._session.channel is None:
+            return  # no channel: RabbitMQ has already taken everything back
+        with self._op("pause") as channel:
+            for tag in list(self._consumers.values()):
+                channel.basic_cancel(tag)  # waits for cancel-ok: nothing more arrives
+            self._consumers.clear()
+            unclaimed = [d for buffer in self._buffers.values() for d in buffer]
+            self._buffers.clear()
+            for delivery in unclaimed:
+                live = self._live_tag(delivery)
+                if live:
+                    channel.basic_reject(live[0], requeue=True)
+                    self._outstanding.discard(live[0])
+
     def close(self) -> None:
         """Close the connection; RabbitMQ returns its unacked messages to their queues."""
         self._session.close()

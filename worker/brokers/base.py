@@ -106,6 +106,12 @@ class Broker(abc.ABC):
         """Whether `claim` can return messages already received, without any waiting."""
         return False
 
+    def pause_consuming(self) -> None:
+        """Stop receiving messages until the next `claim`, and give back the ones received
+        but not claimed (RabbitMQ's consumers push; a cordoned worker must not hold
+        work it will not start). No-op for brokers that only hand out what is claimed."""
+        return None
+
     @abc.abstractmethod
     def connected(self) -> bool:
         """Whether the last broker operation succeeded (used by /readyz)."""
