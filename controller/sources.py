@@ -132,6 +132,7 @@ class RateEstimator:
         self._last_backlog: int | None = None
         self._counters: dict[str, int] = {}
         self._counters_time: float | None = None
+        self._completions_expected = False  # workers report them: wait for the first
 
     def update(self, now: float, backlog: int, *, completed: Mapping[str, int] | None = None,
                in_flight: int = 0, service_time: float | None = None) -> Rates:
@@ -156,7 +157,13 @@ class RateEstimator:
         elif service_time is not None and service_time > 0 and prev_time is not None:
             completion = in_flight / service_time
             self._completion.update(completion, now - prev_time)
+        self._completions_expected |= completed is not None or service_time is not None
         if prev_time is None or prev_backlog is None:
+            return self.current()
+        if completion is None and self._completion.value is None and self._completions_expected:
+            # Completions are coming but not measured yet (counters need two readings):
+            # backlog growth alone would read a steady load as ~0 arrivals and seed the
+            # EWMA there (measured: 22% low 20 s after a controller start at 5/s).
             return self.current()
         dt = now - prev_time
         finished = completion if completion is not None else (self._completion.value or 0.0)

@@ -48,6 +48,22 @@ def test_littles_law_when_workers_publish_no_counters() -> None:
     assert rates.arrival == pytest.approx(4.0, rel=1e-3)    # steady backlog
 
 
+def test_no_arrival_guess_until_completions_are_measured() -> None:
+    """A controller starting on a steady load: flat backlog, counters read only once yet."""
+    est = RateEstimator(tau_seconds=10.0)
+    est.update(0.0, 2, completed={"a": 100})
+    for t in (1.0, 2.0, 3.0, 4.0):             # flat backlog is not "no arrivals"
+        assert est.update(t, 2).arrival is None
+    rates = est.update(5.0, 2, completed={"a": 125})
+    assert rates.completion == pytest.approx(5.0) and rates.arrival == pytest.approx(5.0)
+
+
+def test_without_worker_reports_arrivals_are_backlog_growth() -> None:
+    est = RateEstimator(tau_seconds=0.001)
+    est.update(0.0, 0)
+    assert est.update(1.0, 10).arrival == pytest.approx(10.0, rel=1e-3)
+
+
 def test_draining_queue_has_no_negative_arrivals() -> None:
     est = RateEstimator(tau_seconds=0.001)
     est.update(0.0, 100)
