@@ -18,6 +18,7 @@ from typing import Any
 
 from kubernetes import client, config
 
+from controller.cordon import PodCordoner
 from controller.events import EventRecorder
 from controller.http import HealthServer
 from controller.leader import LeaderElector
@@ -118,6 +119,7 @@ def run(settings: ControllerSettings, options: RunOptions) -> int:
                      is_leader=elector.is_leader if elector else (lambda: True),
                      dry_run=settings.dry_run, log_format=settings.log_format,
                      status_interval=settings.status_min_interval_seconds)
+    deps.cordoner = cordoner = _cordoner(core, settings)
     custom = client.CustomObjectsApi(api)
     manager = PoolManager(deps, custom=custom, namespace=settings.namespace, events=events,
                           background=not options.once)
@@ -153,7 +155,21 @@ def run(settings: ControllerSettings, options: RunOptions) -> int:
     manager.stop()
     server.stop()
     pod_reader.close()
+    if cordoner is not None:
+        cordoner.close()
     return 0
+
+
+def _cordoner(core: client.CoreV1Api, settings: ControllerSettings) -> PodCordoner | None:
+    """Cordons busy pods the policy wants gone, when the workers' control token is known."""
+    token = settings.control_token.get_secret_value()
+    if not token:
+        log.info("cordoning off: QSCALE_CONTROL_TOKEN is not set, busy pods leave only "
+                 "when they happen to turn idle")
+        return None
+    return PodCordoner(core, access=settings.pod_state_access, token=token,
+                       ttl_seconds=settings.cordon_ttl_seconds,
+                       timeout=max(1.0, settings.pod_state_timeout_seconds))
 
 
 def _run_once(settings: ControllerSettings, manager: PoolManager,

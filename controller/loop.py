@@ -1,9 +1,8 @@
 """One pool's control loop: read metrics, ask the policy, act, report. Only wiring.
 
-Each tick: queue depth from the metric source, pod states from the pods'
-/state, rates from the estimator -> `desired_replicas` (pure) -> the actuator
-(deletion costs first, then the scale patch) -> status, events, metrics and
-one structured log line. A standby replica still reads and decides (so its
+Each tick: queue depth, pods' /state and rates -> `desired_replicas` (pure) -> cordons
+(controller.cordon) -> the actuator (deletion costs, then the scale patch) -> status,
+events, metrics and one log line. A standby replica still reads and decides (so its
 history is warm when it takes over) but never acts.
 """
 
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from controller.actuator import ActuationError, Actuator, DeploymentView, TargetMissingError
+from controller.cordon import PodCordoner, PoolCordons
 from controller.crd import StatusWriter
 from controller.events import EventRecorder, Involved
 from controller.metrics import ControllerMetrics
@@ -52,6 +52,7 @@ class LoopDeps:
     log_format: str = "kv"
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time  # compared with pods' creation times
+    cordoner: PodCordoner | None = None  # None: no control token, busy pods are not drained
 
 
 @dataclass
@@ -87,6 +88,7 @@ class PoolLoop:
         self._metrics_ok: bool | None = None
         self._target_ok: bool | None = None
         self._last_scale_time = ""
+        self._cordons = PoolCordons(deps.cordoner, deps.metrics)
 
     @property
     def involved(self) -> Involved:
@@ -161,6 +163,8 @@ class PoolLoop:
         self._history = decision.history
         self._floor_since = (self._floor_since or started) \
             if decision.reason == "floor:busy-pods" else None
+        self._cordons.update(spec, self._pods, decision, current, acting=leader and not
+                             deps.dry_run, pods_read=self._pods_read_at == started)
 
         acted, act_error = False, None
         if acting and decision.desired != current and started >= self._hold_until:
@@ -242,7 +246,7 @@ class PoolLoop:
         deps, actuator = self.deps, self._actuator_for(spec)
         try:
             if decision.desired < current and pods and spec.pod_state_port:
-                costs = deletion_costs(pods)
+                costs = deletion_costs(pods, self._cordons.names)
                 actuator.mark_deletion_costs(costs, {p.name: p.deletion_cost for p in pods})
             if not deps.is_leader():  # lost the lease while preparing: do not write
                 return False, None
@@ -307,6 +311,7 @@ class PoolLoop:
             "startup": _round(_startup_in_use(obs, spec), 1),
             "current": current, "desired": decision.desired, "raw": decision.raw_desired,
             "reason": reason, "acted": result.acted, "leader": leader,
+            "drain": decision.drain_pods, "cordoned": ",".join(sorted(self._cordons.names)) or None,
         }
         if result.error:
             fields["error"] = result.error
@@ -358,7 +363,7 @@ class PoolLoop:
             "readyDepth": obs.ready, "inFlight": obs.in_flight,
             "arrivalRate": _round(obs.arrival_rate, 2),
             "serviceTimeSeconds": _round(obs.service_time_seconds, 3),
-            "startingPods": obs.starting_pods,
+            "startingPods": obs.starting_pods, "cordonedPods": len(self._cordons.names),
             "podStartupSeconds": _round(_startup_in_use(obs, spec), 1),
             "desiredReplicas": decision.desired, "currentReplicas": replicas,
             "lastDecision": f"{current}->{decision.desired}" if decision.desired != current

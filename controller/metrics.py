@@ -31,6 +31,12 @@ class ControllerMetrics:
         self.busy_pods = Gauge("qscale_controller_busy_pods",
                                "Pods running at least one task (or not answering)", pool,
                                registry=self.registry)
+        self.cordoned_pods = Gauge("qscale_controller_cordoned_pods",
+                                   "Busy pods told to take no new tasks (to remove once idle)",
+                                   pool, registry=self.registry)
+        self.cordon_errors = Counter("qscale_controller_cordon_errors",
+                                     "Failed cordon/uncordon requests to worker pods", pool,
+                                     registry=self.registry)
         self.scale_events = Counter("qscale_controller_scale_events",
                                     "Scale patches sent, by direction",
                                     [*pool, "direction"], registry=self.registry)
@@ -53,6 +59,7 @@ class ControllerMetrics:
     def forget(self, namespace: str, pool: str) -> None:
         """Drop a deleted pool's gauges so dashboards do not show ghosts."""
         for gauge in (self.queue_ready, self.queue_in_flight, self.arrival_rate,
-                      self.desired_replicas, self.current_replicas, self.busy_pods):
+                      self.desired_replicas, self.current_replicas, self.busy_pods,
+                      self.cordoned_pods):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, pool)

@@ -3,7 +3,8 @@
 Pods are listed by the Deployment's label selector and asked in parallel with a
 short timeout. In-cluster the controller talks to pod IPs directly; on a host
 outside the cluster network (tests, a laptop) it goes through the API server's
-pod proxy (`pod_state_access=apiserver-proxy`, needs `get pods/proxy`).
+pod proxy (`pod_state_access=apiserver-proxy`, needs `get pods/proxy`;
+controller.cordon's POSTs through it need `create pods/proxy`).
 
 A running pod that does not answer is reported with `state=None`; the loop counts
 it as busy, because never killing a busy worker matters more than a fast scale-in.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -69,6 +70,13 @@ class PodState:
         if self.terminating or self.phase != "Running":
             return False
         return self.state is None or self.busy_tasks > 0
+
+    @property
+    def cordoned(self) -> bool:
+        """The worker says it is cordoned (or a cordon it was sent still holds)."""
+        if self.state is None:
+            return False
+        return bool(self.state.get("cordoned")) or self.state.get("cordon_expires_in") is not None
 
     @property
     def service_time(self) -> float | None:
@@ -202,22 +210,27 @@ class PodStateReader:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def rank_for_removal(pods: Sequence[PodState]) -> list[PodState]:
-    """Pods in the order they should go: idle first, then least busy, youngest first."""
-    def key(pod: PodState) -> tuple[int, int, float]:
+def rank_for_removal(pods: Sequence[PodState],
+                     cordoned: Collection[str] = ()) -> list[PodState]:
+    """Pods in the order they should go: idle first, then least busy, youngest first;
+    within each, cordoned pods (named in `cordoned` or saying so) first, since they
+    are emptying on purpose (controller.cordon picks them from this order)."""
+    def key(pod: PodState) -> tuple[int, int, int, float]:
         busy = pod.counts_as_busy
         load = pod.busy_tasks if pod.reachable else 1 << 20
-        return (1 if busy else 0, load if busy else 0, -pod.created)
+        held = pod.name in cordoned or pod.cordoned
+        return (1 if busy else 0, 0 if held else 1, load if busy else 0, -pod.created)
     return sorted((p for p in pods if not p.terminating), key=key)
 
 
-def deletion_costs(pods: Sequence[PodState]) -> dict[str, int]:
+def deletion_costs(pods: Sequence[PodState], cordoned: Collection[str] = ()) -> dict[str, int]:
     """The pod-deletion-cost each pod should carry so the ReplicaSet removes idle ones first.
 
     Idle pods get small costs (0, 1, 2, ...), busy pods large ones (1_000_000 + rank),
-    so any idle pod is deleted before any busy one.
+    so any idle pod is deleted before any busy one, and a cordoned pod before others
+    like it.
     """
     costs: dict[str, int] = {}
-    for rank, pod in enumerate(rank_for_removal(pods)):
+    for rank, pod in enumerate(rank_for_removal(pods, cordoned)):
         costs[pod.name] = (1_000_000 + rank) if pod.counts_as_busy else rank
     return costs

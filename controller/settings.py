@@ -12,7 +12,14 @@ import socket
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from controller.policy import PolicyConfig
@@ -34,7 +41,8 @@ def _comma_list(value: object) -> object:
 class ControllerSettings(BaseSettings):
     """Everything the controller reads from its environment."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True,
+                                      populate_by_name=True)
 
     pool_source: Literal["workerpools", "env"] = "workerpools"
     # WorkerPool mode: "" watches all namespaces. Env mode: the Deployment's namespace.
@@ -70,6 +78,13 @@ class ControllerSettings(BaseSettings):
     # -- how pods' /state is read --
     pod_state_access: Literal["direct", "apiserver-proxy"] = "direct"
     pod_state_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 0.5
+
+    # -- cordoning busy pods the policy wants gone (controller.cordon) --
+    # The workers' QSCALE_CONTROL_TOKEN (same variable, no CONTROLLER_ prefix); empty
+    # turns cordoning off. Cordons last this long unless refreshed (every pod read).
+    control_token: SecretStr = Field(default=SecretStr(""),
+                                     validation_alias="QSCALE_CONTROL_TOKEN")
+    cordon_ttl_seconds: Annotated[float, Field(ge=15, le=3600)] = 120.0
 
     # -- leader election on a coordination.k8s.io Lease --
     leader_election: bool = True

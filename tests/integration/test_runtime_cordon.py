@@ -11,6 +11,8 @@ import urllib.request
 
 import pytest
 
+from controller.cordon import CordonPlan, CordonResult, PodCordoner
+from controller.podstate import PodState
 from tests import runtime_tasks as rt
 from tests.runtime_harness import WorkerProcess, broker, publish, wait_until
 
@@ -155,3 +157,33 @@ def test_cordon_needs_the_control_token(redis_url: str, queue_name: str) -> None
     finally:
         worker.stop()
         open_worker.stop()
+
+
+def test_the_controllers_cordoner_drives_a_real_worker(redis_url: str, queue_name: str) -> None:
+    """controller.cordon's HTTP client against the real endpoint (direct pod access)."""
+    worker = WorkerProcess(redis_url, queue_name, control_token=TOKEN).start()
+    pod = PodState(name="w-0", ip="127.0.0.1", phase="Running", created=0.0,
+                   terminating=False, state={"busy": 1, "in_flight": 1})
+    cordoner = PodCordoner(None, access="direct", token=TOKEN, ttl_seconds=30)  # type: ignore[arg-type]
+    impostor = PodCordoner(None, access="direct", token="guess", ttl_seconds=30)  # type: ignore[arg-type]
+    try:
+        worker.wait_ready()
+        result = impostor.apply("ns", worker.port, CordonPlan(cordon=(pod,)), before=())
+        assert result == CordonResult(frozenset(), 1)
+        assert worker.state()["cordon_expires_in"] is None
+
+        result = cordoner.apply("ns", worker.port, CordonPlan(cordon=(pod,)), before=())
+        assert result == CordonResult(frozenset({"w-0"}), 0)
+        wait_until(lambda: worker.state().get("cordoned"), 5, "the cordon applied", worker)
+        assert 25 < worker.state()["cordon_expires_in"] <= 30
+
+        result = impostor.apply("ns", worker.port, CordonPlan(uncordon=(pod,)), before={"w-0"})
+        assert result == CordonResult(frozenset({"w-0"}), 1)  # kept: retried next time
+        result = cordoner.apply("ns", worker.port, CordonPlan(uncordon=(pod,)), before={"w-0"})
+        assert result == CordonResult(frozenset(), 0)
+        wait_until(lambda: worker.state().get("cordoned") is False, 5, "the cordon lifted",
+                   worker)
+    finally:
+        cordoner.close()
+        impostor.close()
+        worker.stop()

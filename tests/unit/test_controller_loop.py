@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.actuator import DeploymentView
+from controller.cordon import CordonPlan, CordonResult
 from controller.loop import LoopDeps, PoolLoop
 from controller.metrics import ControllerMetrics
 from controller.podstate import PodState, startup_estimate
@@ -95,14 +96,14 @@ def _pool(**policy: Any) -> PoolSpec:
 
 
 def _loop(spec: PoolSpec, *, leader: bool = True, dry_run: bool = False,
-          replicas: int = 1) -> tuple[PoolLoop, FakeSource, FakeActuator, FakePods, FakeEvents,
-                                      Clock]:
+          replicas: int = 1, cordoner: Any = None) -> tuple[PoolLoop, FakeSource, FakeActuator,
+                                                            FakePods, FakeEvents, Clock]:
     source, actuator, pods, events, clock = (FakeSource(), FakeActuator(replicas), FakePods(),
                                              FakeEvents(), Clock())
     deps = LoopDeps(make_source=lambda _s: source, make_actuator=lambda _s: actuator,  # type: ignore[arg-type,return-value]
                     pod_reader=pods, events=events, make_status=None,  # type: ignore[arg-type]
                     metrics=ControllerMetrics(), is_leader=lambda: leader, dry_run=dry_run,
-                    clock=clock, wall_clock=clock)
+                    clock=clock, wall_clock=clock, cordoner=cordoner)
     return PoolLoop(spec, deps), source, actuator, pods, events, clock
 
 
@@ -204,3 +205,53 @@ def test_startup_estimate_keeps_the_newest_pods() -> None:
     assert startup_estimate([_pod("a", 0, 1.0, 2.0), _pod("b", 0, 2.0, 4.0)]) == 3.0
     assert startup_estimate([_pod("x", 0, 1.0, None)]) is None
     assert not _pod("a", 0, 1.0).starting and _pod("x", 0, 1.0, None).starting
+
+
+@dataclass
+class FakeCordoner:
+    """Accepts every request; records (cordon, uncordon) names per call."""
+
+    calls: list[tuple[list[str], list[str]]] = field(default_factory=list)
+
+    def apply(self, namespace: str, port: int, plan: CordonPlan, before: Any) -> CordonResult:
+        self.calls.append(([p.name for p in plan.cordon], [p.name for p in plan.uncordon]))
+        return CordonResult(frozenset(p.name for p in plan.cordon), 0)
+
+
+def test_busy_floor_cordons_the_least_busy_pods_then_removes_them_once_idle() -> None:
+    cordoner = FakeCordoner()
+    loop, _source, actuator, pods, _, clock = _loop(_pool(), replicas=4, cordoner=cordoner)
+    pods.pods = [_pod("a", 3, 1.0), _pod("b", 1, 2.0), _pod("c", 2, 3.0), _pod("d", 0, 4.0)]
+    loop.tick()
+    clock.now += 11.0
+    result = loop.tick()             # queue empty, three pods busy: floor at 3, need 1
+    assert result.decision is not None and result.decision.desired == 3
+    assert result.decision.drain_pods == 2
+    assert cordoner.calls[-1] == (["b", "c"], [])     # the two least busy
+    assert result.fields["drain"] == 2 and result.fields["cordoned"] == "b,c"
+    costs = actuator.calls[0][1]
+    assert costs["d"] < costs["b"] < costs["c"] < costs["a"]  # cordoned go before "a"
+    pods.pods = [_pod("a", 3, 1.0), _pod("b", 0, 2.0), _pod("c", 2, 3.0)]  # "d" removed
+    clock.now += 6.0                 # next pod read: "b" has emptied
+    result = loop.tick()
+    assert result.decision is not None and result.decision.desired == 2
+    assert cordoner.calls[-1] == (["b", "c"], [])     # "b" leaves cordoned; "c" still drains
+    costs = actuator.calls[-2][1]
+    assert costs["b"] == min(costs.values())
+    calls = len(cordoner.calls)
+    clock.now += 1.0                 # between pod reads: no new requests
+    loop.tick()
+    assert len(cordoner.calls) == calls
+
+
+def test_standby_and_dry_run_send_no_cordons() -> None:
+    for kwargs, drain in (({"leader": False}, 0), ({"dry_run": True}, 2)):
+        cordoner = FakeCordoner()   # (a standby reads no pods, so it sees no busy floor)
+        loop, _source, _actuator, pods, _, clock = _loop(_pool(), replicas=4,
+                                                         cordoner=cordoner, **kwargs)
+        pods.pods = [_pod(n, 1, float(i)) for i, n in enumerate("abc")] + [_pod("d", 0, 9.0)]
+        for _ in range(3):
+            result = loop.tick()
+            clock.now += 11.0
+        assert result.decision is not None and result.decision.drain_pods == drain
+        assert cordoner.calls == [] and result.fields["cordoned"] is None
