@@ -9,7 +9,7 @@ is the first the ReplicaSet removes once it is idle. A cordoned pod about to be
 removed keeps its cordon; every other cordoned pod is released.
 
 `PodCordoner` sends `POST /cordon {"ttl_seconds": ttl}` (resent on every pod read,
-so a dead controller's cordons lapse by themselves) and `DELETE /cordon` to the
+so a dead controller's cordons lapse by themselves) and `POST /uncordon` to the
 worker's HTTP port with the QSCALE_CONTROL_TOKEN: straight to the pod IP
 in-cluster, or through the API server's pod proxy (`pod_state_access=apiserver-proxy`,
 needs `create pods/proxy`; the proxy consumes the Authorization header, so the
@@ -115,25 +115,24 @@ class PodCordoner:
 
     def _send(self, namespace: str, pod: PodState, port: int, on: bool) -> str | None:
         """One request; None when the worker accepted it, else what went wrong."""
-        method = "POST" if on else "DELETE"
-        body = {"ttl_seconds": self.ttl_seconds} if on else None
+        path = "cordon" if on else "uncordon"
+        body = {"ttl_seconds": self.ttl_seconds} if on else {}
         try:
             if self.access == "direct":
                 if not pod.ip:
                     return "pod has no IP"
-                status, data = self._direct(method, f"http://{pod.ip}:{port}/cordon", body)
+                status, data = self._direct(f"http://{pod.ip}:{port}/{path}", body)
             else:
-                status, data = self._proxied(method, namespace, f"{pod.name}:{port}", body)
+                status, data = self._proxied(namespace, f"{pod.name}:{port}", path, body)
         except Exception as exc:
             return f"{type(exc).__name__}: {exc}"
         if status == 200:
             return None
         return f"HTTP {status}: {data[:200].decode(errors='replace').strip()}"
 
-    def _direct(self, method: str, url: str,
-                body: dict[str, float] | None) -> tuple[int, bytes]:
+    def _direct(self, url: str, body: dict[str, float]) -> tuple[int, bytes]:
         request = urllib.request.Request(
-            url, method=method, data=None if body is None else json.dumps(body).encode(),
+            url, method="POST", data=json.dumps(body).encode(),
             headers={"Authorization": f"Bearer {self._token}",
                      "Content-Type": "application/json"})
         try:
@@ -142,12 +141,12 @@ class PodCordoner:
         except urllib.error.HTTPError as err:
             return int(err.code), bytes(err.read())
 
-    def _proxied(self, method: str, namespace: str, target: str,
-                 body: dict[str, float] | None) -> tuple[int, bytes]:
+    def _proxied(self, namespace: str, target: str, path: str,
+                 body: dict[str, float]) -> tuple[int, bytes]:
         api = self.core.api_client
         request = api.param_serialize(
-            method=method, resource_path=_PROXY_PATH,
-            path_params={"namespace": namespace, "name": target, "path": "cordon"},
+            method="POST", resource_path=_PROXY_PATH,
+            path_params={"namespace": namespace, "name": target, "path": path},
             header_params={TOKEN_HEADER: self._token, "Content-Type": "application/json",
                            "Accept": "application/json"},
             body=body, auth_settings=["BearerToken"])

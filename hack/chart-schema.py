@@ -254,7 +254,11 @@ schema = obj(
         ),
         "worker": obj(worker_props),
         "pools": {"type": "array", "items": pool, "minItems": 1},
-        "autoscaling": obj(autoscaling_props),
+        "autoscaling": obj({
+            **autoscaling_props,
+            # Chart-wide only (one token for the controller and every pool).
+            "cordon": obj({"enabled": B, "token": S(pattern="^[A-Za-z0-9]*$")}),
+        }),
         "controller": obj(
             {
                 "enabled": B,

@@ -7,8 +7,9 @@ JSON documented in `worker.state`.
 
 `POST /cordon` (optional JSON body `{"ttl_seconds": 120}`) tells the worker to
 stop taking new tasks and give its unstarted ones back to the broker, so the
-controller can empty a busy pod and remove it once idle; `DELETE /cordon` lifts
-it. Both change behaviour, so they need the QSCALE_CONTROL_TOKEN, as
+controller can empty a busy pod and remove it once idle; `POST /uncordon` lifts
+it (POST only: through the API server's pod proxy that needs just `create
+pods/proxy`). Both change behaviour, so they need the QSCALE_CONTROL_TOKEN, as
 `Authorization: Bearer <token>` or as `X-Qscale-Control-Token: <token>` (the
 Kubernetes API server's pod proxy consumes the Authorization header); without a
 configured token they answer 403. The handler only sets the cordon deadline in
@@ -79,8 +80,9 @@ def _refusal(headers: Message, token: str) -> str | None:
     return None
 
 
-def _cordon_ttl(raw: bytes) -> float:
-    """The TTL asked for in a POST /cordon body; ValueError says what is wrong."""
+def _cordon_ttl(raw: bytes, fields: set[str]) -> float:
+    """The TTL asked for in a POST /cordon body (`fields` it may have; none for
+    /uncordon); ValueError says what is wrong."""
     if not raw.strip():
         return CORDON_TTL_DEFAULT
     try:
@@ -89,7 +91,7 @@ def _cordon_ttl(raw: bytes) -> float:
         raise ValueError("body must be JSON") from None
     if not isinstance(doc, dict):
         raise ValueError("body must be a JSON object")
-    unknown = sorted(set(doc) - {"ttl_seconds"})
+    unknown = sorted(set(doc) - fields)
     if unknown:
         raise ValueError(f"unknown field(s): {', '.join(unknown)}")
     ttl = doc.get("ttl_seconds", CORDON_TTL_DEFAULT)
@@ -124,20 +126,20 @@ def _make_handler(state: RuntimeState, metrics: WorkerMetrics, max_stall: float,
     routes.update({"/healthz": healthz, "/readyz": readyz, "/state": state_doc,
                    "/metrics": metrics_doc})
 
-    def cordon(method: str, headers: Message, raw: bytes) -> Reply:
+    def control(path: str, headers: Message, raw: bytes) -> Reply:
         refused = _refusal(headers, control_token)
         if refused is not None:
-            log.warning("%s /cordon refused: %s", method, refused)
+            log.warning("POST %s refused: %s", path, refused)
             return _json(403, {"error": refused})
-        if method == "DELETE":
+        try:
+            ttl = _cordon_ttl(raw, {"ttl_seconds"} if path == "/cordon" else set())
+        except ValueError as exc:
+            return _json(400, {"error": str(exc)})
+        if path == "/uncordon":
             if state.cordon_left() is not None:
                 log.info("uncordon requested")
             state.uncordon()
             return _json(200, {"cordon_expires_in": None})
-        try:
-            ttl = _cordon_ttl(raw)
-        except ValueError as exc:
-            return _json(400, {"error": str(exc)})
         if state.cordon_left() is None:
             log.info("cordon requested ttl=%gs", ttl)
         state.cordon(ttl)
@@ -154,14 +156,9 @@ def _make_handler(state: RuntimeState, metrics: WorkerMetrics, max_stall: float,
                 self._reply(*self._guarded(route))
 
         def do_POST(self) -> None:
-            self._control("POST")
-
-        def do_DELETE(self) -> None:
-            self._control("DELETE")
-
-        def _control(self, method: str) -> None:
             self.close_connection = True  # rare requests: never misread an unread body
-            if self.path.split("?", 1)[0] != "/cordon":
+            path = self.path.split("?", 1)[0]
+            if path not in ("/cordon", "/uncordon"):
                 self._reply(404, b"not found\n", "text/plain")
                 return
             try:
@@ -172,7 +169,7 @@ def _make_handler(state: RuntimeState, metrics: WorkerMetrics, max_stall: float,
                 self._reply(*_json(413, {"error": f"body over {MAX_BODY_BYTES} bytes"}))
                 return
             raw = self.rfile.read(length) if length else b""
-            self._reply(*self._guarded(lambda: cordon(method, self.headers, raw)))
+            self._reply(*self._guarded(lambda: control(path, self.headers, raw)))
 
         def _guarded(self, route: Callable[[], Reply]) -> Reply:
             try:

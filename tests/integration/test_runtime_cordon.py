@@ -21,22 +21,23 @@ pytestmark = [pytest.mark.redis, pytest.mark.rabbitmq]
 TOKEN = "s3cret-control-token"
 
 
-def control(worker: WorkerProcess, method: str, body: bytes | None = None,
+def control(worker: WorkerProcess, path: str, body: bytes | None = None,
             headers: dict[str, str] | None = None,
             token: str | None = TOKEN) -> tuple[int, dict[str, object]]:
-    """Send POST/DELETE /cordon; returns (status, JSON body)."""
+    """POST /cordon or /uncordon; returns (status, JSON body)."""
     sent = dict(headers or {})
     if token is not None:
         sent["Authorization"] = f"Bearer {token}"
     if body is not None:
         sent["Content-Type"] = "application/json"
-    request = urllib.request.Request(f"http://127.0.0.1:{worker.port}/cordon", data=body,
-                                     method=method, headers=sent)
+    request = urllib.request.Request(f"http://127.0.0.1:{worker.port}{path}",
+                                     data=body or b"", method="POST", headers=sent)
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return int(response.status), json.loads(response.read())
     except urllib.error.HTTPError as err:
-        return int(err.code), json.loads(err.read())
+        raw = err.read()
+        return int(err.code), json.loads(raw) if err.code != 404 else {"text": raw.decode()}
 
 
 def _ready(broker_url: str, queue: str) -> int:
@@ -61,7 +62,7 @@ def test_cordon_hands_unstarted_work_to_other_workers(broker_url: str,
                    "the worker holding unstarted messages", first)
         held = first.state()["in_flight"]
 
-        assert control(first, "POST", b'{"ttl_seconds": 60}') == \
+        assert control(first, "/cordon", b'{"ttl_seconds": 60}') == \
             (200, {"cordon_expires_in": 60.0})
         wait_until(lambda: first.state().get("cordoned"), 5, "the cordon applied", first)
         assert 0 < first.state()["cordon_expires_in"] <= 60
@@ -89,7 +90,7 @@ def test_cordon_hands_unstarted_work_to_other_workers(broker_url: str,
 
         second.stop()
         second = None
-        assert control(first, "DELETE") == (200, {"cordon_expires_in": None})
+        assert control(first, "/uncordon") == (200, {"cordon_expires_in": None})
         assert first.state()["cordon_expires_in"] is None
         more = publish(broker_url, queue_name, "rt.sleep_record", [[key, 0.05]] * 3)
         wait_until(lambda: all(rt.runs(key).get(i) == 1 for i in more), 20,
@@ -107,8 +108,8 @@ def test_cordon_expires_by_itself(broker_url: str, queue_name: str) -> None:
     worker = WorkerProcess(broker_url, queue_name, control_token=TOKEN).start()
     try:
         worker.wait_ready()
-        assert control(worker, "POST", b'{"ttl_seconds": 3}')[0] == 200
-        assert control(worker, "POST", b'{"ttl_seconds": 3}')[0] == 200  # idempotent
+        assert control(worker, "/cordon", b'{"ttl_seconds": 3}')[0] == 200
+        assert control(worker, "/cordon", b'{"ttl_seconds": 3}')[0] == 200  # idempotent
         wait_until(lambda: worker.state().get("cordoned"), 5, "the cordon applied", worker)
         ids = publish(broker_url, queue_name, "rt.sleep_record", [[key, 0.05]] * 3)
         time.sleep(1.0)
@@ -130,27 +131,29 @@ def test_cordon_needs_the_control_token(redis_url: str, queue_name: str) -> None
     try:
         worker.wait_ready()
         open_worker.wait_ready()
-        assert control(worker, "POST", token=None)[0] == 403
-        assert control(worker, "POST", token="wrong")[0] == 403
-        assert control(worker, "POST", headers={"X-Qscale-Control-Token": "wrong"},
+        assert control(worker, "/cordon", token=None)[0] == 403
+        assert control(worker, "/cordon", token="wrong")[0] == 403
+        assert control(worker, "/cordon", headers={"X-Qscale-Control-Token": "wrong"},
                        token=None)[0] == 403
-        assert control(worker, "POST", headers={"Authorization": f"Basic {TOKEN}"},
+        assert control(worker, "/cordon", headers={"Authorization": f"Basic {TOKEN}"},
                        token=None)[0] == 403
-        assert control(worker, "DELETE", token="wrong")[0] == 403
-        code, body = control(open_worker, "POST", token="")
+        assert control(worker, "/uncordon", token="wrong")[0] == 403
+        code, body = control(open_worker, "/cordon", token="")
         assert code == 403 and "QSCALE_CONTROL_TOKEN" in str(body["error"])
-        assert control(open_worker, "POST", token=TOKEN)[0] == 403
+        assert control(open_worker, "/cordon", token=TOKEN)[0] == 403
         for bad in (b"ttl", b"[1]", b'{"ttl_seconds": 0}', b'{"ttl_seconds": "60"}',
                     b'{"ttl_seconds": 99999}', b'{"ttl": 60}', b'{"ttl_seconds": true}'):
-            code, body = control(worker, "POST", bad)
+            code, body = control(worker, "/cordon", bad)
             assert code == 400 and body["error"], (bad, code, body)
+        assert control(worker, "/uncordon", b'{"ttl_seconds": 5}')[0] == 400
+        assert control(worker, "/cordons")[0] == 404
         assert worker.state()["cordoned"] is False
         assert open_worker.state()["cordoned"] is False
         ids = publish(redis_url, queue_name, "rt.sleep_record", [[key, 0.05]] * 2)
         wait_until(lambda: len(rt.runs(key)) == 2, 20, "refused cordons had no effect", worker)
         assert rt.runs(key) == dict.fromkeys(ids, 1)
         # The proxy-friendly header works as well as the bearer token.
-        assert control(worker, "POST", headers={"X-Qscale-Control-Token": TOKEN},
+        assert control(worker, "/cordon", headers={"X-Qscale-Control-Token": TOKEN},
                        token=None)[0] == 200
         wait_until(lambda: worker.state().get("cordoned"), 5, "the cordon applied", worker)
         assert worker.get("/readyz")[0] == 200

@@ -37,7 +37,7 @@ FORBIDDEN = [
     ("delete", "leases.coordination.k8s.io"), ("patch", "workerpools.qscale.io"),
     ("delete", "workerpools.qscale.io"),
     # Out-of-cluster extra, only with the separate qscale-controller-pod-proxy Role:
-    ("get", "pods --subresource=proxy"),
+    ("get", "pods --subresource=proxy"), ("create", "pods --subresource=proxy"),
 ]
 
 
@@ -87,4 +87,5 @@ def test_pod_proxy_role_adds_only_the_proxy(kube_cluster: KubeCluster,
                          "--role=qscale-controller-pod-proxy",
                          f"--serviceaccount={ns}:qscale-controller")
     assert _can(kube_cluster, ns, user, "get", "pods --subresource=proxy")
+    assert _can(kube_cluster, ns, user, "create", "pods --subresource=proxy")  # POST /cordon
     assert not _can(kube_cluster, ns, user, "create", "pods")

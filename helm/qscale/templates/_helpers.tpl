@@ -64,6 +64,28 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end }}
 
+{{/* ---- cordon: the controller's "take no new tasks" for busy pods it wants gone ---- */}}
+
+{{/* True when the controller cordons busy pods: it and the workers share the control token. */}}
+{{- define "qscale.cordon.enabled" -}}
+{{- if and .Values.controller.enabled .Values.autoscaling.cordon.enabled -}}
+true
+{{- end -}}
+{{- end }}
+
+{{- define "qscale.cordon.secretName" -}}
+{{- include "qscale.componentName" (dict "root" . "component" "control-token") }}
+{{- end }}
+
+{{/* QSCALE_CONTROL_TOKEN from the chart's Secret (workers of autoscaled pools, controller). */}}
+{{- define "qscale.cordon.env" -}}
+- name: QSCALE_CONTROL_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "qscale.cordon.secretName" . }}
+      key: token
+{{- end }}
+
 {{/* ---- broker ---- */}}
 
 {{/* True when the chart runs a Redis: as the broker, or as the results store next to RabbitMQ. */}}
