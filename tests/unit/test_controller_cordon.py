@@ -6,11 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.cordon import CordonPlan, CordonResult, PoolCordons, plan_cordons
+import pytest
+
+from controller.cordon import CordonPlan, CordonResult, PodCordoner, PoolCordons, plan_cordons
 from controller.metrics import ControllerMetrics
 from controller.podstate import PodState, deletion_costs
 from controller.policy import Decision, History, PolicyConfig
 from controller.pool import PoolSpec
+from controller.settings import load_settings
+from worker.errors import ConfigError
+from worker.settings import load_settings as worker_settings
 
 
 def _pod(name: str, busy: int, created: float = 0.0, *, cordoned: bool = False,
@@ -111,3 +116,22 @@ def test_pool_cordons_act_only_for_an_acting_leader_after_a_pod_read() -> None:
     off = PoolCordons(None, metrics)                 # no control token: feature off
     off.update(spec, pods, _decision(3, 2), 3, acting=True, pods_read=True)
     assert off.names == frozenset()
+
+
+def test_token_is_shared_with_the_workers_and_never_printed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QSCALE_CONTROL_TOKEN", "t0ken")
+    monkeypatch.delenv("QSCALE_CONTROLLER_CORDON_TTL_SECONDS", raising=False)
+    settings = load_settings()
+    assert settings.control_token.get_secret_value() == "t0ken"
+    assert "t0ken" not in repr(settings) and settings.cordon_ttl_seconds == 120.0
+    assert worker_settings().control_token.get_secret_value() == "t0ken"
+    assert "t0ken" not in repr(worker_settings())
+    monkeypatch.setenv("QSCALE_CONTROLLER_CORDON_TTL_SECONDS", "5")  # below a pod read's 3x
+    with pytest.raises(ConfigError, match=r"^QSCALE_CONTROLLER_CORDON_TTL_SECONDS:"):
+        load_settings()
+
+
+def test_cordoner_needs_a_token() -> None:
+    with pytest.raises(ValueError, match="token"):
+        PodCordoner(None, access="direct", token="", ttl_seconds=60)  # type: ignore[arg-type]
