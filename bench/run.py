@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 2,
                         help="worker processes for every framework (default: cores)")
     parser.add_argument("--noop-tasks", type=int, default=10_000)
-    parser.add_argument("--cpu-tasks", type=int, default=300)
+    parser.add_argument("--cpu-tasks", type=int, default=1000)
     parser.add_argument("--rq-max-tasks", type=int, default=3_000,
                         help="cap for RQ, which is ~100x slower than the others")
     parser.add_argument("--repeat", type=int, default=1,
