@@ -37,6 +37,10 @@ Mode = Literal["queue", "latency"]
 OnError = Literal["hold", "fallback"]
 Details = Mapping[str, float | int | str]
 
+# Batching applies while the steady load needs at most this many pods: above it a
+# pod is busy enough that stopping and restarting it saves little.
+BATCH_MAX_NEED = 0.75
+
 
 @dataclass(frozen=True)
 class PolicyConfig:
@@ -62,6 +66,10 @@ class PolicyConfig:
     fallback_replicas: int | None = None
     # Pod creation -> consuming, used when the Observation carries no measured value.
     pod_startup_seconds: float = 10.0
+    # Latency mode with min_replicas 0: a trickle (steady need <= BATCH_MAX_NEED pods)
+    # may wait this long at zero replicas before a pod starts, and the last pod is
+    # released (drained) as soon as nothing is queued. 0 disables batching.
+    batch_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         problems = _config_problems(self)
@@ -71,7 +79,8 @@ class PolicyConfig:
 
 def _config_problems(cfg: PolicyConfig) -> list[str]:
     floats = ("target_per_slot", "target_wait_seconds", "tolerance",
-              "scale_down_window_seconds", "cooldown_seconds", "pod_startup_seconds")
+              "scale_down_window_seconds", "cooldown_seconds", "pod_startup_seconds",
+              "batch_seconds")
     problems = [f"{name} must be a finite number, got {getattr(cfg, name)}"
                 for name in floats if not math.isfinite(getattr(cfg, name))]
     checks = (
@@ -90,6 +99,7 @@ def _config_problems(cfg: PolicyConfig) -> list[str]:
         ("scale_down_window_seconds", cfg.scale_down_window_seconds >= 0, ">= 0"),
         ("cooldown_seconds", cfg.cooldown_seconds >= 0, ">= 0"),
         ("pod_startup_seconds", cfg.pod_startup_seconds >= 0, ">= 0"),
+        ("batch_seconds", cfg.batch_seconds >= 0, ">= 0"),
         ("on_error", cfg.on_error in ("hold", "fallback"), "'hold' or 'fallback'"),
     )
     problems += [f"{name} must be {want}, got {getattr(cfg, name)!r}"
@@ -128,6 +138,8 @@ class History:
     flap_level_at: float | None = None        # when flap_level last changed
     last_scale_down_at: float | None = None   # last scale-down to >= 1 replica
     last_queued_at: float | None = None       # last time ready > 0 was seen
+    queued_since: float | None = None         # start of the current ready > 0 spell
+    batch_releasing: bool = False             # batching let the last pod go (until gone)
 
 
 @dataclass(frozen=True)
@@ -214,6 +226,10 @@ def desired_replicas(
             desired = 1
             reason = "hold:cooldown" if current == 1 else "scale-down:keep-one-for-cooldown"
 
+    spell_start = history.queued_since if history.queued_since is not None else now
+    queued_since = spell_start if ready > 0 else None
+    desired, reason, releasing = _batch(desired, reason, obs, ready, current, concurrency,
+                                         config, mode_used, queued_since, history, now, details)
     desired, reason = _clamp(desired, reason, config)
     wanted = desired
     desired, reason = _busy_floor(desired, reason, current, obs)
@@ -224,7 +240,7 @@ def desired_replicas(
         last_scale_at=now if desired != current else history.last_scale_at,
         flap_level=level, flap_level_at=level_at,
         last_scale_down_at=now if 1 <= desired < current else history.last_scale_down_at,
-        last_queued_at=queued_at)
+        last_queued_at=queued_at, queued_since=queued_since, batch_releasing=releasing)
     details["proposal"] = proposal
     return Decision(desired, reason, next_history, raw, details, drain_pods=desired - wanted)
 
@@ -357,6 +373,37 @@ def _step(proposal: int, current: int, recs: tuple[tuple[float, int], ...],
         target = current - config.scale_down_step
         details["step_limited"] = stabilized
     return target, "scale-down:stabilized"
+
+
+def _batch(desired: int, reason: str, obs: Observation, ready: int, current: int,
+           concurrency: int, config: PolicyConfig, mode_used: str,
+           queued_since: float | None, history: History, now: float,
+           details: dict[str, float | int | str]) -> tuple[int, str, bool]:
+    """Batching a trickle (opt-in, `batch_seconds`): one pod mostly idle costs more
+    than starting it now and then for a batch.
+
+    At zero replicas, queued work waits until its oldest task has waited
+    `batch_seconds`; with a pod up, the pod is let go once the queue is empty, and
+    stays let go (drained: it finishes its running tasks, claims nothing new) until
+    it is gone, so new arrivals queue for the next batch. The busy-pod floor still
+    applies: a pod holding a task is never removed, only drained. Returns the
+    desired count, its reason and the next History.batch_releasing."""
+    rate, service = obs.arrival_rate, obs.service_time_seconds
+    trickle = (config.batch_seconds > 0 and config.min_replicas == 0
+               and mode_used == "latency" and rate is not None and service is not None
+               and rate * service / concurrency <= BATCH_MAX_NEED
+               and obs.starting_pods == 0 and desired <= 1)
+    if not trickle:
+        return desired, reason, False
+    if current == 0:
+        waited = 0.0 if queued_since is None else now - queued_since
+        details["batch_waited_seconds"] = round(waited, 3)
+        if desired == 1 and waited < config.batch_seconds:
+            return 0, "hold:batching", False
+        return desired, reason, False
+    if ready == 0 or history.batch_releasing:
+        return 0, "scale-to-zero:batching", True
+    return desired, reason, False
 
 
 def _clamp(desired: int, reason: str, config: PolicyConfig) -> tuple[int, str]:

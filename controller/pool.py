@@ -122,6 +122,7 @@ def policy_from_spec(spec: Mapping[str, Any]) -> PolicyConfig:
             on_error=on_error,
             fallback_replicas=fallback,
             pod_startup_seconds=_number(spec, "podStartupSeconds", default.pod_startup_seconds),
+            batch_seconds=_number(spec, "batchSeconds", default.batch_seconds),
         )
     except ValueError as exc:  # the policy's own checks, e.g. fallbackReplicas >= 1
         raise SpecError(f"spec: {exc}") from None
@@ -208,4 +209,5 @@ def _policy_from_settings(settings: ControllerSettings) -> PolicyConfig:
         on_error=settings.on_error,
         fallback_replicas=settings.fallback_replicas,
         pod_startup_seconds=settings.pod_startup_seconds,
+        batch_seconds=settings.batch_seconds,
     )

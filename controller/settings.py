@@ -69,6 +69,7 @@ class ControllerSettings(BaseSettings):
     flap_backoff_max: Annotated[int, Field(ge=0)] = _POLICY.flap_backoff_max
     cooldown_seconds: Annotated[float, Field(ge=0)] = _POLICY.cooldown_seconds
     pod_startup_seconds: Annotated[float, Field(ge=0)] = _POLICY.pod_startup_seconds
+    batch_seconds: Annotated[float, Field(ge=0)] = _POLICY.batch_seconds
     poll_interval_seconds: Annotated[float, Field(ge=0.1, le=300)] = 1.0
     on_error: Literal["hold", "fallback"] = _POLICY.on_error
     fallback_replicas: Annotated[int | None, Field(ge=1)] = _POLICY.fallback_replicas

@@ -144,6 +144,7 @@ autoscaling_props = {
     "scaleDownStep": nullable_int(minimum=1),
     "flapBackoffMax": Int(minimum=0, maximum=16),
     "podStartupSeconds": N(minimum=0, maximum=3600),
+    "batchSeconds": N(minimum=0, maximum=3600),
     "cooldownSeconds": N(minimum=0),
     "pollIntervalSeconds": N(minimum=0.1, maximum=300),
     "onError": S(enum=["hold", "fallback"]),

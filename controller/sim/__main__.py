@@ -28,6 +28,10 @@ FRONTIER: tuple[tuple[str, PolicyConfig], ...] = (
       for t in (2.0, 4.0)),
     *((f"latency target_wait={w:g}s", replace(QSCALE_DEFAULT, target_wait_seconds=w))
       for w in (10.0, 60.0, 120.0, 300.0)),
+    # Batching a trickle (opt-in): queued work waits up to b seconds at zero replicas.
+    *((f"latency target_wait={w:g}s batch={b:g}s",
+       replace(QSCALE_DEFAULT, target_wait_seconds=w, batch_seconds=b))
+      for w, b in ((60.0, 20.0), (300.0, 25.0))),
 )
 
 

@@ -58,6 +58,7 @@ def run(seq: list[Observation], current: int, cfg: PolicyConfig, start: float = 
     ({"min_replicas": 0, "max_replicas": 0}, "max_replicas"),
     ({"target_per_slot": 0}, "target_per_slot"),
     ({"target_wait_seconds": -1}, "target_wait_seconds"),
+    ({"batch_seconds": -1}, "batch_seconds"),
     ({"activation_threshold": -1}, "activation_threshold"),
     ({"tolerance": 1.0}, "tolerance"),
     ({"max_step_up": 0}, "max_step_up"),
@@ -431,6 +432,76 @@ def test_errors_restart_the_idle_clock() -> None:
 
 # -- purity and reporting --------------------------------------------------------
 
+# -- batching a trickle (opt-in) ------------------------------------------------------
+
+def batching(**kw: Any) -> PolicyConfig:
+    return PolicyConfig(**{"min_replicas": 0, "max_replicas": 20, "batch_seconds": 20.0,
+                           "target_wait_seconds": 300.0, **kw})
+
+
+def trickle(ready: int = 0, in_flight: int = 0, **kw: Any) -> Observation:
+    """1 task/s of 2 s tasks: half of one 4-slot pod."""
+    return obs(ready, in_flight, **{"arrival_rate": 1.0, "service_time_seconds": 2.0, **kw})
+
+
+def test_batching_holds_queued_work_at_zero_until_the_oldest_waited_batch_seconds() -> None:
+    cfg = batching()
+    first = decide(trickle(ready=3), 0, cfg, now=100.0)
+    assert (first.desired, first.reason) == (0, "hold:batching")
+    assert first.history.queued_since == 100.0
+    later = decide(trickle(ready=15), 0, cfg, first.history, now=115.0)
+    assert (later.desired, later.reason) == (0, "hold:batching")
+    assert later.details["batch_waited_seconds"] == 15.0
+    due = decide(trickle(ready=20), 0, cfg, later.history, now=120.0)
+    assert due.desired == 1 and due.reason.startswith("scale-up")
+
+
+def test_batching_drains_the_last_pod_once_nothing_is_queued_and_keeps_draining_it() -> None:
+    cfg = batching()
+    empty = decide(trickle(ready=0, in_flight=2, busy_pods=1), 1, cfg, now=200.0)
+    assert (empty.desired, empty.drain_pods, empty.reason) == (1, 1, "floor:busy-pods")
+    assert empty.history.batch_releasing
+    # New arrivals queue for the next batch instead of reopening the draining pod.
+    arrivals = decide(trickle(ready=2, in_flight=1, busy_pods=1), 1, cfg, empty.history,
+                      now=201.0)
+    assert (arrivals.desired, arrivals.drain_pods) == (1, 1)
+    idle = decide(trickle(ready=3), 1, cfg, arrivals.history, now=202.0)
+    assert (idle.desired, idle.reason) == (0, "scale-to-zero:batching")
+    # The batch clock started with the first arrival that found the pod draining.
+    assert idle.history.queued_since == 201.0
+    gone = decide(trickle(ready=4), 0, cfg, idle.history, now=203.0)
+    assert (gone.desired, gone.reason) == (0, "hold:batching")
+    assert gone.details["batch_waited_seconds"] == 2.0 and not gone.history.batch_releasing
+
+
+def test_batching_stops_when_the_load_outgrows_one_pod() -> None:
+    cfg = batching()
+    releasing = History(batch_releasing=True)
+    busy = decide(trickle(ready=400, in_flight=4, busy_pods=1, arrival_rate=30.0), 1, cfg,
+                  releasing, now=300.0)
+    assert busy.desired > 1 and busy.drain_pods == 0 and not busy.history.batch_releasing
+    burst_at_zero = decide(trickle(ready=400), 0, cfg, now=300.0)
+    assert burst_at_zero.desired > 1
+
+
+@pytest.mark.parametrize("cfg", [
+    batching(batch_seconds=0.0),   # the default: off
+    batching(min_replicas=1),      # a pool that may not reach zero
+    batching(mode="queue"),        # queue mode does not know the arrival rate
+])
+def test_batching_applies_only_when_enabled_in_latency_mode_with_min_zero(
+        cfg: PolicyConfig) -> None:
+    d = decide(trickle(ready=3), 0, cfg, now=100.0)
+    assert d.desired >= 1
+    d = decide(trickle(ready=0, in_flight=2, busy_pods=1), 1, cfg, now=100.0)
+    assert d.drain_pods == 0 and not d.history.batch_releasing
+
+
+def test_batching_waits_for_starting_pods() -> None:
+    d = decide(trickle(ready=0, in_flight=0, starting_pods=1), 1, batching(), now=100.0)
+    assert d.desired == 1
+
+
 def test_pure_same_inputs_same_decision() -> None:
     h = History(recommendations=((990.0, 3),), last_active_at=995.0)
     o = obs(ready=17, in_flight=3, busy_pods=2)
@@ -460,6 +531,7 @@ configs = st.builds(
     scale_down_step=st.none() | st.integers(1, 10),
     cooldown_seconds=st.floats(0, 600),
     pod_startup_seconds=st.floats(0, 120),
+    batch_seconds=st.just(0.0) | st.floats(0, 120),
 )
 observations = st.builds(
     Observation,
@@ -479,6 +551,8 @@ histories = st.builds(
     recommendations=st.lists(st.tuples(st.floats(0, 1000), st.integers(0, 80)),
                              max_size=5).map(tuple),
     last_active_at=st.none() | st.floats(0, 1000),
+    queued_since=st.none() | st.floats(0, 1000),
+    batch_releasing=st.booleans(),
 )
 currents = st.integers(0, 80)
 concurrencies = st.integers(1, 16)
