@@ -84,6 +84,9 @@ class PoolLoop:
         self._pods: list[PodState] = []
         self._pods_read_at = -1e18
         self._started: dict[str, PodState] = {}  # recent pods seen Ready, for start-up time
+        # Last service time the pods reported: kept at zero replicas, so latency mode
+        # (and batching) still knows how long tasks take when no pod is left to say.
+        self._service_time: float | None = None
         self._watching_since: float | None = None  # wall time of the first pod list
         self._metrics_ok: bool | None = None
         self._target_ok: bool | None = None
@@ -223,7 +226,9 @@ class PoolLoop:
         live = [p for p in pods if not p.terminating]
         busy = self._busy(spec, live)
         times = [t for t in (p.service_time for p in live) if t is not None]
-        service = sum(times) / len(times) if times else None
+        if times:
+            self._service_time = sum(times) / len(times)
+        service = self._service_time
         counters = {p.name: c for p in live if (c := p.completed) is not None}
         if not fresh:  # counters are only comparable at the moment they were read
             counters = {}

@@ -182,6 +182,18 @@ def test_observation_counts_starting_pods_from_the_deployment() -> None:
     assert loop.tick().fields["starting_pods"] == 0
 
 
+def test_service_time_outlives_the_pods_that_reported_it() -> None:
+    loop, source, _, pods, _, clock = _loop(_pool(mode="latency"), replicas=1)
+    pod = _pod("a", 1, 999.0)
+    pods.pods = [PodState(**{**pod.__dict__, "state": {**(pod.state or {}),
+                                                       "service_time_seconds": 2.5}})]
+    source.ready = 1
+    assert loop.tick().fields["service_time"] == 2.5
+    pods.pods = []                       # scaled to zero: nobody reports it any more
+    clock.now += 6.0
+    assert loop.tick().fields["service_time"] == 2.5
+
+
 def test_startup_time_is_the_median_of_recent_pods() -> None:
     loop, _, _, pods, _, clock = _loop(_pool(mode="latency", pod_startup_seconds=25.0),
                                        replicas=3)
