@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,8 @@ import pytest
 from kubernetes import client, config
 
 from controller.podstate import PodState, PodStateReader
-from tests.e2e.conftest import _chart_version, _on_node, _run
 from tests.k8s.test_controller_k8s import Controller, apply, pool_status, wait_for
-from tests.plugins.kind import KubeCluster, _paused_alarm
+from tests.plugins.kind import KubeCluster
 from worker.brokers import open_broker
 from worker.envelope import Envelope
 from worker.results import SUCCESS, ResultStore
@@ -34,27 +32,6 @@ pytestmark = [pytest.mark.k8s, pytest.mark.slow]
 TOKEN = "k8sCordonTestToken"
 QUEUE = "cordon"
 SHORT, LONG_B, LONG_A = 0.5, 45.0, 300.0
-
-
-@pytest.fixture(scope="module")
-def image_version(kube_cluster: KubeCluster) -> str:
-    """The qscale and qscale-redis images of this checkout, built (cached) and loaded."""
-    env, version = kube_cluster.env(), _chart_version()
-    with _paused_alarm():
-        _run(["bash", "hack/build-image.sh", "qscale", "qscale-redis"], env, 3600,
-             "hack/build-image.sh qscale qscale-redis")
-        for name in (f"qscale:{version}", f"qscale-redis:{version}"):
-            if not _on_node(kube_cluster, name, env):
-                kube_cluster.load_image(name)
-    return version
-
-
-@pytest.fixture
-def namespace(kube_cluster: KubeCluster) -> Iterator[str]:
-    name = f"qsc-cordon-{uuid.uuid4().hex[:6]}"
-    kube_cluster.kubectl("create", "namespace", name)
-    yield name
-    kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @contextlib.contextmanager
