@@ -20,7 +20,8 @@ from controller.cordon import PodCordoner, PoolCordons
 from controller.crd import StatusWriter
 from controller.events import EventRecorder, Involved
 from controller.metrics import ControllerMetrics
-from controller.podstate import PodState, PodStateReader, deletion_costs, startup_estimate
+from controller.podmemory import PodMemory
+from controller.podstate import PodState, PodStateReader, deletion_costs
 from controller.policy import Decision, History, Observation, desired_replicas
 from controller.pool import KIND, PoolSpec
 from controller.sources import DepthSample, DepthSource, MetricReadError, RateEstimator
@@ -30,11 +31,6 @@ log = logging.getLogger(__name__)
 # Pod /state is read this often for busy counts, counters and service times, and at
 # once whenever a scale-down is about to be decided (so the busy floor is current).
 POD_REFRESH_SECONDS = 5.0
-# Start-up time is the median over this many most recently created pods seen Ready.
-STARTUP_SAMPLE_PODS = 10
-# Pod creation times are whole seconds (and the API server's clock): a pod created in
-# the same second as the first pod list must still count as created while watching.
-CREATED_SLACK_SECONDS = 2.0
 
 
 @dataclass
@@ -83,11 +79,7 @@ class PoolLoop:
         self._floor_since: float | None = None
         self._pods: list[PodState] = []
         self._pods_read_at = -1e18
-        self._started: dict[str, PodState] = {}  # recent pods seen Ready, for start-up time
-        # Last service time the pods reported: kept at zero replicas, so latency mode
-        # (and batching) still knows how long tasks take when no pod is left to say.
-        self._service_time: float | None = None
-        self._watching_since: float | None = None  # wall time of the first pod list
+        self._memory = PodMemory(deps.wall_clock)  # start-up and service times
         self._metrics_ok: bool | None = None
         self._target_ok: bool | None = None
         self._last_scale_time = ""
@@ -149,10 +141,10 @@ class PoolLoop:
         fresh = leader and started - self._pods_read_at >= POD_REFRESH_SECONDS
         if fresh:
             self._pods = self._read_pods(spec, target, started)
-            self._remember_startups(self._pods)
+            self._memory.remember_startups(self._pods)
         obs = self._observe(spec, sample, read_error, self._pods, started, fresh=fresh)
         obs = replace(obs, starting_pods=_starting_pods(target),
-                      pod_startup_seconds=startup_estimate(list(self._started.values())))
+                      pod_startup_seconds=self._memory.startup_seconds())
         if self._history is None:  # fresh start: the window begins now, at the current size
             self._history = History(recommendations=((started, current),))
         decision = desired_replicas(obs, current, spec.concurrency, spec.policy,
@@ -200,21 +192,6 @@ class PoolLoop:
             log.warning("pool=%s listing pods failed: %s", spec.key, exc)
             return []
 
-    def _remember_startups(self, pods: list[PodState]) -> None:
-        """Keep the newest pods' start-up times, so a pool at zero still knows its d.
-
-        Only pods created while this loop watched, each at its first Ready: a Ready
-        condition moves on every flip, so an older pod that once went unready (node
-        restart, failed probe) would report an hour-long "start-up"."""
-        if self._watching_since is None:
-            self._watching_since = self.deps.wall_clock()
-        since = self._watching_since - CREATED_SLACK_SECONDS
-        self._started.update((p.name, p) for p in pods if p.name not in self._started
-                             and p.created >= since and p.startup_seconds is not None)
-        if len(self._started) > STARTUP_SAMPLE_PODS:
-            newest = sorted(self._started.values(), key=lambda p: p.created)
-            self._started = {p.name: p for p in newest[-STARTUP_SAMPLE_PODS:]}
-
     @staticmethod
     def _busy(spec: PoolSpec, pods: list[PodState]) -> int:
         if not spec.pod_state_port:
@@ -225,10 +202,7 @@ class PoolLoop:
                  pods: list[PodState], now: float, *, fresh: bool) -> Observation:
         live = [p for p in pods if not p.terminating]
         busy = self._busy(spec, live)
-        times = [t for t in (p.service_time for p in live) if t is not None]
-        if times:
-            self._service_time = sum(times) / len(times)
-        service = self._service_time
+        service = self._memory.remember_service_time(live)
         counters = {p.name: c for p in live if (c := p.completed) is not None}
         if not fresh:  # counters are only comparable at the moment they were read
             counters = {}
