@@ -261,6 +261,27 @@ class Pool:
             with contextlib.suppress(OSError):  # died meanwhile: recovered when reaped
                 child.conn.send([(job.seq, job.delivery.body) for job in jobs])
 
+    def overdue(self, now: float, floor: float | None,
+                limit_for: Callable[[bytes], float | None]) -> list[tuple[Child, Job]]:
+        """Children whose running job has passed its hard limit, with that job.
+
+        `floor` is the smallest limit any task has (None: no limits); a job's own
+        limit is looked up with `limit_for` only once it has run that long, so short
+        tasks never pay for decoding their envelope here."""
+        if floor is None:
+            return []
+        found = []
+        for child in self.children.values():
+            job = child.jobs[0] if child.jobs else None
+            if job is None or child.kill_cause or now - job.started <= floor:
+                continue
+            if not job.limit_known:
+                job.hard_limit = limit_for(job.delivery.body)
+                job.limit_known = True
+            if job.hard_limit and now - job.started > job.hard_limit:
+                found.append((child, job))
+        return found
+
     def seconds_to_hard_limit(self, now: float, floor: float | None) -> float:
         """Time until the first running job may pass its hard limit (inf: none can).
 

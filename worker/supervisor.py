@@ -323,18 +323,10 @@ class Supervisor:
             self.state.child_replaced(cause)
 
     def _enforce_hard_limits(self, now: float) -> None:
-        floor = self.hooks.min_hard_limit
-        if floor is None:
-            return
-        for child in list(self.pool.children.values()):
-            job = child.jobs[0] if child.jobs else None
-            if job is None or child.kill_cause or now - job.started <= floor:
-                continue
-            if not job.limit_known:
-                job.hard_limit = self.hooks.hard_limit_for(job.delivery.body, self.settings)
-                job.limit_known = True
-            if not job.hard_limit or now - job.started <= job.hard_limit:
-                continue
+        def limit_for(body: bytes) -> float | None:
+            return self.hooks.hard_limit_for(body, self.settings)
+
+        for child, job in self.pool.overdue(now, self.hooks.min_hard_limit, limit_for):
             child.overdue_seq = job.seq
             log.warning("hard time limit: killing pid=%d after %.1fs", child.pid,
                         now - job.started)
