@@ -33,6 +33,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from controller.stabilization import (
+    decayed_flap_level,
+    flap_escalation,
+    in_window,
+    step_toward,
+)
+
 Mode = Literal["queue", "latency"]
 OnError = Literal["hold", "fallback"]
 Details = Mapping[str, float | int | str]
@@ -198,10 +205,10 @@ def desired_replicas(
         if raw != current:
             details["within_tolerance"] = 1
 
-    level, level_at = _decayed_flap_level(history, config, now)
+    level, level_at = decayed_flap_level(history, config, now)
     window = config.scale_down_window_seconds * (1 << level)
     details["window_seconds"] = window
-    recs = (*_window(history.recommendations, now, window), (now, proposal))
+    recs = (*in_window(history.recommendations, now, window), (now, proposal))
     details["cause"] = reason_cause
     # Latency mode, queue empty for a start-up time, at most half the pods needed and
     # no recent flap: a burst is over. Hold its idle pods for one start-up time.
@@ -210,8 +217,8 @@ def desired_replicas(
     if (mode_used == "latency" and 2 * proposal <= current and level == 0
             and (queued_at is None or now - queued_at >= startup)):
         base_window = min(base_window, startup)
-    desired, reason = _step(proposal, current, recs, config, details,
-                            base_cutoff=now - base_window)
+    desired, reason = step_toward(proposal, current, recs, config, details,
+                                  base_cutoff=now - base_window)
 
     # Scale to zero only after a full cooldown with nothing ready or in flight.
     if desired == 0 and current > 0 and config.min_replicas == 0:
@@ -233,7 +240,7 @@ def desired_replicas(
     desired, reason = _clamp(desired, reason, config)
     wanted = desired
     desired, reason = _busy_floor(desired, reason, current, obs)
-    level, level_at = _flap_escalation(history, config, current, desired, now, level, level_at)
+    level, level_at = flap_escalation(history, config, current, desired, now, level, level_at)
     details["flap_level"] = level
     next_history = History(
         recommendations=recs, last_active_at=last_active,
@@ -303,78 +310,6 @@ def _last_active(history: History, work: int, current: int, now: float) -> float
     return history.last_active_at
 
 
-def _flap_horizon(config: PolicyConfig) -> float:
-    """How long after a scale-down a small scale-up still counts as a flap."""
-    return 2 * config.scale_down_window_seconds * (1 << config.flap_backoff_max)
-
-
-def _decayed_flap_level(history: History, config: PolicyConfig,
-                        now: float) -> tuple[int, float | None]:
-    """Relax one flap level once a scale-down has stuck for the flap horizon."""
-    level, level_at = history.flap_level, history.flap_level_at
-    down_at = history.last_scale_down_at
-    stuck = (down_at is not None and down_at == history.last_scale_at
-             and (level_at is None or level_at < down_at)
-             and now - down_at >= _flap_horizon(config))
-    return (level - 1, now) if level > 0 and stuck else (level, level_at)
-
-
-def _flap_escalation(history: History, config: PolicyConfig, current: int, desired: int,
-                     now: float, level: int, level_at: float | None,
-                     ) -> tuple[int, float | None]:
-    """A small step up soon after a step down: we gave back capacity we needed.
-
-    Jump to a window that would have covered the gap between the two moves (at
-    least one level up), so noise cannot walk the pool up and down repeatedly."""
-    down_at = history.last_scale_down_at
-    if not (1 <= current < desired <= current + _small_step(current, config)
-            and down_at is not None and now - down_at < _flap_horizon(config)
-            and level < config.flap_backoff_max and config.scale_down_window_seconds > 0):
-        return level, level_at
-    gap_levels = math.ceil(math.log2(max(2 * (now - down_at) / config.scale_down_window_seconds,
-                                         1.0)))
-    return min(config.flap_backoff_max, max(level + 1, gap_levels)), now
-
-
-def _window(recs: tuple[tuple[float, int], ...], now: float,
-            window: float) -> tuple[tuple[float, int], ...]:
-    return tuple((t, r) for t, r in recs if now - t < window)
-
-
-def _small_step(current: int, config: PolicyConfig) -> int:
-    """The size of move that noise around a steady load produces (>= 1 replica)."""
-    return max(1, math.ceil(current * 2 * config.tolerance))
-
-
-def _step(proposal: int, current: int, recs: tuple[tuple[float, int], ...],
-          config: PolicyConfig, details: dict[str, float | int | str], *,
-          base_cutoff: float) -> tuple[int, str]:
-    """Move from current toward the proposal: up at once, down only when stable.
-
-    A large drop uses the base window; a small one (the kind noise makes) must also
-    hold over the flap-extended window, so flapping stops without slowing scale-in."""
-    if proposal > current:
-        if config.max_step_up is not None and proposal - current > config.max_step_up:
-            details["step_limited"] = proposal
-            return current + config.max_step_up, f"scale-up:{details['cause']}"
-        return proposal, f"scale-up:{details['cause']}"
-    if proposal == current:
-        if details["cause"] == "below-activation":
-            return current, "hold:below-activation"
-        return current, "hold:tolerance" if details.get("within_tolerance") else "hold:steady"
-    stabilized = max((r for t, r in recs if t > base_cutoff), default=proposal)
-    if stabilized < current and current - stabilized <= _small_step(current, config):
-        stabilized = max(r for _, r in recs)
-    details["stabilized"] = stabilized
-    if stabilized >= current:
-        return current, "hold:stabilizing"
-    target = stabilized
-    if config.scale_down_step is not None and current - target > config.scale_down_step:
-        target = current - config.scale_down_step
-        details["step_limited"] = stabilized
-    return target, "scale-down:stabilized"
-
-
 def _batch(desired: int, reason: str, obs: Observation, ready: int, current: int,
            concurrency: int, config: PolicyConfig, mode_used: str,
            queued_since: float | None, history: History, now: float,
@@ -439,7 +374,7 @@ def _on_metrics_error(obs: Observation, current: int, config: PolicyConfig,
         desired, reason = floor, "floor:busy-pods"
     # Unknown load counts as activity, so the idle cooldown restarts after the outage.
     window = config.scale_down_window_seconds * (1 << history.flap_level)
-    recs = _window(history.recommendations, now, window)
+    recs = in_window(history.recommendations, now, window)
     next_history = replace(
         history, recommendations=(*recs, (now, desired)),
         last_active_at=now if current > 0 else history.last_active_at,
