@@ -24,6 +24,9 @@ Why it differs from KEDA + HPA, each on purpose:
   halved) an idle pod is kept at most d before scale-in or scale-to-zero —
   longer costs more pod-seconds than a restart, which still meets the target
   when d <= target.
+* Opt-in batching (`batch_seconds`): a trickle too small to keep a pod busy
+  waits at zero replicas for a bounded time and runs in batches, the last pod
+  drained (never killed) once its queue is empty.
 """
 
 from __future__ import annotations
