@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from kubernetes import client, watch
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from controller.podstate import DELETION_COST
+from controller.watch import ListWatcher
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ def _view(dep: client.V1Deployment) -> DeploymentView:
     )
 
 
-class DeploymentWatcher:
+class DeploymentWatcher(ListWatcher):
     """Keeps a current DeploymentView of one Deployment from list + watch.
 
     The watch resumes from the last resourceVersion; when that is too old (410
@@ -62,23 +64,12 @@ class DeploymentWatcher:
     """
 
     def __init__(self, apps: client.AppsV1Api, namespace: str, name: str) -> None:
+        super().__init__(f"deployment {namespace}/{name}", f"watch-deploy-{namespace}/{name}")
         self.apps, self.namespace, self.name = apps, namespace, name
+        self._selector = f"metadata.name={name}"
         self._view: DeploymentView | None = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
         self._synced = threading.Event()
-        self._watch: watch.Watch | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"watch-deploy-{namespace}/{name}")
-
-    def start(self) -> DeploymentWatcher:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._watch is not None:
-            self._watch.stop()  # type: ignore[no-untyped-call]
 
     def view(self, wait: float = 0.0) -> DeploymentView | None:
         """The latest view; None until the first list succeeded (waits up to `wait` s)."""
@@ -92,41 +83,19 @@ class DeploymentWatcher:
             self._view = view
         self._synced.set()
 
-    def _run(self) -> None:
-        selector = f"metadata.name={self.name}"
-        delay = 0.5
-        while not self._stop.is_set():
-            try:
-                listed = self.apps.list_namespaced_deployment(
-                    self.namespace, field_selector=selector, _request_timeout=10)
-                version = listed.metadata.resource_version if listed.metadata else None
-                items = listed.items
-                self.set(_view(items[0]) if items else DeploymentView(exists=False))
-                self._watch = watch.Watch()  # type: ignore[no-untyped-call]
-                for event in self._watch.stream(  # type: ignore[no-untyped-call]
-                        self.apps.list_namespaced_deployment, self.namespace,
-                        field_selector=selector, resource_version=version,
-                        timeout_seconds=300, _request_timeout=330):
-                    if self._stop.is_set():
-                        return
-                    kind, obj = event["type"], event["object"]
-                    if kind in ("ADDED", "MODIFIED"):
-                        self.set(_view(obj))
-                    elif kind == "DELETED":
-                        self.set(DeploymentView(exists=False))
-                delay = 0.5
-            except ApiException as exc:
-                if exc.status != 410:
-                    log.warning("deployment watch %s/%s failed: %s", self.namespace,
-                                self.name, exc.reason)
-                    self._stop.wait(delay)
-                    delay = min(delay * 2, 30.0)
-            except Exception as exc:
-                if self._stop.is_set():
-                    return
-                log.warning("deployment watch %s/%s broke: %s", self.namespace, self.name, exc)
-                self._stop.wait(delay)
-                delay = min(delay * 2, 30.0)
+    def _list(self) -> str | None:
+        listed = self.apps.list_namespaced_deployment(
+            self.namespace, field_selector=self._selector, _request_timeout=10)
+        items = listed.items
+        self.set(_view(items[0]) if items else DeploymentView(exists=False))
+        return listed.metadata.resource_version if listed.metadata else None
+
+    def _watch_call(self) -> tuple[Callable[..., Any], tuple[Any, ...], Mapping[str, Any]]:
+        return (self.apps.list_namespaced_deployment, (self.namespace,),
+                {"field_selector": self._selector})
+
+    def _on_event(self, kind: str, obj: Any) -> None:
+        self.set(DeploymentView(exists=False) if kind == "DELETED" else _view(obj))
 
 
 class Actuator:

@@ -15,80 +15,46 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client, watch
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from controller.pool import GROUP, PLURAL, VERSION
+from controller.watch import ListWatcher
 
 log = logging.getLogger(__name__)
 
 PoolEvent = Callable[[str, Mapping[str, Any]], None]  # (ADDED|MODIFIED|DELETED|SYNC, object)
 
 
-class WorkerPoolWatcher:
+class WorkerPoolWatcher(ListWatcher):
     """Streams WorkerPool changes (one namespace, or all when `namespace` is empty)."""
 
     def __init__(self, api: client.CustomObjectsApi, namespace: str,
                  on_event: PoolEvent) -> None:
+        super().__init__("workerpool", "watch-workerpools")
         self.api, self.namespace, self.on_event = api, namespace, on_event
-        self._stop = threading.Event()
-        self._watch: watch.Watch | None = None
         self.synced = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="watch-workerpools")
 
-    def start(self) -> WorkerPoolWatcher:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._watch is not None:
-            self._watch.stop()  # type: ignore[no-untyped-call]
-
-    def _list_func(self) -> Callable[..., Any]:
+    def _list_func(self, **kwargs: Any) -> Any:
+        # No docstring on purpose: Watch reads the model type from it; none = plain dicts.
         if self.namespace:
-            def namespaced(**kwargs: Any) -> Any:
-                return self.api.list_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, **kwargs)
-            return namespaced
+            return self.api.list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, **kwargs)
+        return self.api.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs)
 
-        def cluster(**kwargs: Any) -> Any:
-            return self.api.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs)
-        return cluster
+    def _list(self) -> str | None:
+        listed = self._list_func(_request_timeout=10)
+        for item in listed.get("items", []):
+            self.on_event("SYNC", item)
+        self.on_event("RESYNCED", {"items": listed.get("items", [])})
+        self.synced.set()
+        return str(listed["metadata"]["resourceVersion"])
 
-    def _run(self) -> None:
-        list_func = self._list_func()
-        delay = 0.5
-        while not self._stop.is_set():
-            try:
-                listed = list_func(_request_timeout=10)
-                version = listed["metadata"]["resourceVersion"]
-                for item in listed.get("items", []):
-                    self.on_event("SYNC", item)
-                self.on_event("RESYNCED", {"items": listed.get("items", [])})
-                self.synced.set()
-                self._watch = watch.Watch()  # type: ignore[no-untyped-call]
-                for event in self._watch.stream(  # type: ignore[no-untyped-call]
-                        list_func, resource_version=version,
-                        timeout_seconds=300, _request_timeout=330):
-                    if self._stop.is_set():
-                        return
-                    if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
-                        self.on_event(event["type"], event["object"])
-                    elif event["type"] == "ERROR":  # e.g. 410 Gone: re-list
-                        break
-                delay = 0.5
-            except ApiException as exc:
-                if exc.status != 410:
-                    log.warning("workerpool watch failed: %s %s", exc.status, exc.reason)
-                    self._stop.wait(delay)
-                    delay = min(delay * 2, 30.0)
-            except Exception as exc:
-                if self._stop.is_set():
-                    return
-                log.warning("workerpool watch broke: %s", exc)
-                self._stop.wait(delay)
-                delay = min(delay * 2, 30.0)
+    def _watch_call(self) -> tuple[Callable[..., Any], tuple[Any, ...], Mapping[str, Any]]:
+        return self._list_func, (), {}
+
+    def _on_event(self, kind: str, obj: Any) -> None:
+        self.on_event(kind, obj)
 
 
 def _now() -> str:
