@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from worker import registry
-from worker.brokers import Broker, DeadLetter, QueueStats, open_broker, redact_url
+from worker.brokers import Broker, DeadLetter, QueueStats, redact_url
 from worker.cli import fail
-from worker.client import Client
+from worker.client import Client, open_settings_broker
 from worker.envelope import Envelope
 from worker.errors import ConfigError, QscaleError
 from worker.settings import WorkerSettings, load_settings
@@ -156,7 +156,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         queue = args.queue or settings.queues[0]
         if args.action == "purge" and not args.yes:
             raise ConfigError(f"purge deletes the dead letters of {queue!r}; add --yes")
-        with open_broker(settings.broker_url) as broker:
+        with open_settings_broker(settings) as broker:
             if args.action == "list":
                 rows = [_describe(d) for d in broker.dead_letters(queue, args.limit or 100)]
                 _print_dead(rows, as_json=args.json)
@@ -215,7 +215,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
         queues = args.queue or list(settings.queues)
-        with open_broker(settings.broker_url) as broker:
+        with open_settings_broker(settings) as broker:
             stats = queue_rows(broker, queues)
     except QscaleError as exc:
         return fail(str(exc))

@@ -21,6 +21,13 @@ from worker.settings import WorkerSettings, load_settings
 PUBLISH_CHUNK = 500
 
 
+def open_settings_broker(settings: WorkerSettings) -> Broker:
+    """A producer/inspection connection declaring queues exactly as workers do."""
+    return open_broker(settings.broker_url, max_priority=settings.max_priority,
+                       max_redeliveries=settings.max_redeliveries,
+                       amqp_queue_type=settings.amqp_queue_type)
+
+
 class Client:
     """A broker connection for publishing plus the result store, both opened lazily.
 
@@ -55,7 +62,7 @@ class Client:
     def broker(self) -> Broker:
         self._check_fork()
         if self._broker is None:
-            self._broker = open_broker(self.settings.broker_url)
+            self._broker = open_settings_broker(self.settings)
         return self._broker
 
     @property

@@ -88,7 +88,8 @@ class BrokerLink:
                         self.settings.broker_url, consumer_id=self.consumer_id,
                         lease_seconds=self.settings.lease_seconds, prefetch=self.prefetch,
                         max_priority=self.settings.max_priority,
-                        max_redeliveries=self.settings.max_redeliveries)
+                        max_redeliveries=self.settings.max_redeliveries,
+                        amqp_queue_type=self.settings.amqp_queue_type)
                 self.broker.heartbeat()
             except Exception as exc:
                 self._failed("connect", exc)

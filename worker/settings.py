@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -39,10 +39,13 @@ class WorkerSettings(BaseSettings):
     # ignored there (Redis always honours priorities). Publishers, workers and the
     # controller must agree: RabbitMQ refuses to redeclare a queue with other arguments.
     max_priority: Annotated[int, Field(ge=0, le=9)] = 0
-    # Redis only: a message reclaimed from dead workers more often than this (its run
-    # took the whole pod down, e.g. OOM) is dead-lettered; 0 = redeliver forever.
-    # RabbitMQ's classic queues only flag redeliveries, so there is no cap there.
+    # A message reclaimed from dead workers more often than this (its run took the
+    # whole pod down, e.g. OOM) is dead-lettered; 0 = redeliver forever. Redis counts
+    # itself; on RabbitMQ only quorum queues count (their x-delivery-limit).
     max_redeliveries: Annotated[int, Field(ge=0)] = 5
+    # RabbitMQ only: "classic" (default) or "quorum" work queues (replicated, with the
+    # delivery limit above; no priorities). Every declarer must agree, as for priority.
+    amqp_queue_type: Literal["classic", "quorum"] = "classic"
     max_tasks_per_child: Annotated[int, Field(ge=0)] = 0   # 0 = unlimited
     max_rss_mb: Annotated[int, Field(ge=0)] = 0             # 0 = unlimited
     soft_time_limit: Annotated[float, Field(ge=0)] = 0.0   # 0 = none
@@ -74,6 +77,11 @@ class WorkerSettings(BaseSettings):
         if not value:
             raise ValueError("at least one queue is required")
         return value
+
+    @field_validator("amqp_queue_type", mode="before")
+    @classmethod
+    def _queue_type_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("broker_url")
     @classmethod
@@ -113,9 +121,14 @@ class WorkerSettings(BaseSettings):
 def load_settings(**overrides: object) -> WorkerSettings:
     """Parse the environment (plus explicit overrides) or raise a one-line ConfigError."""
     try:
-        return WorkerSettings(**overrides)  # type: ignore[arg-type]
+        settings = WorkerSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"
         reason = first["msg"].removeprefix("Value error, ")
         raise ConfigError(f"QSCALE_{field.upper()}: {reason}") from None
+    if settings.amqp_queue_type == "quorum" and settings.max_priority \
+            and urlsplit(settings.broker_url).scheme in ("amqp", "amqps", "pyamqp"):
+        raise ConfigError("QSCALE_AMQP_QUEUE_TYPE: quorum queues have no message priorities "
+                          "(RabbitMQ 3.x); set QSCALE_MAX_PRIORITY=0 or use classic queues")
+    return settings

@@ -12,7 +12,8 @@ __all__ = ["Broker", "DeadLetter", "Delivery", "QueueStats", "open_broker", "red
 
 def open_broker(url: str, *, consumer_id: str | None = None, lease_seconds: float = 10.0,
                 prefetch: int = 0, max_priority: int | None = None,
-                max_redeliveries: int = 5) -> Broker:
+                max_redeliveries: int | None = None, amqp_queue_type: str | None = None
+                ) -> Broker:
     """Connect to the broker named by `url` (`redis://`, `rediss://`, `amqp://`, `amqps://`).
 
     `consumer_id` names this worker's claims (defaults to a random id); `lease_seconds`
@@ -20,19 +21,23 @@ def open_broker(url: str, *, consumer_id: str | None = None, lease_seconds: floa
     unacked messages per connection (0 = as many as `claim` asks for); `max_priority`
     is RabbitMQ's x-max-priority for the queues it declares (None: QSCALE_MAX_PRIORITY
     from the environment, default 0 = plain queues); `max_redeliveries` caps how often a
-    Redis message is reclaimed from dead workers before it is dead-lettered (0 = never).
+    Redis message is reclaimed from dead workers before it is dead-lettered (0 = never),
+    and is a RabbitMQ quorum queue's x-delivery-limit; `amqp_queue_type` is `classic` or
+    `quorum`. RabbitMQ clients given None read QSCALE_MAX_REDELIVERIES (default 5) and
+    QSCALE_AMQP_QUEUE_TYPE (default classic), since every declarer must agree.
     """
     scheme = urlsplit(url).scheme
     if scheme in ("redis", "rediss", "unix"):
         from worker.brokers.redis import RedisBroker
 
         return RedisBroker(url, consumer_id=consumer_id, lease_seconds=lease_seconds,
-                           max_redeliveries=max_redeliveries)
+                           max_redeliveries=5 if max_redeliveries is None else max_redeliveries)
     if scheme in ("amqp", "amqps", "pyamqp"):
         from worker.brokers.amqp import AmqpBroker
 
         return AmqpBroker(url, consumer_id=consumer_id, prefetch=prefetch,
-                          max_priority=max_priority)
+                          max_priority=max_priority, queue_type=amqp_queue_type,
+                          max_redeliveries=max_redeliveries)
     raise ConfigError(f"unsupported broker URL scheme {scheme!r} (use redis:// or amqp://)")
 
 

@@ -3,6 +3,7 @@ delay buckets and dead-letter records (see amqp.py for how they are used)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
 from typing import Any
@@ -11,24 +12,82 @@ from worker.brokers.base import DeadLetter
 from worker.errors import ConfigError
 
 MAX_PRIORITY_ENV = "QSCALE_MAX_PRIORITY"
+QUEUE_TYPE_ENV = "QSCALE_AMQP_QUEUE_TYPE"
+MAX_REDELIVERIES_ENV = "QSCALE_MAX_REDELIVERIES"
+QUEUE_TYPES = ("classic", "quorum")
 MAX_TTL_MS = 2**32 - 1
 HEADER_PREFIX = "x-qscale-"
+# Which setting decides each declaration argument (named when RabbitMQ refuses one).
+_ARGUMENT_ENV = {"x-max-priority": MAX_PRIORITY_ENV, "x-queue-type": QUEUE_TYPE_ENV,
+                 "x-delivery-limit": MAX_REDELIVERIES_ENV,
+                 "x-dead-letter-exchange": QUEUE_TYPE_ENV,
+                 "x-dead-letter-routing-key": QUEUE_TYPE_ENV,
+                 "x-dead-letter-strategy": QUEUE_TYPE_ENV, "x-overflow": QUEUE_TYPE_ENV}
 
 
-def queue_arguments(max_priority: int) -> dict[str, Any] | None:
-    """The declaration arguments of a work queue (every client must use the same)."""
+def queue_arguments(queue: str, max_priority: int, queue_type: str = "classic",
+                    max_redeliveries: int = 0) -> dict[str, Any] | None:
+    """The declaration arguments of a work queue (every client must use the same).
+
+    Quorum queues count deliveries themselves: past `max_redeliveries` returns
+    (0 = no limit) RabbitMQ dead-letters the message into `<queue>.dead`, at least
+    once (kept in the queue until `.dead` confirms it; needs overflow reject-publish).
+    """
+    check_layout(queue_type, max_priority)
+    if queue_type == "quorum":
+        arguments: dict[str, Any] = {
+            "x-queue-type": "quorum", "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": dead_queue(queue),
+            "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+        if max_redeliveries:
+            arguments["x-delivery-limit"] = max_redeliveries
+        return arguments
     return {"x-max-priority": max_priority} if max_priority else None
+
+
+def check_layout(queue_type: str, max_priority: int) -> None:
+    """Refuse what RabbitMQ cannot do: a bad queue type, priorities on quorum queues."""
+    if queue_type not in QUEUE_TYPES:
+        raise ConfigError(f"{QUEUE_TYPE_ENV}: must be classic or quorum, got {queue_type!r}")
+    if queue_type == "quorum" and max_priority:
+        raise ConfigError(f"{QUEUE_TYPE_ENV}: quorum queues have no message priorities "
+                          f"(RabbitMQ 3.x); set {MAX_PRIORITY_ENV}=0 or use classic queues")
+
+
+def mismatch_variable(error: str) -> str:
+    """The setting behind the argument RabbitMQ names in a PRECONDITION_FAILED text."""
+    for argument, env in _ARGUMENT_ENV.items():
+        if f"'{argument}'" in error:
+            return env
+    return f"{QUEUE_TYPE_ENV}/{MAX_PRIORITY_ENV}/{MAX_REDELIVERIES_ENV}"
 
 
 def max_priority_from_env() -> int:
     """QSCALE_MAX_PRIORITY for clients that are not given settings (CLI, controller)."""
-    raw = os.environ.get(MAX_PRIORITY_ENV, "").strip() or "0"
+    return _int_from_env(MAX_PRIORITY_ENV, 0, 9)
+
+
+def max_redeliveries_from_env() -> int:
+    """QSCALE_MAX_REDELIVERIES (default 5) for clients that are not given settings."""
+    return _int_from_env(MAX_REDELIVERIES_ENV, 5, None)
+
+
+def queue_type_from_env() -> str:
+    """QSCALE_AMQP_QUEUE_TYPE (default classic) for clients that are not given settings."""
+    value = os.environ.get(QUEUE_TYPE_ENV, "").strip().lower() or "classic"
+    check_layout(value, 0)
+    return value
+
+
+def _int_from_env(name: str, default: int, highest: int | None) -> int:
+    raw = os.environ.get(name, "").strip() or str(default)
     try:
         value = int(raw)
     except ValueError:
         value = -1
-    if not 0 <= value <= 9:
-        raise ConfigError(f"{MAX_PRIORITY_ENV}: must be an integer 0-9, got {raw!r}")
+    if value < 0 or (highest is not None and value > highest):
+        limits = f"0-{highest}" if highest is not None else ">= 0"
+        raise ConfigError(f"{name}: must be an integer {limits}, got {raw!r}")
     return value
 
 
@@ -61,7 +120,9 @@ def as_bytes(body: Any) -> bytes:
     return body.encode("utf-8") if isinstance(body, str) else bytes(body)
 
 
-def dead_letter_of(queue: str, message: Any) -> DeadLetter:
+def dead_letter_of(queue: str, message: Any, delivery_limit: int = 0) -> DeadLetter:
+    """The record of a message in `<queue>.dead`: qscale's own headers, or for one that
+    RabbitMQ dead-lettered itself (a quorum queue's delivery limit) its x-death entry."""
     headers = message.properties.get("application_headers") or {}
 
     def text(key: str) -> str:
@@ -72,5 +133,36 @@ def dead_letter_of(queue: str, message: Any) -> DeadLetter:
         failed_at = float(headers.get(f"{HEADER_PREFIX}failed-at", 0.0))
     except (TypeError, ValueError):
         failed_at = 0.0
-    return DeadLetter(queue=queue, body=as_bytes(message.body), reason=text("reason"),
-                      detail=text("detail"), failed_at=failed_at)
+    reason, detail = text("reason"), text("detail")
+    if not reason:
+        reason, detail, failed_at = _broker_death(headers, delivery_limit, failed_at)
+    return DeadLetter(queue=queue, body=as_bytes(message.body), reason=reason,
+                      detail=detail, failed_at=failed_at)
+
+
+def _broker_death(headers: dict[str, Any], delivery_limit: int,
+                  failed_at: float) -> tuple[str, str, float]:
+    """(reason, detail, failed_at) from RabbitMQ's x-death header (newest entry first)."""
+    deaths = headers.get("x-death")
+    death = deaths[0] if isinstance(deaths, list) and deaths else None
+    if not isinstance(death, dict):
+        return "", "", failed_at
+    kind = _text(death.get("reason"))
+    stamp = death.get("time")
+    if isinstance(stamp, dt.datetime):
+        failed_at = (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)).timestamp()
+    times = death.get("count")
+    detail = (f"dead-lettered by RabbitMQ from {_text(death.get('queue'))!r} "
+              f"(x-death reason {kind!r}, count {times})")
+    if kind == "delivery_limit":
+        count = headers.get("x-delivery-count")
+        delivered = (int(count) + 1 if isinstance(count, int)
+                     else delivery_limit + 1 if delivery_limit else None)
+        how_often = f"delivered {delivered} times" if delivered else "delivered too often"
+        return (f"delivery limit: {how_often} (worker died or disconnected each time)",
+                f"{detail}; QSCALE_MAX_REDELIVERIES={delivery_limit or '?'}", failed_at)
+    return f"rabbitmq: {kind or 'dead-lettered'}", detail, failed_at
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")

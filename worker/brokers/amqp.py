@@ -29,10 +29,21 @@ whatever the lost channel held, so deliveries from it are stale: acking,
 retrying or dead-lettering them is skipped with a log line, because the message
 will come again (flagged redelivered).
 
-No redelivery cap (Redis has QSCALE_MAX_REDELIVERIES): classic queues flag a
-message as redelivered without counting, so one whose run gets the whole pod
-killed (OOM) keeps coming back. Quorum queues count deliveries (x-delivery-count);
-qscale does not declare them (yet).
+Queue type (QSCALE_AMQP_QUEUE_TYPE): `classic` (default) flags a message as
+redelivered without counting, so one whose run gets the whole pod killed (OOM)
+keeps coming back. `quorum` declares work queues as quorum queues (replicated,
+fsynced) with x-delivery-limit = QSCALE_MAX_REDELIVERIES (0 = none): RabbitMQ
+counts every return of a delivery - the consumer's connection or channel closing
+(the worker died) and basic.reject/nack with requeue - and past the limit
+dead-letters the message into `<queue>.dead` itself (at-least-once; `dlq list`
+reads the reason from x-death). A dying worker costs one delivery to every message
+it held, prefetched ones included. Our own give-backs (requeue() on drain or
+shutdown, pause_consuming() on cordon, unclaimed deliveries at close()) cancel the
+consumers, then republish, confirm and ack instead of rejecting, so they cost
+nothing (the copy goes to the back of the queue) - except a delivery RabbitMQ was
+sending at the instant of the cancel, which it returns with one count spent.
+Quorum queues have no priorities (refused with QSCALE_MAX_PRIORITY > 0); delay
+buckets and `.dead` stay classic queues.
 
 Deliveries are parsed straight from the read-ahead buffer (AmqpSession's fast
 path) and acks are packed by hand over plain TCP; py-amqp handles everything else.
@@ -54,16 +65,19 @@ from amqp.exceptions import PreconditionFailed
 
 from worker.brokers._amqp_layout import (
     HEADER_PREFIX,
-    MAX_PRIORITY_ENV,
     MAX_TTL_MS,
     as_bytes,
+    check_layout,
     check_priority,
     dead_letter_of,
     dead_queue,
     delay_bucket_ms,
     delay_queue,
     max_priority_from_env,
+    max_redeliveries_from_env,
+    mismatch_variable,
     queue_arguments,
+    queue_type_from_env,
 )
 from worker.brokers._amqp_session import DRAIN_SLICE, AmqpSession
 from worker.brokers._rabbitmq_api import ManagementApi, api_url_from_amqp, vhost_from_amqp
@@ -81,13 +95,19 @@ class AmqpBroker(Broker):
     """A RabbitMQ connection for one worker (or producer, or the controller)."""
 
     def __init__(self, url: str, *, consumer_id: str | None = None, prefetch: int = 0,
-                 management_url: str | None = None, max_priority: int | None = None) -> None:
+                 management_url: str | None = None, max_priority: int | None = None,
+                 queue_type: str | None = None, max_redeliveries: int | None = None) -> None:
         self.url = url
         self.consumer_id = consumer_id or uuid.uuid4().hex[:12]
         self._fixed_prefetch = max(0, prefetch)
         self._read_ahead = 0
+        # Clients given no values (CLI, controller) read the same QSCALE_* variables.
         self.max_priority = max_priority_from_env() if max_priority is None else max_priority
-        self._queue_arguments = queue_arguments(self.max_priority)
+        self.queue_type = queue_type_from_env() if queue_type is None else queue_type
+        self.max_redeliveries = max(0, max_redeliveries_from_env() if max_redeliveries is None
+                                    else max_redeliveries)
+        check_layout(self.queue_type, self.max_priority)
+        self.quorum = self.queue_type == "quorum"
         api = management_url or os.environ.get("QSCALE_RABBITMQ_API") or api_url_from_amqp(url)
         self._api = ManagementApi(api, vhost_from_amqp(url))
         self._session = AmqpSession(url, f"qscale {self.consumer_id}")
@@ -116,13 +136,19 @@ class AmqpBroker(Broker):
             yield self._session.channel
         except PreconditionFailed as exc:
             self._lost()
+            variable = mismatch_variable(str(exc))
             raise ConfigError(
-                f"{MAX_PRIORITY_ENV}: rabbitmq {what}: a queue exists with other arguments "
-                f"(declared with another {MAX_PRIORITY_ENV}, or not by qscale; this client "
-                f"uses {self.max_priority}): {exc}") from exc
+                f"{variable}: rabbitmq {what}: a queue exists with other arguments "
+                f"(declared with another {variable}, or not by qscale; this client uses "
+                f"{self._layout()}): {exc}") from exc
         except self._session.errors as exc:
             self._lost()
             raise BrokerUnavailable(f"rabbitmq {what} failed: {exc!r}") from exc
+
+    def _layout(self) -> str:
+        if self.quorum:
+            return f"queue type quorum, delivery limit {self.max_redeliveries or 'none'}"
+        return f"queue type classic, max priority {self.max_priority}"
 
     def _lost(self) -> None:
         self._session.drop()
@@ -143,7 +169,10 @@ class AmqpBroker(Broker):
 
     def _declare_queue(self, queue: str, refresh: bool = False) -> int:
         if queue not in self._declared or refresh:
-            return self._declare(queue, self._queue_arguments, refresh=True)
+            if self.quorum:  # RabbitMQ's own dead-lettering needs its target to exist
+                self._declare_dead(queue)
+            return self._declare(queue, queue_arguments(
+                queue, self.max_priority, self.queue_type, self.max_redeliveries), refresh=True)
         return -1
 
     def _declare_dead(self, queue: str, refresh: bool = False) -> int:
@@ -288,11 +317,27 @@ class AmqpBroker(Broker):
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         with self._op("requeue") as channel:
-            for delivery in deliveries:
-                live = self._live_tag(delivery)
-                if live:
-                    channel.basic_reject(live[0], requeue=True)
-                    self._outstanding.discard(live[0])
+            if self.quorum:  # else the copies come straight back to us (see _give_back)
+                self._pause(channel)
+            self._give_back(channel, deliveries)
+
+    def _give_back(self, channel: Any, deliveries: Sequence[Delivery]) -> None:
+        """Return unstarted deliveries (stale ones are skipped: RabbitMQ has them back).
+
+        A quorum queue counts a reject toward the delivery limit, so there each message
+        is republished (confirmed) and then acked: a crash in between leaves two copies,
+        never none. Consumers must be cancelled first: the acks free prefetch room, and
+        RabbitMQ 3.10 counts a delivery it sends into a cancel (it returns it)."""
+        live = [(d, t) for d in deliveries if (t := self._live_tag(d))]
+        if self.quorum and live:
+            for delivery, _ in live:
+                self._session.send(delivery.queue, delivery.body)
+            self._session.wait_confirms()
+            self._session.send_acks([(tag, False) for _, (tag, _) in live])
+        else:
+            for _, (tag, _) in live:
+                channel.basic_reject(tag, requeue=True)
+        self._outstanding.difference_update(tag for _, (tag, _) in live)
 
     def retry_later(self, delivery: Delivery, body: bytes, delay: float) -> None:
         with self._op("retry_later") as channel:
@@ -344,19 +389,23 @@ class AmqpBroker(Broker):
         if self._session.channel is None:
             return  # no channel: RabbitMQ has already taken everything back
         with self._op("pause") as channel:
-            for tag in list(self._consumers.values()):
-                channel.basic_cancel(tag)  # waits for cancel-ok: nothing more arrives
-            self._consumers.clear()
-            unclaimed = [d for buffer in self._buffers.values() for d in buffer]
-            self._buffers.clear()
-            for delivery in unclaimed:
-                live = self._live_tag(delivery)
-                if live:
-                    channel.basic_reject(live[0], requeue=True)
-                    self._outstanding.discard(live[0])
+            self._pause(channel)
+
+    def _pause(self, channel: Any) -> None:
+        for tag in list(self._consumers.values()):
+            channel.basic_cancel(tag)  # waits for cancel-ok: nothing more arrives
+        self._consumers.clear()
+        unclaimed = [d for buffer in self._buffers.values() for d in buffer]
+        self._buffers.clear()
+        self._give_back(channel, unclaimed)
 
     def close(self) -> None:
         """Close the connection; RabbitMQ returns its unacked messages to their queues."""
+        if self.quorum and self._consumers:
+            try:  # the close would cost each unclaimed delivery one of its deliveries
+                self.pause_consuming()
+            except (BrokerUnavailable, ConfigError) as exc:
+                log.warning("unclaimed messages go back by the connection close: %s", exc)
         self._session.close()
         self._reset_channel_state()
 
@@ -385,7 +434,8 @@ class AmqpBroker(Broker):
             got = self._get_dead(queue, limit)
             for message in got:
                 channel.basic_reject(message.delivery_tag, requeue=True)
-        return [dead_letter_of(queue, m) for m in got]
+        delivery_limit = self.max_redeliveries if self.quorum else 0
+        return [dead_letter_of(queue, m, delivery_limit) for m in got]
 
     def requeue_dead(self, queue: str, limit: int | None = None) -> int:
         moved = 0
