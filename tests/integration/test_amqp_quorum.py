@@ -280,3 +280,52 @@ def test_draining_workers_give_back_their_messages_for_free(
         for worker in workers:
             worker.stop()
         rt.store().delete(key, f"{key}:pids", f"{key}:started")
+
+
+def test_a_bad_queue_type_stops_the_worker_at_start(amqp_url: str) -> None:
+    for env, reason in (({"QSCALE_AMQP_QUEUE_TYPE": "stream"}, "Input should be"),
+                        ({"QSCALE_AMQP_QUEUE_TYPE": "quorum", "QSCALE_MAX_PRIORITY": "3"},
+                         "quorum queues have no message priorities")):
+        full = {k: v for k, v in os.environ.items() if not k.startswith("QSCALE_")}
+        full.update({"QSCALE_BROKER_URL": amqp_url, "PYTHONPATH": REPO, **env})
+        done = subprocess.run([sys.executable, "-m", "worker", "run"], env=full, cwd=REPO,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().count("\n") == 0, done.stderr
+        assert f"QSCALE_AMQP_QUEUE_TYPE: {reason}" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_no_task_lost_under_sigkill_chaos_on_quorum_queues(
+        amqp_url: str, redis_url: str, queue: str) -> None:
+    """A small R1 on quorum queues: 2 child and 2 whole-worker kills cost held messages
+    at most 2 deliveries, below the default limit of 5: nothing lost, nothing dead."""
+    key = f"rt:{queue}"
+    settings = {"amqp_queue_type": "quorum", "max_redeliveries": 5, "retry_backoff_base": 0.2}
+    ids = _publish(amqp_url, queue, "rt.sleep_record", [[key, 0.004]] * 3000, 5)
+    worker = GroupWorker(amqp_url, queue, **settings).start()
+    workers = [worker]
+    try:
+        worker.wait_ready()
+        for action in ("child", "worker", "child", "worker"):
+            time.sleep(0.7)
+            assert len(rt.runs(key)) < len(ids), "the kills must land mid-stream"
+            if action == "child":
+                children = wait_until(worker.children, 10, "children", worker)
+                os.kill(children[0], signal.SIGKILL)
+            else:
+                worker.kill_group()
+                worker = GroupWorker(amqp_url, queue, **settings).start()
+                workers.append(worker)
+                worker.wait_http()
+        wait_until(lambda: set(rt.runs(key)) >= set(ids), 240, "every task to complete",
+                   worker, interval=0.5)
+        with AmqpBroker(amqp_url, queue_type="quorum", max_redeliveries=5) as broker:
+            dead = broker.dead_letters(queue)
+        assert not dead, [d.reason for d in dead]
+        assert set(rt.runs(key)) == set(ids)
+    finally:
+        for w in workers:
+            w.stop()
+        rt.store().delete(key, f"{key}:pids", f"{key}:started")
