@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from controller.sources import BrokerDepthSource, MetricReadError
 from tests import runtime_tasks as rt
 from tests.integration.test_broker_support import api_get, claim_exactly, cleanup
 from tests.runtime_harness import REPO, WorkerProcess, wait_until
@@ -155,6 +156,25 @@ def test_unclaimed_deliveries_go_back_at_close_without_cost(amqp_url: str, queue
     counts = _delivery_counts(amqp_url, queue, 1)
     assert sorted(counts) == sorted(bodies) and len(bodies) == 17
     assert set(counts.values()) == {0}, counts
+
+
+def test_the_controller_reads_quorum_queues_with_the_same_environment(
+        amqp_url: str, queue: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The controller's depth source opens brokers without settings: it must get
+    QSCALE_AMQP_QUEUE_TYPE / QSCALE_MAX_REDELIVERIES in its environment (extraEnv)."""
+    with AmqpBroker(amqp_url, queue_type="quorum", max_redeliveries=2) as producer:
+        producer.publish_many(queue, [b"a", b"b", b"c"])
+    source = BrokerDepthSource(amqp_url, [queue])
+    try:
+        with pytest.raises(MetricReadError, match="QSCALE_AMQP_QUEUE_TYPE"):
+            source.sample()  # a classic declaration of a quorum queue
+        monkeypatch.setenv("QSCALE_AMQP_QUEUE_TYPE", "quorum")
+        with pytest.raises(MetricReadError, match="QSCALE_MAX_REDELIVERIES"):
+            source.sample()  # the default limit 5 is not the queue's 2
+        monkeypatch.setenv("QSCALE_MAX_REDELIVERIES", "2")
+        assert source.sample().ready == 3
+    finally:
+        source.close()
 
 
 # -- real workers --
