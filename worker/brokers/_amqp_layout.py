@@ -1,5 +1,22 @@
 """RabbitMQ queue layout shared by every qscale client: names, declaration arguments,
-delay buckets and dead-letter records (see amqp.py for how they are used)."""
+delay buckets and dead-letter records (see amqp.py for how they are used).
+
+Queue type (QSCALE_AMQP_QUEUE_TYPE): `classic` (default) flags a message as
+redelivered without counting, so one whose run gets the whole pod killed (OOM)
+keeps coming back. `quorum` declares work queues as quorum queues (replicated,
+fsynced) with x-delivery-limit = QSCALE_MAX_REDELIVERIES (0 = none): RabbitMQ
+counts every return of a delivery - the consumer's connection or channel closing
+(the worker died) and basic.reject/nack with requeue - and past the limit
+dead-letters the message into `<queue>.dead` itself (at-least-once; `dlq list`
+reads the reason from x-death). A dying worker costs one delivery to every message
+it held, prefetched ones included. Our own give-backs (requeue() on drain or
+shutdown, pause_consuming() on cordon, unclaimed deliveries at close()) cancel the
+consumers, then republish, confirm and ack instead of rejecting, so they cost
+nothing (the copy goes to the back of the queue) - except a delivery RabbitMQ was
+sending at the instant of the cancel, which it returns with one count spent.
+Quorum queues have no priorities (refused with QSCALE_MAX_PRIORITY > 0); delay
+buckets and `.dead` stay classic queues.
+"""
 
 from __future__ import annotations
 

@@ -32,6 +32,7 @@ HEARTBEAT = 30              # seconds; ticked from claim() and heartbeat()
 CONNECT_TIMEOUT = 5.0
 CONFIRM_TIMEOUT = 30.0      # a publish not confirmed by then counts as a lost connection
 DRAIN_SLICE = 1.0           # longest single wait, so heartbeats keep flowing
+CONFIRM_WINDOW = 2000       # bulk publishes wait for confirms every this many messages
 BACKOFF_BASE, BACKOFF_MAX = 0.2, 15.0
 READ_CHUNK = 16 * 1024
 # py-amqp's default TCP_USER_TIMEOUT of 1 s kills the connection whenever RabbitMQ's

@@ -29,21 +29,10 @@ whatever the lost channel held, so deliveries from it are stale: acking,
 retrying or dead-lettering them is skipped with a log line, because the message
 will come again (flagged redelivered).
 
-Queue type (QSCALE_AMQP_QUEUE_TYPE): `classic` (default) flags a message as
-redelivered without counting, so one whose run gets the whole pod killed (OOM)
-keeps coming back. `quorum` declares work queues as quorum queues (replicated,
-fsynced) with x-delivery-limit = QSCALE_MAX_REDELIVERIES (0 = none): RabbitMQ
-counts every return of a delivery - the consumer's connection or channel closing
-(the worker died) and basic.reject/nack with requeue - and past the limit
-dead-letters the message into `<queue>.dead` itself (at-least-once; `dlq list`
-reads the reason from x-death). A dying worker costs one delivery to every message
-it held, prefetched ones included. Our own give-backs (requeue() on drain or
-shutdown, pause_consuming() on cordon, unclaimed deliveries at close()) cancel the
-consumers, then republish, confirm and ack instead of rejecting, so they cost
-nothing (the copy goes to the back of the queue) - except a delivery RabbitMQ was
-sending at the instant of the cancel, which it returns with one count spent.
-Quorum queues have no priorities (refused with QSCALE_MAX_PRIORITY > 0); delay
-buckets and `.dead` stay classic queues.
+Queue type (QSCALE_AMQP_QUEUE_TYPE, `classic` or `quorum` with a delivery limit):
+see _amqp_layout.py. With quorum queues our own give-backs (requeue() on drain or
+shutdown, pause_consuming() on cordon, unclaimed deliveries at close()) cancel
+the consumers, then republish, confirm and ack, so they spend no delivery.
 
 Deliveries are parsed straight from the read-ahead buffer (AmqpSession's fast
 path) and acks are packed by hand over plain TCP; py-amqp handles everything else.
@@ -63,13 +52,12 @@ from typing import Any
 
 from amqp.exceptions import PreconditionFailed
 
+from worker.brokers._amqp_inspect import AmqpInspection
 from worker.brokers._amqp_layout import (
     HEADER_PREFIX,
     MAX_TTL_MS,
-    as_bytes,
     check_layout,
     check_priority,
-    dead_letter_of,
     dead_queue,
     delay_bucket_ms,
     delay_queue,
@@ -79,19 +67,18 @@ from worker.brokers._amqp_layout import (
     queue_arguments,
     queue_type_from_env,
 )
-from worker.brokers._amqp_session import DRAIN_SLICE, AmqpSession
+from worker.brokers._amqp_session import CONFIRM_WINDOW, DRAIN_SLICE, AmqpSession
 from worker.brokers._rabbitmq_api import ManagementApi, api_url_from_amqp, vhost_from_amqp
-from worker.brokers.base import Broker, DeadLetter, Delivery, QueueStats
+from worker.brokers.base import Broker, Delivery
 from worker.errors import BrokerUnavailable, ConfigError
 
 log = logging.getLogger(__name__)
 
 REDECLARE_AFTER = 30.0      # seconds; keeps a delay bucket from expiring under us
-CONFIRM_WINDOW = 2000       # publish_many drains confirms every this many messages
 __all__ = ["AmqpBroker", "dead_queue", "delay_bucket_ms", "delay_queue"]
 
 
-class AmqpBroker(Broker):
+class AmqpBroker(AmqpInspection, Broker):
     """A RabbitMQ connection for one worker (or producer, or the controller)."""
 
     def __init__(self, url: str, *, consumer_id: str | None = None, prefetch: int = 0,
@@ -408,55 +395,3 @@ class AmqpBroker(Broker):
                 log.warning("unclaimed messages go back by the connection close: %s", exc)
         self._session.close()
         self._reset_channel_state()
-
-    # -- inspection --
-
-    def stats(self, queue: str) -> QueueStats:
-        with self._op("stats"):
-            ready = self._declare_queue(queue, refresh=True)
-            dead = self._declare_dead(queue, refresh=True)
-        delayed = self._api.total_messages(f"qscale.delay.{queue}.")
-        return QueueStats(queue=queue, ready=ready, in_flight=self._api.unacknowledged(queue),
-                          delayed=delayed or 0, dead=dead)
-
-    def _get_dead(self, queue: str, limit: int) -> list[Any]:
-        got: list[Any] = []
-        while len(got) < limit:
-            message = self._session.channel.basic_get(dead_queue(queue), no_ack=False)
-            if message is None:
-                break
-            got.append(message)
-        return got
-
-    def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
-        with self._op("dead_letters") as channel:
-            self._declare_dead(queue)
-            got = self._get_dead(queue, limit)
-            for message in got:
-                channel.basic_reject(message.delivery_tag, requeue=True)
-        delivery_limit = self.max_redeliveries if self.quorum else 0
-        return [dead_letter_of(queue, m, delivery_limit) for m in got]
-
-    def requeue_dead(self, queue: str, limit: int | None = None) -> int:
-        moved = 0
-        with self._op("requeue_dead") as channel:
-            self._declare_queue(queue)
-            self._declare_dead(queue)
-            while limit is None or moved < limit:
-                want = CONFIRM_WINDOW if limit is None else min(CONFIRM_WINDOW, limit - moved)
-                got = self._get_dead(queue, want)
-                for message in got:
-                    self._session.send(queue, as_bytes(message.body),
-                               message.properties.get("priority"))
-                self._session.wait_confirms()
-                for message in got:
-                    channel.basic_ack(message.delivery_tag)
-                moved += len(got)
-                if len(got) < want:
-                    break
-        return moved
-
-    def purge_dead(self, queue: str) -> int:
-        with self._op("purge_dead") as channel:
-            self._declare_dead(queue)
-            return int(channel.queue_purge(dead_queue(queue)) or 0)
