@@ -206,6 +206,13 @@ schema = obj(
                 "external": obj(
                     {"existingSecret": S(), "urlKey": S(minLength=1), "resultUrlKey": S()}
                 ),
+                "queues": obj(
+                    {
+                        "amqpQueueType": S(enum=["classic", "quorum"]),
+                        "maxRedeliveries": Int(minimum=0),
+                        "maxPriority": Int(minimum=0, maximum=9),
+                    }
+                ),
             },
             required=["type"],
         ),

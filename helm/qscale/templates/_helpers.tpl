@@ -88,6 +88,20 @@ true
 
 {{/* ---- broker ---- */}}
 
+{{/* Queue declaration settings, identical for workers and the controller. */}}
+{{- define "qscale.broker.queueEnv" -}}
+{{- $q := .Values.broker.queues -}}
+{{- if and (eq $q.amqpQueueType "quorum") (gt (int $q.maxPriority) 0) -}}
+{{- fail "broker.queues: quorum queues have no priorities; set maxPriority to 0 or amqpQueueType to classic" -}}
+{{- end -}}
+- name: QSCALE_AMQP_QUEUE_TYPE
+  value: {{ $q.amqpQueueType | quote }}
+- name: QSCALE_MAX_REDELIVERIES
+  value: {{ $q.maxRedeliveries | quote }}
+- name: QSCALE_MAX_PRIORITY
+  value: {{ $q.maxPriority | quote }}
+{{- end }}
+
 {{/* True when the chart runs a Redis: as the broker, or as the results store next to RabbitMQ. */}}
 {{- define "qscale.redis.enabled" -}}
 {{- if or (eq .Values.broker.type "redis") (and (eq .Values.broker.type "rabbitmq") .Values.results.enabled) -}}
