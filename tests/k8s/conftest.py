@@ -1,4 +1,4 @@
-"""Fixtures of the kind tests that run the REAL worker image (cordoning, batching)."""
+"""Fixtures of the kind tests: a namespace per test, the REAL worker image."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def image_version(kube_cluster: KubeCluster) -> str:
 
 @pytest.fixture
 def namespace(kube_cluster: KubeCluster) -> Iterator[str]:
-    name = f"qsc-rw-{uuid.uuid4().hex[:6]}"
+    """A fresh namespace per test, deleted afterwards (without waiting)."""
+    name = f"qscale-test-{uuid.uuid4().hex[:8]}"
     kube_cluster.kubectl("create", "namespace", name)
     yield name
     kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

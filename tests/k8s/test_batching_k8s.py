@@ -12,21 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
-from kubernetes import config
 
 from tests.k8s.test_controller_k8s import Controller, apply, spec_replicas, wait_for
 from tests.k8s.test_cordon_k8s import (
     QUEUE,
     TOKEN,
-    Pods,
-    port_forward,
-    redis_manifests,
+    publish_sleep,
+    redis_for_workers,
     worker_manifest,
 )
 from tests.plugins.kind import KubeCluster
-from worker.brokers import open_broker
-from worker.envelope import Envelope
-from worker.results import SUCCESS, ResultStore
+from worker.results import SUCCESS
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow]
 
@@ -50,21 +46,7 @@ def test_trickle_is_batched_at_zero_and_the_last_pod_drained(
         kube_cluster: KubeCluster, namespace: str, image_version: str,
         tmp_path: Path) -> None:
     ns, cluster = namespace, kube_cluster
-    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
-    cluster.kubectl("-n", ns, "create", "secret", "generic", "control",
-                    f"--from-literal=token={TOKEN}")
-    apply(cluster, ns, *redis_manifests(image_version))
-    cluster.kubectl("-n", ns, "rollout", "status", "deployment/redis", "--timeout=120s")
-    pods = Pods(api, ns)
-    with port_forward(cluster, ns, "svc/redis", 6379) as port:
-        url = f"redis://127.0.0.1:{port}/0"
-        results = ResultStore(url)
-
-        def publish(seconds: float) -> str:
-            envelope = Envelope.create("qscale.demo.sleep", [seconds], queue=QUEUE)
-            with open_broker(url) as broker:
-                broker.publish(QUEUE, envelope.encode())
-            return envelope.id
+    with redis_for_workers(cluster, ns, image_version) as (url, results, pods):
 
         def done(task_id: str) -> bool:
             record = results.fetch(task_id)
@@ -73,7 +55,7 @@ def test_trickle_is_batched_at_zero_and_the_last_pod_drained(
         # One pod runs a few tasks first, so the workers have reported a service time.
         apply(cluster, ns, worker_manifest(image_version))
         wait_for("a ready worker pod", lambda: len(pods.ready()) == 1, 180, 1.0)
-        warm = [publish(TASK_SECONDS) for _ in range(3)]
+        warm = [publish_sleep(url, TASK_SECONDS) for _ in range(3)]
         wait_for("warm-up tasks", lambda: all(done(t) for t in warm), 60)
 
         controller = Controller(cluster, tmp_path, ns, QSCALE_CONTROL_TOKEN=TOKEN,
@@ -98,7 +80,7 @@ def test_trickle_is_batched_at_zero_and_the_last_pod_drained(
             first = time.monotonic()
             tasks = []
             for _ in range(TRICKLE_TASKS):
-                tasks.append(publish(TASK_SECONDS))
+                tasks.append(publish_sleep(url, TASK_SECONDS))
                 time.sleep(TRICKLE_EVERY)
             wait_for("every trickle task done", lambda: all(done(t) for t in tasks), 240, 1.0)
             wait_for("back to zero after the batch",
@@ -110,7 +92,6 @@ def test_trickle_is_batched_at_zero_and_the_last_pod_drained(
             controller.stop()
             log = controller.text()
             print(log[-4000:])
-            pods.reader.close()
 
         up = next((t for t, n in replicas if n > 0), None)
         assert up is not None, f"never scaled up: {replicas[-5:]}"
@@ -125,4 +106,3 @@ def test_trickle_is_batched_at_zero_and_the_last_pod_drained(
         for task_id in tasks:
             record = results.fetch(task_id)
             assert record is not None and record["attempt"] == 1, record  # none re-run
-        results.close()

@@ -11,7 +11,6 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -76,14 +75,6 @@ def python_image(kube_cluster: KubeCluster) -> str:
         _docker_build(tag, PY_HTTP_DOCKERFILE)
     kube_cluster.load_image(tag)
     return tag
-
-
-@pytest.fixture
-def namespace(kube_cluster: KubeCluster) -> Iterator[str]:
-    ns = f"qscale-test-{uuid.uuid4().hex[:8]}"
-    kube_cluster.kubectl("create", "namespace", ns)
-    yield ns
-    kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def test_node_ready(kube_cluster: KubeCluster) -> None:

@@ -124,25 +124,40 @@ class Pods:
                       key=lambda p: p.created)
 
 
-def test_cordoned_busy_pod_leaves_after_its_task_idle_pod_first(
-        kube_cluster: KubeCluster, namespace: str, image_version: str,
-        tmp_path: Path) -> None:
-    ns, cluster = namespace, kube_cluster
+@contextlib.contextmanager
+def redis_for_workers(cluster: KubeCluster, ns: str,
+                      version: str) -> Iterator[tuple[str, ResultStore, Pods]]:
+    """The control-token Secret and an in-cluster Redis for the workers, reached from
+    the host through port-forward: (broker URL, result store, pod-state reader)."""
     api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
     cluster.kubectl("-n", ns, "create", "secret", "generic", "control",
                     f"--from-literal=token={TOKEN}")
-    apply(cluster, ns, *redis_manifests(image_version))
+    apply(cluster, ns, *redis_manifests(version))
     cluster.kubectl("-n", ns, "rollout", "status", "deployment/redis", "--timeout=120s")
     pods = Pods(api, ns)
     with port_forward(cluster, ns, "svc/redis", 6379) as port:
         url = f"redis://127.0.0.1:{port}/0"
         results = ResultStore(url)
+        try:
+            yield url, results, pods
+        finally:
+            results.close()
+            pods.reader.close()
 
-        def run(seconds: float) -> str:
-            envelope = Envelope.create("qscale.demo.sleep", [seconds], queue=QUEUE)
-            with open_broker(url) as broker:
-                broker.publish(QUEUE, envelope.encode())
-            return envelope.id
+
+def publish_sleep(url: str, seconds: float) -> str:
+    """Enqueue one qscale.demo.sleep task; its id."""
+    envelope = Envelope.create("qscale.demo.sleep", [seconds], queue=QUEUE)
+    with open_broker(url) as broker:
+        broker.publish(QUEUE, envelope.encode())
+    return envelope.id
+
+
+def test_cordoned_busy_pod_leaves_after_its_task_idle_pod_first(
+        kube_cluster: KubeCluster, namespace: str, image_version: str,
+        tmp_path: Path) -> None:
+    ns, cluster = namespace, kube_cluster
+    with redis_for_workers(cluster, ns, image_version) as (url, results, pods):
 
         def status(task_id: str) -> str | None:
             record = results.fetch(task_id)
@@ -172,14 +187,14 @@ def test_cordoned_busy_pod_leaves_after_its_task_idle_pod_first(
         # holds one message at a time and the next long task goes where intended.
         apply(cluster, ns, worker_manifest(image_version))
         p1 = add_pod(1).name
-        warm = run(SHORT)
+        warm = publish_sleep(url, SHORT)
         wait("P1's warm-up", lambda: status(warm) == SUCCESS, 60)
-        task_a = run(LONG_A)
+        task_a = publish_sleep(url, LONG_A)
         wait("A running on P1", lambda: busy(p1), 30)
         p2 = add_pod(2).name
-        warm = run(SHORT)
+        warm = publish_sleep(url, SHORT)
         wait("P2's warm-up", lambda: status(warm) == SUCCESS, 60)
-        task_b = run(LONG_B)
+        task_b = publish_sleep(url, LONG_B)
         wait("B running on P2", lambda: busy(p2), 30)
         b_started = time.monotonic()
         p3 = add_pod(3).name
@@ -225,5 +240,3 @@ def test_cordoned_busy_pod_leaves_after_its_task_idle_pod_first(
         finally:
             controller.stop()
             print(controller.text()[-4000:])
-            results.close()
-            pods.reader.close()
