@@ -19,7 +19,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -69,16 +68,6 @@ def _binding(ns: str, role: str) -> dict[str, object]:
             "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": ns}]}
 
 
-@pytest.fixture
-def ns(kube_cluster: KubeCluster) -> Iterator[str]:
-    name = f"qsc-bo-{uuid.uuid4().hex[:6]}"
-    kube_cluster.kubectl("create", "namespace", name)
-    try:
-        yield name
-    finally:
-        kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
 def _sa_kubeconfig(cluster: KubeCluster, ns: str, path: Path) -> Path:
     """A kubeconfig for the cluster that authenticates as the ServiceAccount, nothing else."""
     token = cluster.kubectl("-n", ns, "create", "token", SA, "--duration=1h").stdout.strip()
@@ -124,7 +113,8 @@ def _failures(log: Path) -> list[tuple[float, int, str]]:
 
 
 def test_forbidden_scale_backs_off_keeps_serving_and_scales_once_allowed(
-        kube_cluster: KubeCluster, ns: str, tmp_path: Path) -> None:
+        kube_cluster: KubeCluster, namespace: str, tmp_path: Path) -> None:
+    ns = namespace
     queue = f"k8s-bo-{uuid.uuid4().hex[:6]}"
     kube_cluster.kubectl("-n", ns, "create", "serviceaccount", SA)
     apply(kube_cluster, ns, READER_ROLE, SCALER_ROLE, _binding(ns, "bo-reader"),
