@@ -33,10 +33,10 @@ from kubernetes import client
 from controller.podstate import PodState, rank_for_removal
 from controller.policy import Decision
 from controller.pool import PoolSpec
+from worker.http import TOKEN_HEADER  # the header the worker's endpoint reads
 
 log = logging.getLogger(__name__)
 
-TOKEN_HEADER = "X-Qscale-Control-Token"  # worker.http accepts it as well as a Bearer token
 _PROXY_PATH = "/api/v1/namespaces/{namespace}/pods/{name}/proxy/{path}"
 
 
