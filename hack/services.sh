@@ -21,13 +21,19 @@ if ((${#need_pkgs[@]})); then
     || die "apt-get install ${need_pkgs[*]} failed (see $LOG_DIR/apt-services.log)"
 fi
 
-wait_for() {  # name, seconds, command...
-  local name=$1 secs=$2; shift 2
-  for ((i = 0; i < secs * 4; i++)); do
+wait_for_quiet() {  # seconds, command...: succeeds once the command does
+  local secs=$1; shift
+  local deadline=$((SECONDS + secs))
+  while ((SECONDS < deadline)); do
     if "$@" >/dev/null 2>&1; then return 0; fi
     sleep 0.25
   done
-  die "$name did not come up within ${secs}s"
+  return 1
+}
+
+wait_for() {  # name, seconds, command...
+  local name=$1 secs=$2; shift 2
+  wait_for_quiet "$secs" "$@" || die "$name did not come up within ${secs}s"
 }
 
 if ! redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
@@ -37,8 +43,26 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
 fi
 echo "services: redis up on 127.0.0.1:6379"
 
-export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODENAME=rabbit@localhost
+# The test node keeps its data in its own throwaway directory, wiped on every start: the
+# tests need no state across broker restarts, and a node killed with hundreds of durable
+# test queues on disk spends minutes recovering them on a cold page cache (CI saw >90 s).
+RABBIT_DATA=/var/lib/rabbitmq/qscale-test-node
+export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODENAME=rabbit@localhost RABBITMQ_MNESIA_BASE=$RABBIT_DATA
+
+stop_stale_test_node() {  # a rabbit@localhost node that runs but does not answer
+  local pid
+  for pid in $(pgrep -u rabbitmq beam.smp || true); do
+    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx 'RABBITMQ_NODENAME=rabbit@localhost'; then
+      echo "services: stopping unresponsive rabbit@localhost (pid $pid)"
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+  done
+}
+
 if ! rabbitmq-diagnostics -q -n rabbit@localhost check_port_connectivity >/dev/null 2>&1; then
+  stop_stale_test_node
+  rm -rf "$RABBIT_DATA"
+  install -d -o rabbitmq -g rabbitmq "$RABBIT_DATA"
   # The management plugin serves queue in-flight (unacked) counts to the controller.
   rabbitmq-plugins --offline enable rabbitmq_management >/dev/null
   cat >/etc/rabbitmq/rabbitmq.conf <<'CONF'
@@ -48,7 +72,10 @@ management.tcp.port = 15672
 loopback_users = none
 CONF
   (HOME=/var/lib/rabbitmq nohup rabbitmq-server >"$LOG_DIR/rabbitmq.log" 2>&1 &)
-  wait_for rabbitmq 90 rabbitmq-diagnostics -q -n rabbit@localhost check_port_connectivity
+  if ! wait_for_quiet 180 rabbitmq-diagnostics -q -n rabbit@localhost check_port_connectivity; then
+    tail -n 15 "$LOG_DIR/rabbitmq.log" /var/log/rabbitmq/rabbit@localhost.log >&2 || true
+    die "rabbitmq did not come up within 180s (logs above: $LOG_DIR/rabbitmq.log)"
+  fi
 fi
 rabbitmqctl -q -n rabbit@localhost add_user qscale qscale >/dev/null 2>&1 || true
 rabbitmqctl -q -n rabbit@localhost set_user_tags qscale administrator >/dev/null
