@@ -71,9 +71,11 @@ start_dockerd() {
   log "starting dockerd (log: $LOG_DIR/dockerd.log)"
   # setsid + nohup: dockerd must outlive this script and the caller's session
   setsid nohup dockerd --pidfile "$pidf" >>"$LOG_DIR/dockerd.log" 2>&1 </dev/null &
-  for _ in $(seq 120); do docker_up && return 0; sleep 0.5; done
+  # 180 s of wall time: on a cold page cache dockerd first reloads every image's metadata
+  local deadline=$((SECONDS + 180))
+  while ((SECONDS < deadline)); do docker_up && return 0; sleep 0.5; done
   tail -n 30 "$LOG_DIR/dockerd.log" >&2 || true
-  die "dockerd did not come up within 60s (log: $LOG_DIR/dockerd.log)"
+  die "dockerd did not come up within 180s (log: $LOG_DIR/dockerd.log)"
 }
 
 main() {
