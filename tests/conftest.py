@@ -6,13 +6,19 @@ brokers with `hack/services.sh` (the README's test command does it for you).
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import os
+import re
 import socket
+import urllib.parse
+import urllib.request
 import uuid
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
+import redis
 
 pytest_plugins = ["tests.plugins.kind"]
 
@@ -57,7 +63,52 @@ def broker_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(name))
 
 
+_TEST_QUEUES: set[str] = set()
+
+
 @pytest.fixture
-def queue_name() -> Iterator[str]:
+def queue_name() -> str:
     """A queue name no other test uses, so tests never see each other's messages."""
-    yield f"t-{uuid.uuid4().hex[:12]}"
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    _TEST_QUEUES.add(name)
+    return name
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Removes the queues and keys the session's queue names left behind (with their
+    `.dead`, delay and derived queues), so a long-lived test broker does not collect
+    hundreds of durable queues that a killed node must then recover on start-up."""
+    if _TEST_QUEUES:
+        _drop_test_queues(_TEST_QUEUES)
+
+
+_TEST_NAME = re.compile(r"t-[0-9a-f]{12}")
+
+
+def _owned(name: str, names: set[str]) -> bool:
+    match = _TEST_NAME.search(name)
+    return match is not None and match.group(0) in names
+
+
+def _drop_test_queues(names: set[str]) -> None:
+    """Best effort: a broker that is down has already failed the tests that needed it."""
+    with contextlib.suppress(redis.RedisError):
+        client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+        keys = [key for key in client.scan_iter(match="*t-*", count=1000)
+                if _owned(key.decode(errors="replace"), names)]
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start:start + 500])
+    api = urlsplit(RABBITMQ_API)
+    base = f"{api.scheme}://{api.hostname}:{api.port}/api/queues/%2F"
+    auth = base64.b64encode(f"{api.username}:{api.password}".encode()).decode()
+    headers = {"Authorization": f"Basic {auth}"}
+    with contextlib.suppress(OSError, ValueError):
+        listing = urllib.request.Request(f"{base}?columns=name", headers=headers)
+        with urllib.request.urlopen(listing, timeout=10) as response:
+            queues = [str(row["name"]) for row in json.load(response)]
+        for queue in queues:
+            if _owned(queue, names):
+                url = f"{base}/{urllib.parse.quote(queue, safe='')}"
+                request = urllib.request.Request(url, method="DELETE", headers=headers)
+                with contextlib.suppress(OSError):
+                    urllib.request.urlopen(request, timeout=5).close()
