@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.k8s.test_controller_k8s import Controller, apply, spec_replicas, wait_for
-from tests.k8s.test_cordon_k8s import (
+from tests.k8s.harness import Controller, apply, spec_replicas, wait_for
+from tests.k8s.real_workers import (
     QUEUE,
     TOKEN,
     publish_sleep,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.k8s.test_controller_k8s import (
+from tests.k8s.harness import (
     REDIS,
     REPO,
     apply,
