@@ -101,10 +101,11 @@ def test_a_queue_of_the_other_type_is_a_config_error_naming_the_variable(
             try:
                 quorum.publish(other, b"fine")  # the connection recovered
                 with pytest.raises(ConfigError, match=r"^QSCALE_AMQP_QUEUE_TYPE: "):
-                    classic.stats(other)  # and the other way round
+                    classic.publish(other, b"z")  # and the other way round
                 with AmqpBroker(amqp_url, queue_type="quorum", max_redeliveries=9) as limit, \
                         pytest.raises(ConfigError, match=r"^QSCALE_MAX_REDELIVERIES: "):
-                    limit.stats(other)
+                    limit.publish(other, b"z")
+                assert classic.stats(other).ready == 1  # reading needs no matching layout
             finally:
                 cleanup(amqp_url, other)
         assert classic.stats(queue).ready == 1
@@ -158,23 +159,26 @@ def test_unclaimed_deliveries_go_back_at_close_without_cost(amqp_url: str, queue
     assert set(counts.values()) == {0}, counts
 
 
-def test_the_controller_reads_quorum_queues_with_the_same_environment(
-        amqp_url: str, queue: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The controller's depth source opens brokers without settings: it must get
-    QSCALE_AMQP_QUEUE_TYPE / QSCALE_MAX_REDELIVERIES in its environment (extraEnv)."""
+def test_one_controller_reads_quorum_priority_and_missing_queues(
+        amqp_url: str, queue: str) -> None:
+    """The controller's depth source opens brokers without queue settings: its reads
+    are passive, so one controller serves quorum and classic pools on one RabbitMQ,
+    and it creates no queue that a pool's workers would later have to match."""
+    priority, missing = queue + "-p", queue + "-missing"
     with AmqpBroker(amqp_url, queue_type="quorum", max_redeliveries=2) as producer:
         producer.publish_many(queue, [b"a", b"b", b"c"])
-    source = BrokerDepthSource(amqp_url, [queue])
+    with AmqpBroker(amqp_url, max_priority=5) as producer:
+        producer.publish(priority, b"p", priority=3)
+    source = BrokerDepthSource(amqp_url, [queue, priority, missing])
     try:
-        with pytest.raises(MetricReadError, match="QSCALE_AMQP_QUEUE_TYPE"):
-            source.sample()  # a classic declaration of a quorum queue
-        monkeypatch.setenv("QSCALE_AMQP_QUEUE_TYPE", "quorum")
-        with pytest.raises(MetricReadError, match="QSCALE_MAX_REDELIVERIES"):
-            source.sample()  # the default limit 5 is not the queue's 2
-        monkeypatch.setenv("QSCALE_MAX_REDELIVERIES", "2")
-        assert source.sample().ready == 3
+        for _ in range(2):  # a missing queue costs its side channel, nothing else
+            assert source.sample().ready == 4
+        with pytest.raises(AssertionError, match="does not exist"):
+            _queue_info(missing)
+        assert _queue_info(queue)["type"] == "quorum"
     finally:
         source.close()
+        cleanup(amqp_url, priority)
 
 
 # -- real workers --

@@ -53,7 +53,8 @@ def test_delay_buckets_round_up_by_at_most_half() -> None:
 def test_raw_bytes_published_directly_come_out_unchanged(
         amqp_url: str, queue_name: str, raw_channel: amqp.Channel) -> None:
     with AmqpBroker(amqp_url) as broker:
-        broker.stats(queue_name)  # declares the queue with qscale's arguments
+        # an empty claim declares the queue with qscale's arguments (stats only reads)
+        assert broker.claim([queue_name], 1, timeout=0.1) == []
         garbage = b"\xff\xfe\x00{not json"
         raw_channel.basic_publish(amqp.Message(garbage), exchange="", routing_key=queue_name)
         # content_encoding must not make py-amqp decode the body behind our back

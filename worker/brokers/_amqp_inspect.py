@@ -30,9 +30,9 @@ class AmqpInspection:
         def _declare_dead(self, queue: str, refresh: bool = False) -> int: ...
 
     def stats(self, queue: str) -> QueueStats:
-        with self._op("stats"):
-            ready = self._declare_queue(queue, refresh=True)
-            dead = self._declare_dead(queue, refresh=True)
+        with self._op("stats"):  # read-only: reports on queues of any layout, creates none
+            ready = self._session.message_count(queue) or 0
+            dead = self._session.message_count(dead_queue(queue)) or 0
         delayed = self._api.total_messages(f"qscale.delay.{queue}.")
         return QueueStats(queue=queue, ready=ready, in_flight=self._api.unacknowledged(queue),
                           delayed=delayed or 0, dead=dead)

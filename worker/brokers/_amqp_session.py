@@ -21,7 +21,7 @@ from typing import Any
 
 import amqp
 import kombu as _kombu_module
-from amqp.exceptions import AccessRefused
+from amqp.exceptions import AccessRefused, NotFound
 
 from worker.errors import BrokerUnavailable, ConfigError
 
@@ -129,6 +129,8 @@ class AmqpSession:
         self._transport: Any = None  # name would silently reconnect once it is gone)
         self._poller: Any = None     # select.poll on the socket: "is anything waiting?"
         self.on_delivery: OnDelivery | None = None  # fast path for whole deliveries
+        self._side: Any = None       # a channel for passive declares (see message_count)
+        self._side_generation = -1
         self._failures = 0
         self._next_attempt = 0.0
         self._reset_confirms()
@@ -221,6 +223,23 @@ class AmqpSession:
                 log.debug("ignoring error while closing", exc_info=True)
 
     # -- reading --
+
+    def message_count(self, queue: str) -> int | None:
+        """Ready messages in an existing queue, or None when there is none.
+
+        A passive declare works whatever the queue's type and arguments (one controller
+        reads quorum, classic and priority pools alike) and never creates a queue. It
+        runs on a side channel, because RabbitMQ answers a missing queue by closing the
+        channel; the main channel and its consumers stay untouched. Needs `ensure()`.
+        """
+        if self._side is None or self._side_generation != self.generation:
+            self._side, self._side_generation = self._conn.channel(), self.generation
+        try:
+            ok = self._side.queue_declare(queue, passive=True)
+        except NotFound:
+            self._side = None  # closed by RabbitMQ; the next call opens another
+            return None
+        return int(ok.message_count)
 
     def drain(self, timeout: float) -> bool:
         """Handle incoming frames for up to `timeout` s; False when nothing came."""
