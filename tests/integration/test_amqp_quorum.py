@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller.sources import BrokerDepthSource, MetricReadError
+from controller.sources import BrokerDepthSource
 from tests import runtime_tasks as rt
 from tests.integration.test_broker_support import api_get, claim_exactly, cleanup
 from tests.runtime_harness import REPO, WorkerProcess, wait_until
