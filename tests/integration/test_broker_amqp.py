@@ -160,6 +160,27 @@ def test_fixed_prefetch_bounds_unacked(amqp_url: str, queue_name: str) -> None:
             cleanup(amqp_url, queue_name)
 
 
+def test_automatic_window_shrinks_so_other_consumers_get_the_work(
+        amqp_url: str, queue_name: str) -> None:
+    """A window sized for 4 (before tasks turned out long, say) drops to the 1 the
+    worker now asks for, so unstarted messages stay in RabbitMQ for other pods."""
+    with AmqpBroker(amqp_url) as slow, AmqpBroker(amqp_url) as other:
+        slow._window.shrink_after = 1.0
+        try:
+            assert slow.claim([queue_name], 4, 0.1) == []   # window 4
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:               # now one at a time
+                assert slow.claim([queue_name], 1, 0.1) == []
+            slow.publish_many(queue_name, [b"%d" % i for i in range(6)])
+            held = claim_exactly(slow, [queue_name], 1)
+            time.sleep(0.5)  # a window of 4 would push 3 more to `slow` by now
+            assert not slow.buffered()
+            assert len(claim_exactly(other, [queue_name], 5)) == 5
+            slow.ack(held)
+        finally:
+            cleanup(amqp_url, queue_name)
+
+
 def test_foreign_queue_declaration_is_a_clear_error(
         amqp_url: str, queue_name: str, raw_channel: amqp.Channel) -> None:
     # e.g. a queue declared by a client with another QSCALE_MAX_PRIORITY

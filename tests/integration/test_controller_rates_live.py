@@ -187,7 +187,7 @@ def test_rates_and_service_time_match_a_known_load(broker_url: str, queue_name: 
         # RabbitMQ's unacked count is the management API's snapshot, refreshed every ~5 s
         # (a handful of samples here), and it includes deliveries waiting in the
         # consumer's prefetch window that the worker has not claimed yet (basic.qos is
-        # 2 x concurrency until a service time is known, and never shrinks). So only
-        # bounds: never more than that window, never negative.
+        # 2 x concurrency until a service time is known, and shrinks only after 10 s).
+        # So only bounds: never more than that window, never negative.
         window = 2 * 2
         assert all(0 <= f["in_flight"] <= window for f in ticks), ticks

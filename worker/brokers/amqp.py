@@ -9,9 +9,9 @@ Messages are persistent. Every publish waits for the broker's confirm, so
 returning means the message is on the broker.
 
 Claims come from a consumer per queue (manual acks) into a local buffer;
-basic.qos bounds the unacked window to `prefetch`, or when 0 to the most the
-caller has held plus asked for at once plus the read-ahead it allows (consumers
-restart to pick up a larger window; the window never shrinks).
+basic.qos bounds the unacked window to `prefetch`, or when 0 to what the caller
+holds plus asks for plus the read-ahead it allows: at once when that grows, after
+a while when it shrinks (_amqp_window.py); consumers restart to pick up a new window.
 Prefetched-but-unclaimed messages count as in flight, as RabbitMQ sees them.
 
 Delays use TTL queues `qscale.delay.<queue>.<ms>` that dead-letter into the
@@ -68,6 +68,7 @@ from worker.brokers._amqp_layout import (
     queue_type_from_env,
 )
 from worker.brokers._amqp_session import CONFIRM_WINDOW, DRAIN_SLICE, AmqpSession
+from worker.brokers._amqp_window import PrefetchWindow
 from worker.brokers._rabbitmq_api import ManagementApi, api_url_from_amqp, vhost_from_amqp
 from worker.brokers.base import Broker, Delivery
 from worker.errors import BrokerUnavailable, ConfigError
@@ -86,7 +87,7 @@ class AmqpBroker(AmqpInspection, Broker):
                  queue_type: str | None = None, max_redeliveries: int | None = None) -> None:
         self.url = url
         self.consumer_id = consumer_id or uuid.uuid4().hex[:12]
-        self._fixed_prefetch = max(0, prefetch)
+        self._window = PrefetchWindow(prefetch)
         self._read_ahead = 0
         # Clients given no values (CLI, controller) read the same QSCALE_* variables.
         self.max_priority = max_priority_from_env() if max_priority is None else max_priority
@@ -228,7 +229,7 @@ class AmqpBroker(AmqpInspection, Broker):
         # Auto window: what the caller already holds plus what it asks for now, plus
         # the read-ahead it allows (deliveries stream in while it works on the rest).
         held = len(self._outstanding) - sum(len(b) for b in self._buffers.values())
-        wanted = self._fixed_prefetch or max(self._qos, held + max_count + self._read_ahead)
+        wanted = self._window.next_size(self._qos, held + max_count + self._read_ahead)
         if wanted != self._qos:
             channel.basic_qos(0, wanted, False)
             self._qos = wanted
