@@ -32,6 +32,13 @@ FRONTIER: tuple[tuple[str, PolicyConfig], ...] = (
     *((f"latency target_wait={w:g}s batch={b:g}s",
        replace(QSCALE_DEFAULT, target_wait_seconds=w, batch_seconds=b))
       for w, b in ((60.0, 20.0), (300.0, 25.0))),
+    # A short scale-down window: safe here because scale-down never interrupts a task
+    # (idle pods go first, busy ones are drained), so idle capacity can go sooner.
+    ("latency target_wait=300s down_window=5s",
+     replace(QSCALE_DEFAULT, target_wait_seconds=300.0, scale_down_window_seconds=5.0)),
+    ("latency target_wait=300s batch=25s down_window=5s",
+     replace(QSCALE_DEFAULT, target_wait_seconds=300.0, batch_seconds=25.0,
+             scale_down_window_seconds=5.0)),
 )
 
 
