@@ -2,9 +2,9 @@
 
 One connection and one channel in confirm mode. Queues are durable and plain by
 default: RabbitMQ's priority queues cost throughput, so `x-max-priority` is opt-in
-(QSCALE_MAX_PRIORITY 1-9; with 0 a message's priority is ignored here). Publishers,
-workers and the controller must use the same value: RabbitMQ refuses a
-redeclaration with different arguments (a ConfigError naming the variable).
+(QSCALE_MAX_PRIORITY 1-9; with 0 a message's priority is ignored here). Publishers
+and workers must use the same value: RabbitMQ refuses a redeclaration with
+different arguments (a ConfigError naming the variable); stats() only reads.
 Messages are persistent. Every publish waits for the broker's confirm, so
 returning means the message is on the broker.
 
