@@ -144,30 +144,27 @@ class AmqpBroker(AmqpInspection, Broker):
 
     # -- declarations --
 
-    def _declare(self, name: str, arguments: dict[str, Any] | None = None,
-                 refresh: bool = False) -> int:
-        """Declare a durable queue once per channel; returns its ready count when asked."""
+    def _declare(self, name: str, arguments: dict[str, Any] | None = None) -> None:
+        """Declare a durable queue; again only after REDECLARE_AFTER (buckets expire)."""
         seen = self._declared.get(name)
-        if seen is not None and not refresh and time.monotonic() - seen < REDECLARE_AFTER:
-            return -1
-        ok = self._session.channel.queue_declare(name, durable=True, auto_delete=False,
-                                                 arguments=arguments)
+        if seen is not None and time.monotonic() - seen < REDECLARE_AFTER:
+            return
+        self._session.channel.queue_declare(name, durable=True, auto_delete=False,
+                                            arguments=arguments)
         self._declared[name] = time.monotonic()
-        return int(ok.message_count)
 
-    def _declare_queue(self, queue: str, refresh: bool = False) -> int:
-        if queue not in self._declared or refresh:
+    def _declare_queue(self, queue: str) -> None:
+        """Once per channel: work queues never expire."""
+        if queue not in self._declared:
             if self.quorum:  # RabbitMQ's own dead-lettering needs its target to exist
                 self._declare_dead(queue)
-            return self._declare(queue, queue_arguments(
-                queue, self.max_priority, self.queue_type, self.max_redeliveries), refresh=True)
-        return -1
+            self._declare(queue, queue_arguments(
+                queue, self.max_priority, self.queue_type, self.max_redeliveries))
 
-    def _declare_dead(self, queue: str, refresh: bool = False) -> int:
+    def _declare_dead(self, queue: str) -> None:
         name = dead_queue(queue)
-        if name not in self._declared or refresh:
-            return self._declare(name, None, refresh=True)
-        return -1
+        if name not in self._declared:
+            self._declare(name)
 
     def _declare_bucket(self, queue: str, delay: float) -> str:
         bucket = delay_bucket_ms(delay)
