@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 export QSCALE_CACHE ?= /var/cache/qscale
 
-.PHONY: venv services lint test test-fast
+.PHONY: venv services test-tools lint test test-fast
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -16,18 +16,22 @@ $(VENV)/.installed: pyproject.toml
 services:
 	bash hack/services.sh
 
+# Fault-injection tools the tests drive (toxiproxy), built from Go modules, cached by version.
+test-tools:
+	bash hack/test-tools.sh
+
 lint: venv
 	$(VENV)/bin/ruff check worker controller tests bench
 	$(VENV)/bin/mypy
 
 # Fast feedback: unit + broker integration tests, no cluster.
-test-fast: venv services lint
+test-fast: venv services test-tools lint
 	$(VENV)/bin/pytest -m 'not k8s and not e2e' $(PYTEST_ARGS)
 
 # The README's test command (what CI runs): everything, against real brokers and the kind
 # cluster: lint and types, the offline cluster, chart lint + kubeconform, k8s/ in sync with
 # the chart, then the whole pytest suite (unit, integration, chart, k8s, e2e). Nothing skips.
-test: venv services lint cluster
+test: venv services test-tools lint cluster
 	bash hack/chart-check.sh
 	$(MAKE) --no-print-directory k8s-check
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
