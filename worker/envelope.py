@@ -3,13 +3,35 @@
 Messages are JSON objects (never pickle). Everything a worker needs to run,
 retry, resume or continue a task travels in the envelope, so any worker can
 pick up any message.
+
+The format is closed under round trip: `decode(body)` either raises BadMessage or
+returns an envelope that `encode()` accepts and that decodes to the same value.
+Both directions run the same checks (`_envelope_from`), so a producer cannot send
+what a worker would refuse, and a worker cannot re-send (retry, chain step)
+something that would break the next one. Bounded on purpose:
+
+* nesting of arguments and results at most MAX_DEPTH levels (a body of 5,000 `[`
+  raised RecursionError in the parser, and again wherever it was parsed next);
+* integers within 64 bits, floats finite (NaN/Infinity parse in Python's json but
+  cannot be encoded again; 1e400 parses as infinity);
+* names (task, queue, ids, checkpoint keys) non-empty, at most MAX_NAME_BYTES of
+  UTF-8 without control characters: every broker can hold them, suffixes included
+  (`<queue>.dead`, `qscale.delay.<queue>.<ms>` within AMQP's 255 bytes);
+* priority an integer 0-9 (never a bool), as both brokers accept.
+
+A BadMessage from decode carries what could be salvaged (task id, task name and
+the ids of chain steps or a chord callback that depend on it), so a dead letter
+still records FAILURE for whoever waits.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -17,8 +39,79 @@ from worker.errors import BadMessage
 
 WIRE_VERSION = 1
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20  # 1 MiB
+MAX_DEPTH = 32                 # nesting of lists/objects inside args, kwargs, results
+MAX_NAME_BYTES = 200           # task, queue, id, checkpoint key (UTF-8 bytes)
+MAX_INT = 2**63 - 1            # integers travel as signed 64-bit values
+MAX_ATTEMPT = 1_000_000
+MAX_LINKS = 10_000             # chain steps carried by one message
+MAX_CHORD_SIZE = 1_000_000
+MAX_TIMESTAMP = 1e11           # epoch seconds (year 5138): enqueued_at, deadline
 
 JsonDict = dict[str, Any]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Our encoder writes these first; an undecodable body of ours still names its task.
+_HEAD = re.compile(rb'^\s*\{\s*"v"\s*:\s*1\s*,\s*"id"\s*:\s*"([^"\\\x00-\x1f]{1,200})"\s*,'
+                   rb'\s*"task"\s*:\s*"([^"\\\x00-\x1f]{1,200})"')
+
+
+def check_name(value: Any, what: str) -> str:
+    """A task, queue or id name every broker and key layout can hold; else BadMessage."""
+    if not isinstance(value, str) or not value:
+        raise BadMessage(f"{what} must be a non-empty string")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise BadMessage(f"{what} is longer than {MAX_NAME_BYTES} bytes")
+    if _CONTROL.search(value):
+        raise BadMessage(f"{what} contains control characters")
+    return value
+
+
+def check_priority(value: Any, what: str = "priority") -> int | None:
+    """None or an integer 0-9 (a bool is not a priority); else BadMessage."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
+        raise BadMessage(f"{what} must be an integer 0-9, got {value!r}")
+    return value
+
+
+def check_json_value(value: Any, what: str) -> None:
+    """Bounded JSON: depth <= MAX_DEPTH, 64-bit integers, finite floats, string keys."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str | bool) or item is None:
+            continue
+        if isinstance(item, int):
+            if not -MAX_INT - 1 <= item <= MAX_INT:
+                raise BadMessage(f"{what}: integer outside 64 bits")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise BadMessage(f"{what}: non-finite number {item!r}")
+        elif isinstance(item, list | tuple | dict):
+            if depth >= MAX_DEPTH:
+                raise BadMessage(f"{what}: nested deeper than {MAX_DEPTH} levels")
+            if isinstance(item, dict):
+                if not all(isinstance(k, str) for k in item):
+                    raise BadMessage(f"{what}: object keys must be strings")
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                stack.extend((v, depth + 1) for v in item)
+        else:
+            raise BadMessage(f"{what}: {type(item).__name__} is not JSON")
+
+
+def _number(raw: Mapping[str, Any], key: str, *, low: float, high: float,
+            integer: bool = False, what: str = "") -> Any:
+    value: Any = raw.get(key)
+    if value is None:
+        return None
+    label = what or f"field {key!r}"
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or (integer and not isinstance(value, int)):
+        raise BadMessage(f"{label} must be {'an integer' if integer else 'a number'}")
+    if not (isinstance(value, int) or math.isfinite(value)) or not low <= value <= high:
+        raise BadMessage(f"{label} must be within [{low:g}, {high:g}], got {value!r}")
+    return value if integer else float(value)
 
 
 @dataclass(frozen=True)
@@ -44,32 +137,25 @@ class Signature:
         return out
 
     @classmethod
-    def from_json(cls, raw: Any) -> Signature:
+    def from_json(cls, raw: Any, what: str = "signature") -> Signature:
         if not isinstance(raw, dict):
-            raise BadMessage("signature must be a JSON object")
-        task = raw.get("task")
-        if not isinstance(task, str) or not task:
-            raise BadMessage("signature.task must be a non-empty string")
-        args = raw.get("args", [])
-        kwargs = raw.get("kwargs", {})
+            raise BadMessage(f"{what} must be a JSON object")
+        args, kwargs = raw.get("args", []), raw.get("kwargs", {})
         if not isinstance(args, list):
-            raise BadMessage("signature.args must be a list")
+            raise BadMessage(f"{what}.args must be a list")
         if not isinstance(kwargs, dict):
-            raise BadMessage("signature.kwargs must be an object")
-        queue = raw.get("queue")
-        priority = raw.get("priority")
-        if queue is not None and not isinstance(queue, str):
-            raise BadMessage("signature.queue must be a string")
-        if priority is not None and not isinstance(priority, int):
-            raise BadMessage("signature.priority must be an integer")
+            raise BadMessage(f"{what}.kwargs must be an object")
+        check_json_value(args, f"{what}.args")
+        check_json_value(kwargs, f"{what}.kwargs")
+        queue, task_id = raw.get("queue"), raw.get("task_id")
         immutable = raw.get("immutable", False)
-        task_id = raw.get("task_id")
         if not isinstance(immutable, bool):
-            raise BadMessage("signature.immutable must be a boolean")
-        if task_id is not None and (not isinstance(task_id, str) or not task_id):
-            raise BadMessage("signature.task_id must be a non-empty string")
-        return cls(task=task, args=args, kwargs=kwargs, queue=queue, priority=priority,
-                   immutable=immutable, task_id=task_id)
+            raise BadMessage(f"{what}.immutable must be a boolean")
+        return cls(task=check_name(raw.get("task"), f"{what}.task"), args=args, kwargs=kwargs,
+                   queue=None if queue is None else check_name(queue, f"{what}.queue"),
+                   priority=check_priority(raw.get("priority"), f"{what}.priority"),
+                   immutable=immutable,
+                   task_id=None if task_id is None else check_name(task_id, f"{what}.task_id"))
 
 
 @dataclass(frozen=True)
@@ -81,6 +167,11 @@ class ChordRef:
     index: int
     callback: Signature
 
+    @property
+    def result_id(self) -> str:
+        """Where the callback's result (the chord's result) is stored."""
+        return self.callback.task_id or self.id
+
     def to_json(self) -> JsonDict:
         return {"id": self.id, "size": self.size, "index": self.index,
                 "callback": self.callback.to_json()}
@@ -89,13 +180,14 @@ class ChordRef:
     def from_json(cls, raw: Any) -> ChordRef:
         if not isinstance(raw, dict):
             raise BadMessage("chord must be a JSON object")
-        cid, size, index = raw.get("id"), raw.get("size"), raw.get("index")
-        if not isinstance(cid, str) or not isinstance(size, int) or not isinstance(index, int):
-            raise BadMessage("chord needs string id, integer size and index")
-        if size < 1 or not 0 <= index < size:
-            raise BadMessage("chord index out of range")
-        return cls(id=cid, size=size, index=index,
-                   callback=Signature.from_json(raw.get("callback")))
+        size = _number(raw, "size", low=1, high=MAX_CHORD_SIZE, integer=True,
+                       what="chord.size")
+        index = _number(raw, "index", low=0, high=MAX_CHORD_SIZE - 1, integer=True,
+                        what="chord.index")
+        if size is None or index is None or index >= size:
+            raise BadMessage("chord needs integer size >= 1 and index < size")
+        return cls(id=check_name(raw.get("id"), "chord.id"), size=size, index=index,
+                   callback=Signature.from_json(raw.get("callback"), "chord.callback"))
 
 
 @dataclass(frozen=True)
@@ -142,6 +234,15 @@ class Envelope:
         return replace(self, attempt=self.attempt + 1,
                        enqueued_at=time.time() if now is None else now)
 
+    @property
+    def dependents(self) -> tuple[tuple[str, str], ...]:
+        """(result id, task) of what cannot run if this task does not: the chain's later
+        steps that have ids, and the chord's callback."""
+        out = [(s.task_id, s.task) for s in self.link if s.task_id is not None]
+        if self.chord is not None:
+            out.append((self.chord.result_id, self.chord.callback.task))
+        return tuple(out)
+
     def to_json(self) -> JsonDict:
         out: JsonDict = {
             "v": WIRE_VERSION, "id": self.id, "task": self.task, "args": self.args,
@@ -160,72 +261,127 @@ class Envelope:
         return out
 
     def encode(self) -> bytes:
-        """Serialize to compact JSON bytes; raises BadMessage for non-JSON arguments."""
+        """Compact JSON bytes that `decode` accepts; BadMessage for anything it would
+        refuse (non-JSON or unbounded arguments, a priority or queue no broker takes)."""
+        doc = self.to_json()
+        _envelope_from(doc)  # the same checks as decode: the round trip stays closed
         try:
-            return json.dumps(self.to_json(), separators=(",", ":"),
-                              allow_nan=False).encode()
-        except (TypeError, ValueError) as exc:
-            raise BadMessage(f"arguments are not JSON-serializable: {exc}") from exc
+            return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise BadMessage(f"arguments are not JSON-serializable: {exc}") from None
 
 
-def _expect(raw: JsonDict, key: str, kind: type | tuple[type, ...], what: str) -> Any:
-    if key not in raw:
-        raise BadMessage(f"missing field {key!r}")
-    value = raw[key]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise BadMessage(f"field {key!r} must be {what}")
-    return value
-
-
-def _optional(raw: JsonDict, key: str, kind: type | tuple[type, ...], what: str) -> Any:
-    value = raw.get(key)
-    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-        raise BadMessage(f"field {key!r} must be {what}")
-    return value
-
-
-def decode(body: bytes | str, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Envelope:
-    """Parse and validate one message body. Every problem raises BadMessage with a reason."""
-    size = len(body)
-    if size > max_bytes:
-        raise BadMessage(f"payload of {size} bytes exceeds the {max_bytes}-byte limit")
+def _load(body: bytes | str) -> Any:
+    """Parse JSON (NaN and Infinity parse here, so the checks can name the field)."""
     try:
-        raw = json.loads(body)
+        return json.loads(body)
+    except RecursionError:
+        raise BadMessage(f"malformed JSON: nested deeper than the parser allows "
+                         f"(at most {MAX_DEPTH} levels are accepted)") from None
     except (UnicodeDecodeError, ValueError) as exc:
-        raise BadMessage(f"malformed JSON: {exc}") from exc
+        raise BadMessage(f"malformed JSON: {exc}") from None
+
+
+def _envelope_from(raw: Any) -> Envelope:
+    """Validate a parsed document and build its Envelope (every check lives here)."""
     if not isinstance(raw, dict):
         raise BadMessage("message must be a JSON object")
     version = raw.get("v", WIRE_VERSION)
-    if version != WIRE_VERSION:
+    if isinstance(version, bool) or version != WIRE_VERSION:
         raise BadMessage(f"unsupported envelope version {version!r}")
-    ident = _expect(raw, "id", str, "a string")
-    task = _expect(raw, "task", str, "a string")
-    if not ident or not task:
-        raise BadMessage("fields 'id' and 'task' must be non-empty")
-    args = _expect(raw, "args", list, "a list") if "args" in raw else []
-    kwargs = _expect(raw, "kwargs", dict, "an object") if "kwargs" in raw else {}
-    attempt = _optional(raw, "attempt", int, "an integer")
-    attempt = 1 if attempt is None else attempt
-    if attempt < 1:
-        raise BadMessage("field 'attempt' must be >= 1")
-    enqueued_at = float(_optional(raw, "enqueued_at", (int, float), "a number") or 0.0)
-    first = _optional(raw, "first_enqueued_at", (int, float), "a number")
-    deadline = _optional(raw, "deadline", (int, float), "a number")
+    for key in ("id", "task"):
+        if key not in raw:
+            raise BadMessage(f"missing field {key!r}")
+    ident, task = check_name(raw["id"], "field 'id'"), check_name(raw["task"], "field 'task'")
+    args, kwargs = raw.get("args", []), raw.get("kwargs", {})
+    if not isinstance(args, list):
+        raise BadMessage("field 'args' must be a list")
+    if not isinstance(kwargs, dict):
+        raise BadMessage("field 'kwargs' must be an object")
+    check_json_value(args, "args")
+    check_json_value(kwargs, "kwargs")
+    attempt = _number(raw, "attempt", low=1, high=MAX_ATTEMPT, integer=True)
+    enqueued_at = _number(raw, "enqueued_at", low=0, high=MAX_TIMESTAMP) or 0.0
+    first = _number(raw, "first_enqueued_at", low=0, high=MAX_TIMESTAMP)
+    deadline = _number(raw, "deadline", low=0, high=MAX_TIMESTAMP)
+    ignore_result = raw.get("ignore_result", False)
+    if not isinstance(ignore_result, bool):
+        raise BadMessage("field 'ignore_result' must be a boolean")
     links = raw.get("link")
     links = [] if links is None else links
-    if not isinstance(links, list):
-        raise BadMessage("field 'link' must be a list")
+    if not isinstance(links, list) or len(links) > MAX_LINKS:
+        raise BadMessage(f"field 'link' must be a list of at most {MAX_LINKS} steps")
+    queue, checkpoint_key, parent_id = (raw.get(k) for k in ("queue", "checkpoint_key",
+                                                               "parent_id"))
     chord = raw.get("chord")
     return Envelope(
         id=ident, task=task, args=args, kwargs=kwargs,
-        queue=_optional(raw, "queue", str, "a string") or "default",
-        attempt=attempt, enqueued_at=enqueued_at,
-        first_enqueued_at=float(first) if first is not None else enqueued_at,
-        deadline=float(deadline) if deadline is not None else None,
-        checkpoint_key=_optional(raw, "checkpoint_key", str, "a string"),
-        priority=_optional(raw, "priority", int, "an integer"),
-        ignore_result=bool(raw.get("ignore_result", False)),
-        link=tuple(Signature.from_json(s) for s in links),
-        chord=ChordRef.from_json(chord) if chord is not None else None,
-        parent_id=_optional(raw, "parent_id", str, "a string"),
+        queue="default" if queue is None else check_name(queue, "field 'queue'"),
+        attempt=1 if attempt is None else attempt, enqueued_at=enqueued_at,
+        first_enqueued_at=enqueued_at if first is None else first,
+        deadline=deadline,
+        checkpoint_key=None if checkpoint_key is None
+        else check_name(checkpoint_key, "field 'checkpoint_key'"),
+        priority=check_priority(raw.get("priority"), "field 'priority'"),
+        ignore_result=ignore_result,
+        link=tuple(Signature.from_json(s, f"link[{i}]") for i, s in enumerate(links)),
+        chord=None if chord is None else ChordRef.from_json(chord),
+        parent_id=None if parent_id is None else check_name(parent_id, "field 'parent_id'"),
     )
+
+
+def decode(body: bytes | str, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Envelope:
+    """Parse and validate one message body. Total: anything wrong raises BadMessage
+    with a reason (and whatever ids could be salvaged), nothing else escapes."""
+    size = len(body)
+    if size > max_bytes:
+        oversized = BadMessage(f"payload of {size} bytes exceeds the {max_bytes}-byte limit")
+        _salvage_head(oversized, body)
+        raise oversized
+    raw: Any = None
+    try:
+        raw = _load(body)
+        return _envelope_from(raw)
+    except BadMessage as bad:
+        if isinstance(raw, dict):
+            _salvage(bad, raw)
+        else:
+            _salvage_head(bad, body)
+        raise
+    except Exception as exc:  # a bug in a check must not escape either
+        unexpected = BadMessage(f"undecodable: {type(exc).__name__}: {exc}")
+        _salvage_head(unexpected, body)
+        raise unexpected from None
+
+
+def _salvage_head(bad: BadMessage, body: bytes | str) -> None:
+    head = body[:512].encode("utf-8", "replace") if isinstance(body, str) else body[:512]
+    match = _HEAD.match(head)
+    if match:
+        bad.task_id = _name_or_none(match.group(1).decode("utf-8", "replace"))
+        bad.task = _name_or_none(match.group(2).decode("utf-8", "replace"))
+
+
+def _salvage(bad: BadMessage, raw: Mapping[str, Any]) -> None:
+    """Ids from a document that failed validation, each checked on its own."""
+    bad.task_id, bad.task = _name_or_none(raw.get("id")), _name_or_none(raw.get("task"))
+    dependents: list[tuple[str, str]] = []
+    links = raw.get("link")
+    for step in links[:MAX_LINKS] if isinstance(links, list) else ():
+        if isinstance(step, dict) and (sid := _name_or_none(step.get("task_id"))):
+            dependents.append((sid, _name_or_none(step.get("task")) or "?"))
+    chord = raw.get("chord")
+    if isinstance(chord, dict):
+        callback = chord.get("callback")
+        callback = callback if isinstance(callback, dict) else {}
+        target = _name_or_none(callback.get("task_id")) or _name_or_none(chord.get("id"))
+        if target:
+            dependents.append((target, _name_or_none(callback.get("task")) or "?"))
+    bad.dependents = tuple(dependents)
+
+
+def _name_or_none(value: Any) -> str | None:
+    try:
+        return check_name(value, "name")
+    except BadMessage:
+        return None

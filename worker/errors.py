@@ -24,11 +24,24 @@ class ConfigError(PermanentError):
 
 
 class BadMessage(PermanentError):
-    """A message that cannot be executed: it goes to the dead-letter queue with `reason`."""
+    """A message that cannot be executed: it goes to the dead-letter queue with `reason`.
+
+    Decode fills in what it could salvage from the body, so the dead letter still
+    records FAILURE for whoever waits: the task id and name, and `dependents`
+    ((result id, task) of chain steps and a chord callback that cannot run now).
+    """
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.task_id: str | None = None
+        self.task: str | None = None
+        self.dependents: tuple[tuple[str, str], ...] = ()
+
+
+class MessageRefused(PermanentError):
+    """The broker refused one message (a queue it cannot hold, a permission, a key of
+    another type): permanent for that message, not a lost connection."""
 
 
 class BrokerUnavailable(TemporaryError):

@@ -127,7 +127,7 @@ def test_remote_types_are_never_imported_or_trusted(type_name: str) -> None:
 
 def test_non_json_arguments_fail_at_the_producer_before_any_io() -> None:
     offline = Client("redis://127.0.0.1:1/0")  # never connected: encoding fails first
-    with pytest.raises(BadMessage, match="not JSON-serializable"):
+    with pytest.raises(BadMessage, match="object is not JSON"):
         plain.apply_async((object(),), client=offline)
 
 
