@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from worker.client import Client, configure, get_client
 from worker.context import Retry, SoftTimeLimitExceeded, TaskContext
+from worker.handles import AsyncResult, GroupResult, RemoteError, ResultTimeout
 from worker.registry import NonRetryable, import_task_modules
-from worker.results import AsyncResult, GroupResult, RemoteError, ResultsDisabled, ResultTimeout
+from worker.results import ResultsDisabled
 from worker.task import Task, task
 from worker.workflow import TaskSignature, chain, chord, group
 

@@ -15,7 +15,9 @@ from typing import Any
 
 from worker.brokers import Broker, open_broker
 from worker.envelope import Envelope
-from worker.results import AsyncResult, ResultStore
+from worker.errors import BadMessage
+from worker.handles import AsyncResult
+from worker.results import ResultStore
 from worker.settings import WorkerSettings, load_settings
 
 PUBLISH_CHUNK = 500
@@ -83,27 +85,43 @@ class Client:
         """
         if countdown > 0:
             env = dataclasses.replace(env, enqueued_at=env.enqueued_at + countdown)
-        body = env.encode()
+        body = self._encode(env)
         with self._lock:
             self.broker.publish(env.queue, body, delay=max(0.0, countdown),
                                 priority=env.priority)
         return self.async_result(env.id)
 
     def send_many(self, envelopes: Sequence[Envelope],
-                  progress: Callable[[int], None] | None = None) -> list[AsyncResult]:
-        """Publish many envelopes in pipelined chunks (per queue); `progress(n)` after each."""
-        by_queue: dict[str, list[Envelope]] = {}
+                  progress: Callable[[int], None] | None = None, *,
+                  countdown: float = 0.0) -> list[AsyncResult]:
+        """Publish many envelopes in pipelined chunks (per queue and priority), each ready
+        after `countdown` s; `progress(n)` after each chunk. Every envelope is checked
+        before the first is sent."""
+        if countdown > 0:
+            envelopes = [dataclasses.replace(env, enqueued_at=env.enqueued_at + countdown)
+                         for env in envelopes]
+        groups: dict[tuple[str, int | None], list[bytes]] = {}
         for env in envelopes:
-            by_queue.setdefault(env.queue, []).append(env)
-        for queue, batch in by_queue.items():
-            for start in range(0, len(batch), PUBLISH_CHUNK):
-                chunk = batch[start:start + PUBLISH_CHUNK]
-                bodies = [env.encode() for env in chunk]
+            groups.setdefault((env.queue, env.priority), []).append(self._encode(env))
+        for (queue, priority), bodies in groups.items():
+            for start in range(0, len(bodies), PUBLISH_CHUNK):
+                chunk = bodies[start:start + PUBLISH_CHUNK]
                 with self._lock:
-                    self.broker.publish_many(queue, bodies)
+                    self.broker.publish_many(queue, chunk, delay=max(0.0, countdown),
+                                             priority=priority)
                 if progress is not None:
                     progress(len(chunk))
         return [self.async_result(env.id) for env in envelopes]
+
+    def _encode(self, env: Envelope) -> bytes:
+        """The body a worker accepts: checked like decode does, and within the size limit
+        (QSCALE_MAX_MESSAGE_BYTES), else BadMessage before anything is sent."""
+        body = env.encode()
+        limit = self.settings.max_message_bytes
+        if len(body) > limit:
+            raise BadMessage(f"task {env.task}: message of {len(body)} bytes exceeds the "
+                             f"{limit}-byte limit (QSCALE_MAX_MESSAGE_BYTES)")
+        return body
 
     def async_result(self, task_id: str) -> AsyncResult:
         return AsyncResult(task_id, self.results)

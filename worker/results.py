@@ -1,36 +1,94 @@
-"""The result store (Redis): task results, checkpoints and chord member results.
+"""The result store (Redis): task results, checkpoints and chord state.
 
 One JSON record per task id, with a TTL so forgotten results do not pile up:
 {status, result | error{type, message, traceback}, finished_at, attempt, task}.
 A missing record reads as PENDING.
+
+Terminal states are final. Delivery is at-least-once, so a task may run twice; every
+write is a compare-and-set (one Lua script) that leaves a SUCCESS or FAILURE record
+alone. A duplicate run can therefore neither flip a finished SUCCESS to FAILURE nor
+mark chain steps that ran as "did not run" (`record_failure` stops at a task whose
+own result was already final).
+
+Chords fire once. Members are stored by index (a redelivered member overwrites its
+own slot); the member that completes the set marks the chord fired (by its index)
+and gets every result back. A later run of another member finds the marker and
+sends nothing; a rerun of the firing member itself (its ack was lost) gets the
+results again while the callback has left no record, because the callback it sent
+may not have been published (at-least-once: the callback may then run twice, its
+first final result stays). State of a chord that can still complete never
+expires; a fired or failed chord keeps its marker for at least DONE_MARKER_TTL.
+
+Keys (one Redis database, never overlapping the broker's `qscale:q:` queue keys):
+    qscale:result:<task id>       the record (string, TTL = result_ttl)
+    qscale:ckpt:<key>             a checkpoint (string, TTL = result_ttl)
+    qscale:chord:<chord id>       member results (hash index -> JSON; no TTL while open)
+    qscale:chord-done:<chord id>  "fired:<index>" or "failed"
 """
 
 from __future__ import annotations
 
-import builtins
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Sequence
 from typing import Any
 
 import redis
 
+from worker.envelope import ChordRef, Envelope
 from worker.errors import ConfigError
 
 PENDING, STARTED, RETRY, SUCCESS, FAILURE = "PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE"
 READY_STATES = frozenset({SUCCESS, FAILURE})
+DONE_MARKER_TTL = 7 * 86_400   # a fired chord remembers it for a week at least
 
-_PREFIX = "qscale:"
+RESULT_KEY = "qscale:result:"
+CHECKPOINT_KEY = "qscale:ckpt:"
+CHORD_KEY = "qscale:chord:"
+CHORD_DONE_KEY = "qscale:chord-done:"
 
-# Members are stored by index, so a redelivered member overwrites its own slot instead
-# of being counted twice; the member that completes the set gets all results back.
-_CHORD_MEMBER_DONE = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
-  return redis.call('HGETALL', KEYS[1])
+# Every record starts with {"status":"...": the status is read with GETRANGE, so a
+# large result is never copied into the script.
+_FINAL_CHECK = """
+local function is_final(key)
+  local head = redis.call('GETRANGE', key, 0, 24)
+  return string.find(head, '^{"status":"SUCCESS"') or string.find(head, '^{"status":"FAILURE"')
 end
-return false
+"""
+
+# KEYS: result. ARGV: record, ttl. Writes unless a final record is there; 1 if written.
+_WRITE = _FINAL_CHECK + """
+if is_final(KEYS[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+# KEYS: state, done, callback result. ARGV: index, result JSON, size, done ttl, state
+# ttl after firing. Returns false, or {index, result, ...} once every member is in (for
+# the firing member; again for its rerun while the callback has left no record).
+_CHORD_MEMBER_DONE = """
+local done = redis.call('GET', KEYS[2])
+if done then
+  if done == 'fired:' .. ARGV[1] and redis.call('EXISTS', KEYS[3]) == 0 then
+    return redis.call('HGETALL', KEYS[1])
+  end
+  return false
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('HLEN', KEYS[1]) < tonumber(ARGV[3]) then return false end
+redis.call('SET', KEYS[2], 'fired:' .. ARGV[1], 'EX', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS: state, done, callback result. ARGV: callback record, result ttl, done ttl.
+# A chord that has not fired is failed for good: its callback records FAILURE.
+_CHORD_FAILED = _FINAL_CHECK + """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[2], 'failed', 'EX', ARGV[3])
+redis.call('DEL', KEYS[1])
+if not is_final(KEYS[3]) then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2]) end
+return 1
 """
 
 
@@ -47,78 +105,6 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
-class ResultStore:
-    """Thin, JSON-only access to the result keys of one Redis database."""
-
-    def __init__(self, url: str, ttl: int = 86_400, *, socket_timeout: float = 10.0) -> None:
-        self.url = url
-        self.ttl = ttl
-        self._redis = redis.Redis.from_url(url, socket_timeout=socket_timeout,
-                                           socket_connect_timeout=5.0)
-        self._chord_script = self._redis.register_script(_CHORD_MEMBER_DONE)
-
-    # -- task results --
-
-    def _put(self, task_id: str, record: dict[str, Any]) -> None:
-        self._redis.set(f"{_PREFIX}result:{task_id}", dumps(record), ex=self.ttl)
-
-    def mark_success(self, task_id: str, result: Any, *, task: str = "",
-                     attempt: int = 1) -> None:
-        self._put(task_id, {"status": SUCCESS, "result": result, "task": task,
-                            "attempt": attempt, "finished_at": time.time()})
-
-    def mark_started(self, task_id: str, *, task: str = "", attempt: int = 1) -> None:
-        self._put(task_id, {"status": STARTED, "task": task, "attempt": attempt,
-                            "started_at": time.time()})
-
-    def mark_error(self, task_id: str, status: str, error: dict[str, str], *,
-                   task: str = "", attempt: int = 1) -> None:
-        """Record FAILURE (final) or RETRY (another attempt is scheduled) with the error."""
-        self._put(task_id, {"status": status, "error": error, "task": task,
-                            "attempt": attempt, "finished_at": time.time()})
-
-    def fetch(self, task_id: str) -> dict[str, Any] | None:
-        raw = self._redis.get(f"{_PREFIX}result:{task_id}")
-        if raw is None:
-            return None
-        record = json.loads(raw)
-        return record if isinstance(record, dict) else None
-
-    def forget(self, task_id: str) -> None:
-        self._redis.delete(f"{_PREFIX}result:{task_id}")
-
-    # -- checkpoints --
-
-    def save_checkpoint(self, key: str, state: Any) -> None:
-        self._redis.set(f"{_PREFIX}ckpt:{key}", dumps(state), ex=self.ttl)
-
-    def load_checkpoint(self, key: str) -> Any:
-        raw = self._redis.get(f"{_PREFIX}ckpt:{key}")
-        return None if raw is None else json.loads(raw)
-
-    def clear_checkpoint(self, key: str) -> None:
-        self._redis.delete(f"{_PREFIX}ckpt:{key}")
-
-    # -- chords --
-
-    def chord_member_done(self, chord_id: str, index: int, size: int,
-                          result: Any) -> list[Any] | None:
-        """Record member `index`; returns all results in order once every member is in."""
-        reply = self._chord_script(keys=[f"{_PREFIX}chord:{chord_id}"],
-                                   args=[index, dumps(result), size, self.ttl])
-        if not reply:
-            return None
-        pairs = dict(zip(reply[0::2], reply[1::2], strict=True))
-        by_index = {int(k): json.loads(v) for k, v in pairs.items()}
-        return [by_index[i] for i in range(size)]
-
-    def ping(self) -> bool:
-        return bool(self._redis.ping())
-
-    def close(self) -> None:
-        self._redis.close()
-
-
 def error_record(type_name: str, message: str, traceback: str) -> dict[str, str]:
     return {"type": type_name, "message": message, "traceback": traceback}
 
@@ -131,161 +117,120 @@ def exception_type_name(exc: BaseException) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-# -- the producer's view: handles on results, and remote errors re-raised --
+class ResultStore:
+    """JSON-only access to the result keys of one Redis database."""
 
+    def __init__(self, url: str, ttl: int = 86_400, *, socket_timeout: float = 10.0) -> None:
+        self.url = url
+        self.ttl = ttl
+        self._redis = redis.Redis.from_url(url, socket_timeout=socket_timeout,
+                                           socket_connect_timeout=5.0)
+        self._write = self._redis.register_script(_WRITE)
+        self._chord_member = self._redis.register_script(_CHORD_MEMBER_DONE)
+        self._chord_failed = self._redis.register_script(_CHORD_FAILED)
 
-class ResultTimeout(TimeoutError):
-    """`.get(timeout=...)` ran out of time before the task finished."""
+    # -- task results (status first in every record: see _FINAL_CHECK) --
 
+    def _put(self, task_id: str, record: dict[str, Any]) -> bool:
+        """Write unless a final record is there; True when written."""
+        return bool(self._write(keys=[RESULT_KEY + task_id], args=[dumps(record), self.ttl]))
 
-class RemoteError(Exception):
-    """A task failed in a worker. Subclassed per remote type name, never unpickled.
+    def mark_success(self, task_id: str, result: Any, *, task: str = "",
+                     attempt: int = 1) -> bool:
+        return self._put(task_id, {"status": SUCCESS, "result": result, "task": task,
+                                   "attempt": attempt, "finished_at": time.time()})
 
-    When the remote type is a builtin exception (ValueError, KeyError, ...) the
-    subclass also derives from it, so `except ValueError` works on the producer.
-    """
+    def mark_started(self, task_id: str, *, task: str = "", attempt: int = 1) -> bool:
+        return self._put(task_id, {"status": STARTED, "task": task, "attempt": attempt,
+                                   "started_at": time.time()})
 
-    remote_type = "Exception"
+    def mark_error(self, task_id: str, status: str, error: dict[str, str], *,
+                   task: str = "", attempt: int = 1) -> bool:
+        """Record FAILURE (final) or RETRY (another attempt is scheduled) with the error."""
+        return self._put(task_id, {"status": status, "error": error, "task": task,
+                                   "attempt": attempt, "finished_at": time.time()})
 
-    def __init__(self, message: str, remote_traceback: str = "") -> None:
-        super().__init__(message)
-        self.remote_message = message
-        self.remote_traceback = remote_traceback
+    def fetch(self, task_id: str) -> dict[str, Any] | None:
+        raw = self._redis.get(RESULT_KEY + task_id)
+        if raw is None:
+            return None
+        record = json.loads(raw)
+        return record if isinstance(record, dict) else None
 
-    def __str__(self) -> str:
-        text = f"{self.remote_type}: {self.remote_message}"
-        if self.remote_traceback:
-            text += f"\n\nRemote traceback:\n{self.remote_traceback.rstrip()}"
-        return text
+    def forget(self, task_id: str) -> None:
+        self._redis.delete(RESULT_KEY + task_id)
 
+    # -- failures, and what cannot run because of them --
 
-_remote_classes: dict[str, type[RemoteError]] = {}
+    def record_failure(self, task_id: str, task: str, attempt: int, error: dict[str, str],
+                       *, chain: Sequence[tuple[str, str]] = (),
+                       chord: ChordRef | None = None) -> bool:
+        """FAILURE for the task, its chain's later steps and its chord, so waiters on any
+        of them get a clear error instead of waiting forever.
 
+        Nothing happens when the task's own result is already final: this run is a
+        duplicate, and the first run decided what happened to the steps after it.
+        Returns whether FAILURE was recorded."""
+        if not self.mark_error(task_id, FAILURE, error, task=task, attempt=attempt):
+            return False
+        detail = f"{error['type']}: {error['message']}"
+        for step_id, step_task in chain:
+            self.mark_error(step_id, FAILURE, error_record(
+                "ChainError", f"chain step {task}[{task_id}] failed, so {step_task} did not "
+                f"run: {detail}", error.get("traceback", "")), task=step_task, attempt=0)
+        if chord is not None:
+            self.chord_failed(chord, error_record(
+                "ChordError", f"chord member {chord.index} of {chord.size} ({task}[{task_id}]) "
+                f"failed, the callback will not run: {detail}", error.get("traceback", "")))
+        return True
 
-def remote_error_class(type_name: str) -> type[RemoteError]:
-    """A RemoteError subclass named after the remote type (mixing in safe builtins only)."""
-    cls = _remote_classes.get(type_name)
-    if cls is not None:
-        return cls
-    short = type_name.rsplit(".", 1)[-1]
-    if not short.isidentifier():
-        short = "RemoteError"
-    builtin = getattr(builtins, type_name, None) if type_name.isidentifier() else None
-    attrs = {"remote_type": type_name, "__module__": "worker.remote", "__qualname__": short}
-    bases: tuple[type, ...] = (RemoteError,)
-    if isinstance(builtin, type) and issubclass(builtin, Exception):
-        bases = (RemoteError, builtin)
-    try:
-        cls = type(short, bases, attrs)
-    except TypeError:  # incompatible builtin layout
-        cls = type(short, (RemoteError,), attrs)
-    _remote_classes[type_name] = cls
-    return cls
+    def record_envelope_failure(self, env: Envelope, error: dict[str, str]) -> bool:
+        return self.record_failure(env.id, env.task, env.attempt, error,
+                                   chain=env.chain_dependents, chord=env.chord)
 
+    # -- checkpoints --
 
-def remote_error(error: dict[str, Any]) -> RemoteError:
-    type_name = str(error.get("type") or "Exception")
-    message, trace = str(error.get("message", "")), str(error.get("traceback", ""))
-    try:
-        return remote_error_class(type_name)(message, trace)
-    except Exception:  # a builtin whose constructor wants other arguments
-        fallback: type[RemoteError] = type(
-            type_name.rsplit(".", 1)[-1] or "RemoteError", (RemoteError,),
-            {"remote_type": type_name, "__module__": "worker.remote"})
-        return fallback(message, trace)
+    def save_checkpoint(self, key: str, state: Any) -> None:
+        self._redis.set(CHECKPOINT_KEY + key, dumps(state), ex=self.ttl)
 
+    def load_checkpoint(self, key: str) -> Any:
+        raw = self._redis.get(CHECKPOINT_KEY + key)
+        return None if raw is None else json.loads(raw)
 
-class AsyncResult:
-    """A handle on one task's result: status, readiness and a blocking `get`."""
+    def clear_checkpoint(self, key: str) -> None:
+        self._redis.delete(CHECKPOINT_KEY + key)
 
-    def __init__(self, task_id: str, store: ResultStore | None) -> None:
-        self.id = task_id
-        self._store = store
+    # -- chords --
 
-    def __repr__(self) -> str:
-        return f"<AsyncResult {self.id}>"
+    def chord_member_done(self, chord: ChordRef, result: Any) -> list[Any] | None:
+        """Record member `chord.index`; every result in order when this member completes
+        the set, or completed it before and the callback has left no record yet (its
+        ack was lost: the callback may not have been sent), None otherwise."""
+        chord_id, size = chord.id, chord.size
+        reply = self._chord_member(
+            keys=[CHORD_KEY + chord_id, CHORD_DONE_KEY + chord_id,
+                  RESULT_KEY + chord.result_id],
+            args=[chord.index, dumps(result), size, max(self.ttl, DONE_MARKER_TTL),
+                  self.ttl])
+        if not reply:
+            return None
+        pairs = dict(zip(reply[0::2], reply[1::2], strict=True))
+        by_index = {int(k): json.loads(v) for k, v in pairs.items()}
+        if any(i not in by_index for i in range(size)):
+            return None  # the state expired after firing: nothing left to send again
+        return [by_index[i] for i in range(size)]
 
-    def _record(self) -> dict[str, Any] | None:
-        if self._store is None:
-            raise ResultsDisabled("results")
-        return self._store.fetch(self.id)
+    def chord_failed(self, chord: ChordRef, error: dict[str, str]) -> bool:
+        """Fail a chord that has not fired: its callback records FAILURE and never runs."""
+        record = {"status": FAILURE, "error": error, "task": chord.callback.task,
+                  "attempt": 1, "finished_at": time.time()}
+        return bool(self._chord_failed(
+            keys=[CHORD_KEY + chord.id, CHORD_DONE_KEY + chord.id,
+                  RESULT_KEY + chord.result_id],
+            args=[dumps(record), self.ttl, max(self.ttl, DONE_MARKER_TTL)]))
 
-    @property
-    def status(self) -> str:
-        record = self._record()
-        return str(record["status"]) if record else PENDING
+    def ping(self) -> bool:
+        return bool(self._redis.ping())
 
-    state = status
-
-    def ready(self) -> bool:
-        return self.status in READY_STATES
-
-    def successful(self) -> bool:
-        return self.status == SUCCESS
-
-    def failed(self) -> bool:
-        return self.status == FAILURE
-
-    @property
-    def traceback(self) -> str | None:
-        record = self._record()
-        error = record.get("error") if record else None
-        return str(error.get("traceback", "")) if isinstance(error, dict) else None
-
-    def get(self, timeout: float | None = None, *, interval: float = 0.1,
-            propagate: bool = True) -> Any:
-        """Wait for the result; a failed task re-raises as its RemoteError subclass."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.005
-        while True:
-            record = self._record()
-            if record is not None and record.get("status") in READY_STATES:
-                if record["status"] == SUCCESS:
-                    return record.get("result")
-                error = remote_error(record.get("error") or {})
-                if propagate:
-                    raise error
-                return error
-            if deadline is not None and time.monotonic() >= deadline:
-                status = record.get("status") if record else PENDING
-                raise ResultTimeout(f"task {self.id} not finished after {timeout}s "
-                                    f"(status {status})")
-            left = interval if deadline is None else max(0.0, deadline - time.monotonic())
-            time.sleep(min(pause, interval, left))
-            pause *= 2
-
-    def forget(self) -> None:
-        if self._store is not None:
-            self._store.forget(self.id)
-
-
-class GroupResult:
-    """Results of a group, in the order the members were given."""
-
-    def __init__(self, group_id: str, results: list[AsyncResult]) -> None:
-        self.id = group_id
-        self.results = results
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def __iter__(self) -> Iterator[AsyncResult]:
-        return iter(self.results)
-
-    def completed_count(self) -> int:
-        return sum(1 for r in self.results if r.successful())
-
-    def ready(self) -> bool:
-        return all(r.ready() for r in self.results)
-
-    def successful(self) -> bool:
-        return all(r.successful() for r in self.results)
-
-    def get(self, timeout: float | None = None, *, interval: float = 0.1) -> list[Any]:
-        """All results in order; the first failure (in order) is re-raised."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        values = []
-        for result in self.results:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            values.append(result.get(timeout=left, interval=interval))
-        return values
+    def close(self) -> None:
+        self._redis.close()

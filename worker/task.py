@@ -19,8 +19,8 @@ from worker import registry
 from worker.client import Client, get_client
 from worker.context import TaskContext
 from worker.envelope import Envelope
+from worker.handles import AsyncResult
 from worker.registry import TaskSpec
-from worker.results import AsyncResult
 from worker.workflow import TaskSignature
 
 P = ParamSpec("P")

@@ -22,7 +22,8 @@ from typing import Any
 from worker import envelope as wire
 from worker.client import Client, get_client
 from worker.envelope import ChordRef, Envelope
-from worker.results import AsyncResult, GroupResult, ResultsDisabled
+from worker.handles import AsyncResult, GroupResult
+from worker.results import ResultsDisabled
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import pytest
 from worker import Client, TaskContext, registry, task
 from worker.errors import BadMessage, ConfigError
 from worker.executor import Executor
+from worker.handles import RemoteError, remote_error, remote_error_class
 from worker.outcome import Settle
-from worker.results import RemoteError, remote_error, remote_error_class
 from worker.settings import load_settings
 from worker.task import Task
 
