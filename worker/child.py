@@ -3,12 +3,22 @@
 Protocol over a duplex pipe (both ends are our own processes, forked from the
 same image; only broker bodies, which stay opaque bytes here, come from outside):
 
-    supervisor -> child   list[(seq, body)]   jobs to run in order
+    supervisor -> child   list[(seq, body, unrun)]  jobs in order; `unrun` is None (run
+                                              it) or (reason, may_retry): settle without
+                                              running (its run was lost, or it was
+                                              delivered too often)
                           CANCEL              drop queued jobs, reply ("cancelled", seqs)
                           STOP                finish queued jobs, then exit 0
-    child -> supervisor   ("done", seq, compact(Outcome), over_rss)
+    child -> supervisor   ("limit", seq, s)   the job about to run has this hard time
+                                              limit (sent only when it differs from
+                                              QSCALE_HARD_TIME_LIMIT)
+                          ("done", seq, compact(Outcome), over_rss)
                           ("cancelled", seqs) jobs handed back unstarted (after CANCEL, or
                                               on its own once over max RSS)
+
+The child decodes each body (the executor is the boundary); the supervisor never
+does. A child leads its own process group, so a hard kill takes the processes its
+task started with it.
 
 The child reads everything waiting on the pipe before starting each job, so a
 CANCEL sent during a long task stops the jobs queued behind it from starting.
@@ -16,6 +26,7 @@ CANCEL sent during a long task stops the jobs queued behind it from starting.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -38,7 +49,13 @@ _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 class ExecutorLike(Protocol):
-    def execute(self, delivery_body: bytes) -> Outcome: ...
+    def execute(self, body: bytes,
+                report_limit: Callable[[float | None], None] | None = None) -> Outcome: ...
+
+    def settle_unrun(self, body: bytes, reason: str, *, may_retry: bool) -> Outcome: ...
+
+
+Unrun = tuple[str, bool] | None  # (reason, may_retry): settle without running
 
 
 ExecutorFactory = Callable[[WorkerSettings], ExecutorLike]
@@ -94,6 +111,8 @@ def child_main(conn: Connection, settings: WorkerSettings, parent_pid: int,
                executor_factory: ExecutorFactory) -> None:
     """Entry point of a forked child; returns (exit 0) on STOP or when the pipe closes."""
     _die_with_parent(parent_pid)
+    with contextlib.suppress(OSError):  # the supervisor sets it too; whoever is first
+        os.setpgid(0, 0)
     # The supervisor's signal wake-up pipe is not ours to write (SIGALRM of the soft
     # time limit would wake it for nothing).
     signal.set_wakeup_fd(-1)
@@ -102,12 +121,12 @@ def child_main(conn: Connection, settings: WorkerSettings, parent_pid: int,
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     executor = executor_factory(settings)
     max_rss = settings.max_rss_mb * 1024 * 1024
-    queued: deque[tuple[int, bytes]] = deque()
+    queued: deque[tuple[int, bytes, Unrun]] = deque()
     stopping = False
     bloated = False  # over max RSS: run nothing more, hand queued work back
 
     def give_back() -> None:
-        dropped = [seq for seq, _ in queued]
+        dropped = [seq for seq, _, _ in queued]
         queued.clear()
         conn.send(("cancelled", dropped))
 
@@ -123,6 +142,11 @@ def child_main(conn: Connection, settings: WorkerSettings, parent_pid: int,
                 give_back()
 
     waiting = ready_check(conn)
+    running = 0  # seq of the job being executed, for its "limit" report
+
+    def report_limit(seconds: float | None) -> None:
+        conn.send(("limit", running, seconds))
+
     try:
         while True:
             if not queued:
@@ -133,8 +157,12 @@ def child_main(conn: Connection, settings: WorkerSettings, parent_pid: int,
                 take(conn.recv())
             if not queued:
                 continue
-            seq, body = queued.popleft()
-            outcome = executor.execute(body)
+            seq, body, unrun = queued.popleft()
+            if unrun is None:
+                running = seq
+                outcome = executor.execute(body, report_limit)
+            else:
+                outcome = executor.settle_unrun(body, unrun[0], may_retry=unrun[1])
             over = max_rss > 0 and rss_bytes() > max_rss
             conn.send(("done", seq, compact(outcome), over))
             if over:

@@ -6,6 +6,8 @@ permanent ones are not (bad configuration, a malformed message).
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class QscaleError(Exception):
     """Base of every error qscale raises on purpose."""
@@ -27,8 +29,9 @@ class BadMessage(PermanentError):
     """A message that cannot be executed: it goes to the dead-letter queue with `reason`.
 
     Decode fills in what it could salvage from the body, so the dead letter still
-    records FAILURE for whoever waits: the task id and name, and `dependents`
-    ((result id, task) of chain steps and a chord callback that cannot run now).
+    records FAILURE for whoever waits: the task id and name, `dependents` ((result
+    id, task) of the chain steps after it) and `chord` (a worker.envelope.ChordRef
+    whose callback cannot run now).
     """
 
     def __init__(self, reason: str) -> None:
@@ -37,6 +40,7 @@ class BadMessage(PermanentError):
         self.task_id: str | None = None
         self.task: str | None = None
         self.dependents: tuple[tuple[str, str], ...] = ()
+        self.chord: Any = None
 
 
 class MessageRefused(PermanentError):

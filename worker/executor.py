@@ -1,8 +1,21 @@
 """Run one message inside a child process and say how to settle it.
 
-The executor never touches the broker: it turns a body into an Outcome (ack,
-retry with a new body and delay, or dead-letter with a reason) and the
-supervisor applies it. It never raises, so one bad message cannot kill a child.
+The child is the boundary where bodies are decoded, once: the supervisor hands
+over opaque bytes and gets Outcomes back. The executor never touches the broker:
+it turns a body into an Outcome (ack, retry with a new body and delay, or
+dead-letter with a reason) and the supervisor applies it. It never raises, so
+one bad message cannot kill a child.
+
+Two entry points:
+* `execute(body)` runs the task;
+* `settle_unrun(body, reason, may_retry)` decides for a message whose run was lost
+  (its child died or was hard-killed: retry while retries remain) or that must not
+  run at all (delivered too often: dead). The task does not run; FAILURE is
+  recorded when the message goes dead.
+
+Every dead outcome records FAILURE first (for the task, its chain's later steps
+and its chord), so `.get()` ends. If the result store cannot be written, the
+message is not dead-lettered: it comes back later (STORE_TROUBLE_DELAY) unchanged.
 """
 
 from __future__ import annotations
@@ -10,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import json
 import logging
 import signal
 import threading
@@ -22,21 +34,17 @@ from typing import Any
 
 from worker import registry
 from worker.context import Retry, SoftTimeLimitExceeded, TaskContext
-from worker.envelope import Envelope, Signature, decode
+from worker.envelope import Envelope, Signature, check_json_value, decode
 from worker.errors import BadMessage
-from worker.outcome import FollowUp, Outcome, Settle
+from worker.outcome import FailurePlan, FollowUp, Outcome, Settle
 from worker.registry import NonRetryable, TaskSpec, backoff_delay
-from worker.results import (
-    FAILURE,
-    RETRY,
-    ResultStore,
-    dumps,
-    error_record,
-    exception_type_name,
-)
+from worker.results import RETRY, ResultStore, dumps, error_record, exception_type_name
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+
+STORE_TROUBLE_DELAY = 5.0   # seconds before a message whose outcome could not be recorded
+LimitReport = Callable[[float | None], None]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -51,6 +59,11 @@ def retry_delay(spec: TaskSpec | None, attempt: int, settings: WorkerSettings) -
     return backoff_delay(attempt, settings.retry_backoff_base, settings.retry_backoff_max)
 
 
+def plan_for(env: Envelope) -> FailurePlan:
+    return FailurePlan(task_id=env.id, task=env.task, attempt=env.attempt,
+                       chain=env.chain_dependents, chord=env.chord)
+
+
 class Executor:
     """Executes task messages; one per child process, created after fork."""
 
@@ -60,6 +73,7 @@ class Executor:
         self._store_opened = False
         self._alarm_armed = False
         self._alarm_limit = 0.0
+        self._default_limit = settings.hard_time_limit or None
 
     def results(self) -> ResultStore | None:
         """The result store, opened on first use; None when results are disabled."""
@@ -69,40 +83,56 @@ class Executor:
             self._store_opened = True
         return self._store
 
-    def execute(self, body: bytes) -> Outcome:
-        try:
-            return self._execute(body)
-        except Exception as exc:  # the store or a follow-up failed: treat like a lost run
-            log.exception("executor failed on a message")
-            return outcome_for_lost(body, f"executor error: {type(exc).__name__}: {exc}",
-                                    self.settings, store=self._store)
+    # -- the two entry points: total, they return an Outcome whatever happens --
 
-    def _execute(self, body: bytes) -> Outcome:
+    def execute(self, body: bytes, report_limit: LimitReport | None = None) -> Outcome:
+        """Run the message's task. `report_limit(seconds)` is told the task's hard time
+        limit before it starts, when that differs from QSCALE_HARD_TIME_LIMIT."""
+        try:
+            return self._execute(body, report_limit)
+        except Exception as exc:  # the result store failed: the message comes back later
+            return self._store_trouble(body, exc)
+
+    def settle_unrun(self, body: bytes, reason: str, *, may_retry: bool) -> Outcome:
+        """A message whose run was lost (`may_retry`: retry while retries remain) or that
+        must not run at all: the task does not run; a dead one records FAILURE."""
+        try:
+            return self._settle_unrun(body, reason, may_retry)
+        except Exception as exc:
+            return self._store_trouble(body, exc)
+
+    def _store_trouble(self, body: bytes, exc: Exception) -> Outcome:
+        log.warning("could not record an outcome (%s: %s); the message comes back in %.0fs",
+                    type(exc).__name__, exc, STORE_TROUBLE_DELAY)
+        return Outcome(settle=Settle.RETRY, status="store_error", retry_body=body,
+                       retry_delay=STORE_TROUBLE_DELAY, reason=f"result store: {exc}")
+
+    # -- running --
+
+    def _execute(self, body: bytes, report_limit: LimitReport | None) -> Outcome:
         try:
             env = decode(body, self.settings.max_message_bytes)
-        except BadMessage as exc:
-            return Outcome(settle=Settle.DEAD, status="bad_message", reason=exc.reason)
+        except BadMessage as bad:
+            return self._bad_message(bad)
         now = time.time()
         wait = max(0.0, now - env.enqueued_at) if env.enqueued_at > 0 else None
         ident: dict[str, Any] = {"task": env.task, "task_id": env.id, "queue_wait_s": wait}
         spec = registry.lookup(env.task)
         if spec is None:
-            reason = f"unknown task {env.task!r}"
-            self._record_final(env, error_record("UnknownTask", reason, ""))
-            return Outcome(settle=Settle.DEAD, status="bad_message", reason=reason, **ident)
+            return self._dead(env, "UnknownTask", f"unknown task {env.task!r}", "bad_message",
+                              ident)
         if env.deadline is not None and now > env.deadline:
-            reason = f"expired: deadline passed {now - env.deadline:.1f}s before it could run"
-            self._record_final(env, error_record("TaskExpired", reason, ""))
-            return Outcome(settle=Settle.DEAD, status="expired", reason=reason, **ident)
+            return self._dead(env, "TaskExpired", f"expired: deadline passed "
+                              f"{now - env.deadline:.1f}s before it could run", "expired", ident)
         ctx = TaskContext(env, self.results) if spec.bind else None
         call_args = [ctx, *env.args] if ctx is not None else list(env.args)
         try:
             _signature_of(spec.fn).bind(*call_args, **env.kwargs)
         except TypeError as exc:
-            reason = f"bad arguments: {exc}"
-            self._record_final(env, error_record("TypeError", reason, ""))
-            return Outcome(settle=Settle.DEAD, status="bad_message", reason=reason, **ident)
-
+            return self._dead(env, "TypeError", f"bad arguments: {exc}", "bad_message", ident)
+        limit = registry.hard_time_limit(spec.name, self.settings.hard_time_limit)
+        if report_limit is not None and limit != self._default_limit:
+            report_limit(limit)
         if spec.track_started and not (spec.ignore_result or env.ignore_result):
             store = self.results()
             if store is not None:
@@ -112,12 +142,9 @@ class Executor:
             result = self._call(spec, call_args, env.kwargs)
             _check_json(result)
         except (Exception, SystemExit) as exc:
-            runtime = time.monotonic() - started
-            return self._failed(env, spec, exc, runtime, ident)
+            return self._failed(env, spec, exc, time.monotonic() - started, ident)
         runtime = time.monotonic() - started
         return self._succeeded(env, spec, ctx, result, runtime=runtime, ident=ident)
-
-    # -- running under the soft time limit --
 
     def _call(self, spec: TaskSpec, args: list[Any], kwargs: dict[str, Any]) -> Any:
         limit = registry.soft_time_limit(spec.name, self.settings.soft_time_limit)
@@ -146,23 +173,46 @@ class Executor:
         store = self.results()
         follow_ups: list[FollowUp] = []
         if env.link:
-            follow_ups.append(_chain_step(env, result))
+            follow_ups += self._sendable(env, _chain_step(env, result))
         elif env.chord is not None:
             if store is None:
                 reason = "chord members need a result store (set QSCALE_RESULT_URL)"
                 return Outcome(settle=Settle.DEAD, status="failure", reason=reason,
                                runtime_s=runtime, **ident)
-            gathered = store.chord_member_done(env.chord.id, env.chord.index,
-                                               env.chord.size, result)
+            gathered = store.chord_member_done(env.chord, result)
             if gathered is not None:
-                follow_ups.append(_chord_callback(env, gathered))
+                follow_ups += self._sendable(env, _chord_callback(env, gathered))
         if store is not None:
+            # A chain or chord member records its end even when its result is ignored:
+            # the final record is what tells a later duplicate run it came too late.
             if not (spec.ignore_result or env.ignore_result):
                 store.mark_success(env.id, result, task=env.task, attempt=env.attempt)
+            elif env.link or env.chord is not None:
+                store.mark_success(env.id, None, task=env.task, attempt=env.attempt)
             if ctx is not None and ctx.checkpoint_used:
                 store.clear_checkpoint(ctx.checkpoint_key)
         return Outcome(settle=Settle.ACK, status="success", follow_ups=tuple(follow_ups),
                        runtime_s=runtime, **ident)
+
+    def _sendable(self, parent: Envelope, step: tuple[Envelope, FollowUp | BadMessage]
+                  ) -> list[FollowUp]:
+        """The follow-up, or FAILURE for it (and what depends on it) when it cannot be
+        sent at all: its envelope is refused or larger than QSCALE_MAX_MESSAGE_BYTES."""
+        env, made = step
+        if isinstance(made, FollowUp):
+            if len(made.body) <= self.settings.max_message_bytes:
+                return [made]
+            made = BadMessage(f"{env.task}[{env.id}] would be {len(made.body)} bytes, "
+                              f"over QSCALE_MAX_MESSAGE_BYTES={self.settings.max_message_bytes}"
+                              " (the previous step's result is too large)")
+        log.warning("task %s[%s]: the next step cannot be sent: %s", parent.task, parent.id,
+                    made.reason)
+        store = self.results()
+        if store is not None:
+            store.record_envelope_failure(env, error_record(
+                "ChainError", f"could not be sent after {parent.task}[{parent.id}]: "
+                f"{made.reason}", ""))
+        return []
 
     def _failed(self, env: Envelope, spec: TaskSpec, exc: BaseException, runtime: float,
                 ident: dict[str, Any]) -> Outcome:
@@ -186,42 +236,57 @@ class Executor:
                 store.mark_error(env.id, RETRY, error, task=env.task, attempt=env.attempt)
             log.info("task %s[%s] attempt %d failed (%s); retry in %.2fs",
                      env.task, env.id, env.attempt, reason, delay)
-            return Outcome(settle=Settle.RETRY, status="retry",
-                           retry_body=_retry_body(env, delay), retry_delay=delay,
-                           reason=reason, detail=detail, runtime_s=runtime, **ident)
+            return self._retry(env, delay, reason, detail, runtime, ident)
         self._record_final(env, error)
         return Outcome(settle=Settle.DEAD, status="failure", reason=reason, detail=detail,
-                       runtime_s=runtime, **ident)
+                       runtime_s=runtime, plan=plan_for(env), **ident)
+
+    def _retry(self, env: Envelope, delay: float, reason: str, detail: str, runtime: float,
+               ident: dict[str, Any]) -> Outcome:
+        # The next attempt is stamped as enqueued when its delay ends: queue-wait metrics
+        # (and latency-based scaling) must not count a deliberate backoff as backlog.
+        return Outcome(settle=Settle.RETRY, status="retry",
+                       retry_body=env.next_attempt(now=time.time() + delay).encode(),
+                       retry_delay=delay, reason=reason, detail=detail, runtime_s=runtime,
+                       plan=plan_for(env), **ident)
+
+    def _dead(self, env: Envelope, type_name: str, reason: str, status: str,
+              ident: dict[str, Any]) -> Outcome:
+        self._record_final(env, error_record(type_name, reason, ""))
+        return Outcome(settle=Settle.DEAD, status=status, reason=reason, plan=plan_for(env),
+                       **ident)
+
+    def _bad_message(self, bad: BadMessage) -> Outcome:
+        """Dead-letter an undecodable body, recording FAILURE for what it salvaged."""
+        store = self.results()
+        if store is not None and bad.task_id is not None:
+            store.record_failure(bad.task_id, bad.task or "?", 1,
+                                 error_record("BadMessage", bad.reason, ""),
+                                 chain=bad.dependents, chord=bad.chord)
+        return Outcome(settle=Settle.DEAD, status="bad_message", reason=bad.reason,
+                       task=bad.task or "unknown", task_id=bad.task_id)
 
     def _record_final(self, env: Envelope, error: dict[str, str]) -> None:
         store = self.results()
         if store is not None:
-            record_failure(store, env, error)
+            store.record_envelope_failure(env, error)
 
-
-def record_failure(store: ResultStore, env: Envelope, error: dict[str, str]) -> None:
-    """Store FAILURE for the task, its chain's later steps and its chord, so waiters
-    on any of them get a clear error instead of waiting forever."""
-    store.mark_error(env.id, FAILURE, error, task=env.task, attempt=env.attempt)
-    for step in env.link:
-        if step.task_id is not None:
-            message = (f"chain step {env.task}[{env.id}] failed, so {step.task} did not run: "
-                       f"{error['type']}: {error['message']}")
-            store.mark_error(step.task_id, FAILURE, error_record(
-                "ChainError", message, error.get("traceback", "")), task=step.task, attempt=0)
-    if env.chord is not None:
-        target = env.chord.callback.task_id or env.chord.id
-        message = (f"chord member {env.chord.index} of {env.chord.size} ({env.task}[{env.id}]) "
-                   f"failed, the callback will not run: {error['type']}: {error['message']}")
-        store.mark_error(target, FAILURE, error_record("ChordError", message,
-                                                       error.get("traceback", "")),
-                         task=env.chord.callback.task, attempt=1)
-
-
-def _retry_body(env: Envelope, delay: float) -> bytes:
-    """The next attempt, stamped as enqueued when its delay ends: queue-wait metrics (and
-    latency-based scaling) must not count a deliberate backoff as backlog."""
-    return env.next_attempt(now=time.time() + delay).encode()
+    def _settle_unrun(self, body: bytes, reason: str, may_retry: bool) -> Outcome:
+        try:
+            env = decode(body, self.settings.max_message_bytes)
+        except BadMessage as bad:
+            return self._bad_message(bad)
+        spec = registry.lookup(env.task)
+        allowed = spec.retries_allowed(self.settings.default_max_retries) if spec else \
+            self.settings.default_max_retries
+        ident: dict[str, Any] = {"task": env.task, "task_id": env.id}
+        if may_retry and env.attempt <= allowed:
+            return self._retry(env, retry_delay(spec, env.attempt, self.settings), reason, "",
+                               0.0, ident)
+        self._record_final(env, error_record("WorkerLost" if may_retry else "DeliveryLimit",
+                                             reason, ""))
+        return Outcome(settle=Settle.DEAD, status="dead", reason=reason, plan=plan_for(env),
+                       **ident)
 
 
 def _task_traceback(exc: BaseException) -> str:
@@ -235,84 +300,37 @@ def _task_traceback(exc: BaseException) -> str:
 def _check_json(result: Any) -> None:
     """A result that cannot travel as JSON is a task bug, not a reason to retry."""
     try:
+        check_json_value(result, "result")
         dumps(result)
-    except (TypeError, ValueError) as exc:
+    except (BadMessage, TypeError, ValueError, RecursionError) as exc:
         raise NonRetryable(f"result is not JSON-serializable: {exc}") from None
 
 
-def _follow_up(sig: Signature, args: list[Any], parent: Envelope, **extra: Any) -> FollowUp:
+def _follow_up(sig: Signature, args: list[Any], parent: Envelope,
+               **extra: Any) -> tuple[Envelope, FollowUp | BadMessage]:
     spec = registry.lookup(sig.task)
     queue = sig.queue or (spec.queue if spec else None) or "default"
     env = Envelope.create(sig.task, args, sig.kwargs, queue=queue, task_id=sig.task_id,
                           priority=sig.priority, parent_id=parent.id, **extra)
-    return FollowUp(queue=queue, body=env.encode(), priority=sig.priority)
+    try:
+        body = env.encode()
+    except BadMessage as bad:
+        return env, bad
+    return env, FollowUp(queue=queue, body=body, priority=sig.priority, plan=plan_for(env))
 
 
-def _chain_step(env: Envelope, result: Any) -> FollowUp:
+def _chain_step(env: Envelope, result: Any) -> tuple[Envelope, FollowUp | BadMessage]:
     """The next chain step gets this result first in its args (unless immutable)."""
     step = env.link[0]
     args = list(step.args) if step.immutable else [result, *step.args]
     return _follow_up(step, args, env, link=env.link[1:], chord=env.chord)
 
 
-def _chord_callback(env: Envelope, results: list[Any]) -> FollowUp:
+def _chord_callback(env: Envelope, results: list[Any]
+                    ) -> tuple[Envelope, FollowUp | BadMessage]:
     assert env.chord is not None
     callback = env.chord.callback
     args = list(callback.args) if callback.immutable else [results, *callback.args]
     if callback.task_id is None:
         callback = dataclasses.replace(callback, task_id=env.chord.id)
     return _follow_up(callback, args, env)
-
-
-_lost_stores: dict[str, ResultStore] = {}
-
-
-def outcome_for_lost(body: bytes, reason: str, settings: WorkerSettings, *,
-                     store: ResultStore | None = None) -> Outcome:
-    """Settle a message whose run died (child crashed, hard-killed, executor error).
-
-    Retries with backoff while retries remain, else dead-letters with `reason` and
-    records FAILURE (best effort) so `.get()` does not wait forever.
-    """
-    try:
-        env = decode(body, settings.max_message_bytes)
-    except BadMessage as exc:
-        return Outcome(settle=Settle.DEAD, status="bad_message", reason=exc.reason)
-    spec = registry.lookup(env.task)
-    allowed = spec.retries_allowed(settings.default_max_retries) if spec else \
-        settings.default_max_retries
-    ident: dict[str, Any] = {"task": env.task, "task_id": env.id}
-    if env.attempt <= allowed:
-        delay = retry_delay(spec, env.attempt, settings)
-        return Outcome(settle=Settle.RETRY, status="retry", retry_body=_retry_body(env, delay),
-                       retry_delay=delay, reason=reason, **ident)
-    try:
-        target = store or _store_for(settings)
-        if target is not None:
-            record_failure(target, env, error_record("WorkerLost", reason, ""))
-    except Exception:
-        log.warning("could not record the failure of lost task %s[%s]", env.task, env.id,
-                    exc_info=True)
-    return Outcome(settle=Settle.DEAD, status="dead", reason=reason, **ident)
-
-
-def _store_for(settings: WorkerSettings) -> ResultStore | None:
-    url = settings.effective_result_url
-    if url is None:
-        return None
-    if url not in _lost_stores:
-        _lost_stores[url] = ResultStore(url, settings.result_ttl, socket_timeout=2.0)
-    return _lost_stores[url]
-
-
-def hard_time_limit_for(body: bytes, settings: WorkerSettings) -> float | None:
-    """The hard limit for this message's task (per-task override, else the setting)."""
-    try:
-        raw = json.loads(body)
-        name = raw.get("task") if isinstance(raw, dict) else None
-    except ValueError:
-        name = None
-    if not isinstance(name, str):
-        limit = settings.hard_time_limit
-        return limit if limit > 0 else None
-    return registry.hard_time_limit(name, settings.hard_time_limit)

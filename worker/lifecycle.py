@@ -8,8 +8,11 @@ and keeps reconnecting.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
+import sys
 
 from worker import executor, registry
 from worker.cli import fail
@@ -19,7 +22,7 @@ from worker.link import BrokerLink
 from worker.metrics import WorkerMetrics, setup_metrics
 from worker.settings import WorkerSettings
 from worker.state import RuntimeState
-from worker.supervisor import Hooks, Supervisor
+from worker.supervisor import EXIT_LOOP_FAILED, LoopFailed, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -47,31 +50,23 @@ def _run(settings: WorkerSettings, metrics: WorkerMetrics) -> int:
                                 max_stall=max(60.0, 3 * settings.lease_seconds),
                                 control_token=settings.control_token.get_secret_value())
     except OSError as exc:
-        return fail(f"QSCALE_HTTP_PORT: cannot listen on "
+        # The host part failed (no such name, no such local address) or the port did.
+        variable = "QSCALE_HTTP_HOST" if isinstance(exc, socket.gaierror) or \
+            exc.errno == errno.EADDRNOTAVAIL else "QSCALE_HTTP_PORT"
+        return fail(f"{variable}: cannot listen on "
                     f"{settings.http_host}:{settings.http_port}: {exc.strerror or exc}")
-    hooks = Hooks(executor_factory=executor.Executor,
-                  outcome_for_lost=executor.outcome_for_lost,
-                  hard_limit_for=executor.hard_time_limit_for,
-                  min_hard_limit=_min_hard_limit(settings))
     # RabbitMQ's unacked window: with QSCALE_PREFETCH=0 the broker sizes it to what
     # claims ask for (which follows service time); a fixed one matches our capacity.
     prefetch = settings.concurrency + settings.prefetch if settings.prefetch else 0
     link = BrokerLink(settings, consumer_id=f"{settings.pod_name}-{os.getpid()}",
                       prefetch=prefetch)
-    supervisor = Supervisor(settings, hooks, link, state, metrics)
+    supervisor = Supervisor(settings, executor.Executor, link, state, metrics)
     supervisor.install_signals()
     http.start()
     try:
         return supervisor.run()
+    except LoopFailed as exc:
+        print(f"qscale-worker: supervisor loop failed: {exc}", file=sys.stderr)
+        return EXIT_LOOP_FAILED
     finally:
         http.stop()
-
-
-def _min_hard_limit(settings: WorkerSettings) -> float | None:
-    """The smallest hard limit any task can get (setting or per-task), None if none."""
-    limits = [settings.hard_time_limit] if settings.hard_time_limit > 0 else []
-    for name in registry.registered_names():
-        spec = registry.lookup(name)
-        if spec is not None and spec.hard_time_limit:
-            limits.append(spec.hard_time_limit)
-    return min(limits) if limits else None

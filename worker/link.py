@@ -1,9 +1,18 @@
 """The supervisor's single broker connection: claims, heartbeats and settlements.
 
-Broker trouble never raises out of here: the link marks itself disconnected,
-keeps unsettled work for later, and probes the broker with back-off. Acks are
-batched (one broker call per batch); follow-ups of an outcome are published
-before it is settled, and never twice for the same outcome.
+Broker trouble never raises out of here. Errors come in two kinds (worker.errors):
+* temporary (BrokerUnavailable: the connection is gone or the broker is busy): the
+  link marks itself disconnected, keeps unsettled work for later, and probes the
+  broker with back-off;
+* permanent for one message (MessageRefused: the broker will never take it, e.g. a
+  key of another type, a queue this user may not create): that message's
+  settlement changes, the connection stays. A refused follow-up (chain step, chord
+  callback) records FAILURE for the task it would have started and what depends
+  on it; a refused retry records FAILURE and dead-letters the message; a refused
+  dead-letter acks it (its FAILURE is recorded already).
+
+Acks are batched (one broker call per batch); follow-ups of an outcome are
+published before it is settled, and never twice for the same outcome.
 """
 
 from __future__ import annotations
@@ -16,14 +25,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from worker.brokers import Broker, Delivery, open_broker, redact_url
-from worker.outcome import Outcome, Settle
+from worker.errors import BrokerUnavailable, MessageRefused
+from worker.outcome import FailurePlan, FollowUp, Outcome, Settle
+from worker.results import ResultStore, error_record
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
 ACK_BATCH = 64           # flush acks once this many are waiting...
 ACK_MAX_AGE = 0.01       # ...or the oldest has waited this long (seconds)
-MAX_SETTLE_TRIES = 20    # then give up: the claim expires and the message runs again
+MAX_SETTLE_TRIES = 20    # unexpected errors settling one message: then hand it back
 BACKOFF_MIN, BACKOFF_MAX = 0.25, 10.0
 
 Opener = Callable[..., Broker]
@@ -33,7 +44,7 @@ Opener = Callable[..., Broker]
 class _Pending:
     delivery: Delivery
     outcome: Outcome
-    follow_ups_sent: bool = False
+    follow_ups_sent: int = 0
     tries: int = 0
 
 
@@ -59,10 +70,17 @@ class BrokerLink:
         self._acks_since = 0.0
         self._requeues: list[Delivery] = []
         self._settles: list[_Pending] = []
+        self._store: ResultStore | None = None
+        self.refused = 0  # settlements the broker refused for good (for tests and logs)
 
     @property
     def unsettled(self) -> int:
         return len(self._acks) + len(self._requeues) + len(self._settles)
+
+    def unsettled_tags(self) -> set[str]:
+        """Tags of deliveries whose settlement is queued here (the reconciler's view)."""
+        tags = {d.tag for d in self._acks} | {d.tag for d in self._requeues}
+        return tags | {p.delivery.tag for p in self._settles}
 
     # -- connection --
 
@@ -104,11 +122,20 @@ class BrokerLink:
             self._next_heartbeat = now + self._heartbeat_every
             self._call("heartbeat", lambda b: b.heartbeat())
 
-    def _call(self, what: str, op: Callable[[Broker], object]) -> bool:
+    def _call(self, what: str, op: Callable[[Broker], object], *,
+              refusable: bool = False) -> bool:
+        """Run `op`; False when the broker is down. MessageRefused reaches the caller only
+        where a refusal means something (`refusable`); elsewhere any error is treated
+        as a lost connection."""
         if not self.connected or self.broker is None:
             return False
         try:
             op(self.broker)
+        except MessageRefused:
+            if refusable:
+                raise
+            self._failed(what, BrokerUnavailable(f"{what} refused"))
+            return False
         except Exception as exc:
             self._failed(what, exc)
             return False
@@ -128,6 +155,15 @@ class BrokerLink:
 
         self._call("claim", op)
         return got
+
+    def held(self, queues: Sequence[str]) -> list[Delivery]:
+        """What the broker says this worker holds ([] when it cannot tell now)."""
+        got: list[Delivery] = []
+
+        def op(broker: Broker) -> None:
+            got.extend(broker.held(queues))
+
+        return got if self._call("held", op) else []
 
     def watch(self, selector: selectors.BaseSelector, data: object) -> None:
         """Keep the broker's descriptor (RabbitMQ's socket) in `selector`, so messages it
@@ -189,12 +225,18 @@ class BrokerLink:
             return
         while self._settles:
             item = self._settles[0]
-            if not self._settle_one(item):
+            try:
+                done = self._settle_one(item)
+            except Exception as exc:  # a bug, not the broker: bounded, then hand it back
+                log.exception("settling task %s failed", item.outcome.task_id)
+                done = False
                 item.tries += 1
                 if item.tries >= MAX_SETTLE_TRIES:
-                    log.error("giving up settling %s of task %s; it will run again",
-                              item.outcome.settle.value, item.outcome.task_id)
-                    self._settles.pop(0)
+                    log.error("giving up settling task %s (%s); handing it back",
+                              item.outcome.task_id, exc)
+                    self._requeues.append(item.delivery)
+                    done = True
+            if not done:
                 return
             self._settles.pop(0)
         if self._requeues:
@@ -208,14 +250,25 @@ class BrokerLink:
                 self._acks = []
 
     def _settle_one(self, item: _Pending) -> bool:
+        """Follow-ups first (each once), then the settlement; False: try again later."""
         outcome, delivery = item.outcome, item.delivery
-        if not item.follow_ups_sent:
-            def publish(broker: Broker) -> None:
-                for f in outcome.follow_ups:
-                    broker.publish(f.queue, f.body, delay=f.delay, priority=f.priority)
-            if outcome.follow_ups and not self._call("publish follow-ups", publish):
-                return False
-            item.follow_ups_sent = True
+        while item.follow_ups_sent < len(outcome.follow_ups):
+            follow = outcome.follow_ups[item.follow_ups_sent]
+            def publish(broker: Broker, follow: FollowUp = follow) -> None:
+                broker.publish(follow.queue, follow.body, delay=follow.delay,
+                               priority=follow.priority)
+
+            try:
+                if not self._call("publish follow-up", publish, refusable=True):
+                    return False
+            except MessageRefused as refusal:
+                if not self._record(follow.plan, "ChainError",
+                                    f"could not be sent: the broker refused it: {refusal}"):
+                    return False
+                log.error("follow-up of task %s refused by the broker: %s", outcome.task_id,
+                          refusal)
+                self.refused += 1
+            item.follow_ups_sent += 1
         if outcome.settle is Settle.ACK:
             if not self._acks:
                 self._acks_since = time.monotonic()
@@ -223,12 +276,46 @@ class BrokerLink:
             return True
         if outcome.settle is Settle.RETRY and outcome.retry_body is not None:
             body = outcome.retry_body
-            return self._call("retry", lambda b: b.retry_later(delivery, body,
-                                                                outcome.retry_delay))
+            try:
+                return self._call("retry", lambda b: b.retry_later(
+                    delivery, body, outcome.retry_delay), refusable=True)
+            except MessageRefused as refusal:
+                reason = f"the broker refused the retry: {refusal}"
+                if not self._record(outcome.plan, "RetryRefused", reason):
+                    return False
+                self.refused += 1
+                item.outcome = Outcome(settle=Settle.DEAD, status="dead", task=outcome.task,
+                                       task_id=outcome.task_id, reason=reason)
+                return self._settle_one(item)
         if outcome.settle is Settle.RETRY:  # no new body: give it back unchanged
             return self._call("requeue", lambda b: b.requeue([delivery]))
-        return self._call("dead-letter", lambda b: b.dead_letter(
-            delivery, outcome.reason or outcome.status, outcome.detail))
+        try:
+            return self._call("dead-letter", lambda b: b.dead_letter(
+                delivery, outcome.reason or outcome.status, outcome.detail), refusable=True)
+        except MessageRefused as refusal:
+            # FAILURE is recorded already; keeping it would loop forever.
+            log.error("the broker refused to dead-letter task %s (%s): %s; acking it, its "
+                      "body was %r", outcome.task_id, outcome.reason, refusal,
+                      delivery.body[:200])
+            self.refused += 1
+            self._acks.append(delivery)
+            return True
+
+    def _record(self, plan: FailurePlan | None, kind: str, message: str) -> bool:
+        """FAILURE for `plan` (best effort, short timeouts); False: try again later."""
+        url = self.settings.effective_result_url
+        if plan is None or url is None:
+            return True
+        try:
+            if self._store is None:
+                self._store = ResultStore(url, self.settings.result_ttl, socket_timeout=2.0)
+            self._store.record_failure(plan.task_id, plan.task, plan.attempt,
+                                       error_record(kind, message, ""), chain=plan.chain,
+                                       chord=plan.chord)
+        except Exception as exc:
+            log.warning("could not record FAILURE for task %s: %s", plan.task_id, exc)
+            return False
+        return True
 
     def close(self) -> None:
         if self.broker is not None:
@@ -238,3 +325,6 @@ class BrokerLink:
                 log.warning("broker close failed: %s", exc)
             self.broker = None
         self.connected = False
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                self._store.close()

@@ -58,8 +58,7 @@ class _TaskStats:
         self.retries: dict[str, int] = {}
         self.dead: dict[str, int] = {}
 
-    def record(self, outcome: Outcome) -> None:
-        task = outcome.task
+    def record(self, outcome: Outcome, task: str) -> None:
         with self.lock:
             key = (task, outcome.status)
             self.tasks[key] = self.tasks.get(key, 0) + 1
@@ -166,9 +165,10 @@ class WorkerMetrics:
             self._registry, path=multiproc_dir)
         self._registry.register(self._stats)
 
-    def record(self, outcome: Outcome) -> None:
-        """Count one settled outcome (called once per task in the supervisor)."""
-        self._stats.record(outcome)
+    def record(self, outcome: Outcome, task: str) -> None:
+        """Count one settled outcome under `task` (a registered name or "unregistered":
+        labels stay bounded whatever names messages carry)."""
+        self._stats.record(outcome, task)
 
     def child_replaced(self, cause: str) -> None:
         self.restarts.labels(cause).inc()

@@ -3,6 +3,9 @@
 The supervisor owns one Pool. Each child has a FIFO of jobs sent to it; the
 head is the job it is running (the next one starts when the head's result
 arrives, which is when the pool stamps its start time for the hard limit).
+Each child leads its own process group: a kill takes the task's own processes
+too. A child that cannot be started (no memory, no descriptors, no pids: EAGAIN,
+ENOMEM, EMFILE) leaves its slot empty for a back-off; the supervisor lives on.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 from worker.brokers.base import Delivery
-from worker.child import CANCEL, STOP, ExecutorFactory, child_main, ready_check
+from worker.child import CANCEL, STOP, ExecutorFactory, Unrun, child_main, ready_check
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -38,8 +41,12 @@ class Job:
     seq: int
     delivery: Delivery
     started: float = 0.0  # monotonic; set when it becomes the head of a child's FIFO
-    hard_limit: float | None = None
-    limit_known: bool = False  # hard_limit is looked up only once a job runs long
+    hard_limit: float | None = None   # QSCALE_HARD_TIME_LIMIT unless the child reports one
+    unrun: Unrun = None   # settle without running: (reason, may_retry)
+    unrun_deaths: int = 0  # children that died settling it unrun
+    # Handed back to the broker while queued in a child (drain, cordon): the child was
+    # told to drop it; if it had started it already, its outcome is ignored.
+    given_back: bool = False
 
 
 @dataclass(eq=False)  # identity semantics: children are compared as objects
@@ -69,9 +76,10 @@ class Child:
         return not (self.retire_cause == "max_rss" or self.retiring or self.stop_sent
                     or self.kill_cause)
 
-    def take_back(self, seqs: set[int], now: float) -> list[Delivery]:
-        """Remove the jobs it handed back unstarted; the next one (if any) starts now."""
-        dropped = [job.delivery for job in self.jobs if job.seq in seqs]
+    def take_back(self, seqs: set[int], now: float) -> list[Job]:
+        """Remove the jobs it handed back unstarted (returning those not given back
+        already); the next one (if any) starts now."""
+        dropped = [job for job in self.jobs if job.seq in seqs and not job.given_back]
         self.jobs = deque(job for job in self.jobs if job.seq not in seqs)
         if self.jobs and self.jobs[0].started == 0.0:
             self.jobs[0].started = now
@@ -146,16 +154,31 @@ class Pool:
         self.selector = selectors.DefaultSelector()
         self._quick_deaths: dict[int, int] = {}
         self._respawn_at: dict[int, float] = {}
+        self.spawn_failures = 0
 
     # -- lifecycle --
 
-    def spawn(self, slot: int) -> Child:
-        parent_end, child_end = _FORK.Pipe(duplex=True)
+    def spawn(self, slot: int, now: float) -> Child | None:
+        """Start the child of `slot`; None (and a back-off for the slot) when the system
+        refuses a pipe or a process right now."""
+        try:
+            parent_end, child_end = _FORK.Pipe(duplex=True)
+        except OSError as exc:
+            self._spawn_failed(slot, now, exc)
+            return None
         process = _FORK.Process(
             target=child_main, name=f"qscale-child-{slot}", daemon=False,
             args=(child_end, self.settings, os.getpid(), self.executor_factory))
-        process.start()
+        try:
+            process.start()
+        except OSError as exc:
+            parent_end.close()
+            child_end.close()
+            self._spawn_failed(slot, now, exc)
+            return None
         child_end.close()
+        with contextlib.suppress(OSError):  # the child does the same; whoever is first
+            os.setpgid(process.pid or 0, process.pid or 0)
         child = Child(slot=slot, process=process, conn=parent_end, born=time.monotonic(),
                       waiting=ready_check(parent_end))
         self.children[slot] = child
@@ -164,12 +187,23 @@ class Pool:
         log.debug("child started slot=%d pid=%d", slot, child.pid)
         return child
 
+    def _spawn_failed(self, slot: int, now: float, exc: OSError) -> None:
+        count = self._quick_deaths.get(slot, 0) + 1
+        self._quick_deaths[slot] = count
+        delay = min(10.0, 0.25 * 2 ** count)
+        self._respawn_at[slot] = now + delay
+        self.spawn_failures += 1
+        log.warning("could not start a child process slot=%d (%s); retrying in %.1fs",
+                    slot, exc, delay)
+
     def fill(self, now: float) -> list[Child]:
         """Start children for empty slots whose respawn back-off has passed."""
         started = []
         for slot in range(self.settings.concurrency):
             if slot not in self.children and self._respawn_at.get(slot, 0.0) <= now:
-                started.append(self.spawn(slot))
+                child = self.spawn(slot, now)
+                if child is not None:
+                    started.append(child)
         return started
 
     def forget(self, child: Child, now: float, had_job: bool) -> None:
@@ -195,9 +229,9 @@ class Pool:
             self._respawn_at.pop(child.slot, None)
 
     def kill(self, child: Child, cause: str) -> None:
+        """SIGKILL the child and every process its task started (its process group)."""
         child.kill_cause = child.kill_cause or cause
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child.pid, signal.SIGKILL)
+        kill_group(child.pid)
 
     def next_to_retire(self) -> Child | None:
         """The child to replace next: none while another is still being replaced;
@@ -216,12 +250,24 @@ class Pool:
             with contextlib.suppress(OSError):  # dying anyway: the sentinel will tell
                 child.conn.send(STOP)
 
-    def cancel_queued(self, children: Iterable[Child] | None = None) -> None:
-        """Ask children (default: all) to drop the jobs queued behind their current one."""
-        for child in self.children.values() if children is None else children:
-            if len(child.jobs) > 1 and not child.kill_cause:
+    def cancel_queued(self, children: Iterable[Child] | None = None) -> list[Delivery]:
+        """Take back the jobs queued behind each child's running one (default: all
+        children), at once: returns their deliveries.
+
+        The child is told to drop them (CANCEL) and replies once its running task ends;
+        they stay in its FIFO until then, marked `given_back`, so its bookkeeping and
+        hard limit still hold. One it started before the CANCEL arrived runs to its
+        end and its outcome is ignored (the message runs again elsewhere)."""
+        taken: list[Delivery] = []
+        for child in list(self.children.values()) if children is None else children:
+            queued = [job for job in list(child.jobs)[1:] if not job.given_back]
+            if queued and not child.kill_cause:
                 with contextlib.suppress(OSError):
                     child.conn.send(CANCEL)
+                for job in queued:
+                    job.given_back = True
+                    taken.append(job.delivery)
+        return taken
 
     # -- work --
 
@@ -259,49 +305,45 @@ class Pool:
                 jobs[0].started = now
             child.jobs.extend(jobs)
             with contextlib.suppress(OSError):  # died meanwhile: recovered when reaped
-                child.conn.send([(job.seq, job.delivery.body) for job in jobs])
+                child.conn.send([(job.seq, job.delivery.body, job.unrun) for job in jobs])
 
-    def overdue(self, now: float, floor: float | None,
-                limit_for: Callable[[bytes], float | None]) -> list[tuple[Child, Job]]:
-        """Children whose running job has passed its hard limit, with that job.
-
-        `floor` is the smallest limit any task has (None: no limits); a job's own
-        limit is looked up with `limit_for` only once it has run that long, so short
-        tasks never pay for decoding their envelope here."""
-        if floor is None:
-            return []
+    def overdue(self, now: float) -> list[tuple[Child, Job]]:
+        """Children whose running job has passed its hard limit, with that job."""
         found = []
         for child in self.children.values():
             job = child.jobs[0] if child.jobs else None
-            if job is None or child.kill_cause or now - job.started <= floor:
+            if job is None or child.kill_cause or not job.hard_limit:
                 continue
-            if not job.limit_known:
-                job.hard_limit = limit_for(job.delivery.body)
-                job.limit_known = True
-            if job.hard_limit and now - job.started > job.hard_limit:
+            if now - job.started > job.hard_limit:
                 found.append((child, job))
         return found
 
-    def seconds_to_hard_limit(self, now: float, floor: float | None) -> float:
-        """Time until the first running job may pass its hard limit (inf: none can).
-
-        `floor` is the smallest limit any task has; a job's own limit is known only
-        once it has run that long (the supervisor looks it up then)."""
+    def seconds_to_hard_limit(self, now: float) -> float:
+        """Time until the first running job may pass its hard limit (inf: none can)."""
         soonest = math.inf
-        if floor is None:
-            return soonest
         for child in self.children.values():
             head = child.jobs[0] if child.jobs else None
-            limit = None if head is None else head.hard_limit if head.limit_known else floor
-            if head is not None and limit:
-                soonest = min(soonest, max(0.0, head.started + limit - now))
+            if head is not None and head.hard_limit:
+                soonest = min(soonest, max(0.0, head.started + head.hard_limit - now))
         return soonest
 
     def busy(self) -> int:
         return sum(1 for c in self.children.values() if c.jobs)
 
     def queued_jobs(self) -> int:
-        return sum(len(c.jobs) for c in self.children.values())
+        """Jobs the children hold for us (not those already handed back)."""
+        return sum(1 for c in self.children.values() for job in c.jobs if not job.given_back)
 
     def pids(self) -> tuple[int, ...]:
         return tuple(c.pid for c in self.children.values())
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL process group `pid` (a child and what its task started), else the pid."""
+    if pid <= 0:
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -3,8 +3,17 @@
 One thread does all the work (claim, dispatch, collect, settle, enforce limits),
 so no state is shared under locks; the HTTP thread only reads `RuntimeState`.
 A message is removed from the broker only after its Outcome is settled: a child
-that dies, is hard-killed or is cut off by shutdown has its message retried
-(via `outcome_for_lost`) or requeued, never dropped.
+that dies, is hard-killed or is cut off by shutdown has its message retried or
+requeued, never dropped.
+
+A fortress: the supervisor never parses a body (children decode; a message whose
+run was lost goes back to a child to be settled unrun), so nothing a body contains
+can raise out of its loop. Handling one message may fail only that message. If
+the loop itself fails, the children are killed and the process exits non-zero at
+once (exit code 70), so Kubernetes restarts it instead of a half-dead pod holding
+its claims. Every RECONCILE_EVERY the deliveries the broker says this worker holds
+are compared with the ones it knows; the others (an ack lost with a crashed Redis,
+a settle given up on) are handed back.
 """
 
 from __future__ import annotations
@@ -17,18 +26,19 @@ import selectors
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
+from worker import registry
 from worker.brokers.base import Delivery
 from worker.child import ExecutorFactory, expand
 from worker.cordon import Cordon
 from worker.link import BrokerLink
 from worker.metrics import WorkerMetrics
-from worker.outcome import Outcome
-from worker.pool import Child, Job, Pool, capacity, read_ahead
+from worker.outcome import Outcome, Settle
+from worker.pool import Child, Job, Pool, capacity, kill_group, read_ahead
+from worker.reaping import REAP_GRACE, ChildDeaths
 from worker.settings import WorkerSettings
 from worker.state import RuntimeState
 
@@ -39,39 +49,39 @@ _BROKER_READABLE = "broker"  # selector data of the broker's descriptor
 GAUGE_EVERY = 0.5          # seconds between gauge refreshes
 IDLE_CLAIM_WAIT = 0.25     # a claim with nothing in flight blocks this long at most
 MAX_POLL_DELAY = 0.05      # claim polling back-off while partly busy and the queue is empty
-REAP_GRACE = 5.0           # seconds to wait for children to exit at shutdown
+EXIT_LOOP_FAILED = 70      # EX_SOFTWARE: the supervisor's own loop failed
+UNREGISTERED = "unregistered"  # the metrics label of task names no module registered
 
 
-@dataclass(frozen=True)
-class Hooks:
-    """What the supervisor needs from the executor layer (injected for testability)."""
-
-    executor_factory: ExecutorFactory
-    outcome_for_lost: Callable[[bytes, str, WorkerSettings], Outcome]
-    hard_limit_for: Callable[[bytes, WorkerSettings], float | None]
-    # The smallest hard limit any message can have (None: no limits at all). A job
-    # is looked up with `hard_limit_for` only after running this long, so short
-    # tasks never pay for decoding their envelope in the supervisor.
-    min_hard_limit: float | None
+class LoopFailed(Exception):
+    """The supervisor loop raised; the children were killed, the process must exit."""
 
 
-class Supervisor:
-    def __init__(self, settings: WorkerSettings, hooks: Hooks, link: BrokerLink,
-                 state: RuntimeState, metrics: WorkerMetrics) -> None:
+def task_label(name: str) -> str:
+    """Task names as metric labels and /state keys: only registered names, so hostile
+    messages cannot grow the series or the state without bound."""
+    return name if registry.lookup(name) is not None else UNREGISTERED
+
+
+class Supervisor(ChildDeaths):
+    def __init__(self, settings: WorkerSettings, executor_factory: ExecutorFactory,
+                 link: BrokerLink, state: RuntimeState, metrics: WorkerMetrics) -> None:
         self.settings = settings
-        self.hooks = hooks
         self.link = link
         self.state = state
         self.metrics = metrics
-        self.pool = Pool(settings, hooks.executor_factory)
+        self.pool = Pool(settings, executor_factory)
         self.pending: deque[Job] = deque()
         self._seq = 0
+        self._default_limit = settings.hard_time_limit or None
         self._stop_signals = 0
         self._deadline: float | None = None
         self.cordon = Cordon(state, link)  # POST /cordon: claim nothing, give back unstarted
         self._next_poll = 0.0
         self._poll_delay = 0.0
         self._next_gauges = 0.0
+        self._reconcile_every = max(5.0, 3 * settings.lease_seconds)
+        self._next_reconcile = time.monotonic() + self._reconcile_every
         self._shutting_down = False
         self._broker_readable = False  # RabbitMQ's socket woke the selector
         self._wake_r, self._wake_w = os.pipe()
@@ -101,39 +111,75 @@ class Supervisor:
     # -- the loop --
 
     def run(self) -> int:
-        self.pool.fill(time.monotonic())
-        self._publish(time.monotonic(), force_gauges=True)
-        log.info("worker started pod=%s concurrency=%d queues=%s", self.settings.pod_name,
-                 self.settings.concurrency, ",".join(self.settings.queues))
-        while True:
-            now = time.monotonic()
-            self.state.loop_tick = now
-            self._check_stop(now)
-            if self._deadline is None and self.cordon.follow(now):
-                self._give_back([self.pending.popleft().delivery for _ in range(len(self.pending))])
-                self.pool.cancel_queued()  # queued behind running jobs: handed back too
-            self.link.maintain(now)
-            self.link.watch(self.pool.selector, _BROKER_READABLE)
-            if self._deadline is None:
-                self._claim(now)
-            cap = self.capacity()
-            self.pool.dispatch(self.pending, math.ceil(cap / self.settings.concurrency), now)
-            self._collect(self._wait_timeout(now))
-            if self._broker_readable:
-                self._broker_readable = False
-                if not self._claim_room():  # else the next claim reads it
-                    self.link.receive()
-            now = time.monotonic()
-            self._enforce_hard_limits(now)
-            self._recycle()
-            if self._deadline is None:
-                self.pool.fill(now)
-            self.link.flush(now, force=self.in_flight == 0 or self._deadline is not None)
-            self._publish(now)
-            if self._deadline is not None and (self.in_flight == 0 or now >= self._deadline):
-                break
+        """Run until stopped and drained; LoopFailed if the loop itself broke."""
+        try:
+            self.pool.fill(time.monotonic())
+            self._publish(time.monotonic(), force_gauges=True)
+            log.info("worker started pod=%s concurrency=%d queues=%s", self.settings.pod_name,
+                     self.settings.concurrency, ",".join(self.settings.queues))
+            while self._turn():
+                pass
+        except Exception as exc:
+            self._emergency_stop(exc)
+            raise LoopFailed(f"{type(exc).__name__}: {exc}") from exc
         self._shutdown()
         return 0
+
+    def _turn(self) -> bool:
+        """One turn of the loop; False once draining is over."""
+        now = time.monotonic()
+        self.state.loop_tick = now
+        self._check_stop(now)
+        if self._deadline is None and self.cordon.follow(now):
+            self._give_back(self._take_pending())
+            self.link.requeue(self.pool.cancel_queued())  # queued behind running jobs too
+        self.link.maintain(now)
+        self.link.watch(self.pool.selector, _BROKER_READABLE)
+        if self._deadline is None:
+            self._claim(now)
+        cap = self.capacity()
+        self.pool.dispatch(self.pending, math.ceil(cap / self.settings.concurrency), now)
+        self._collect(self._wait_timeout(now))
+        if self._broker_readable:
+            self._broker_readable = False
+            if not self._claim_room():  # else the next claim reads it
+                self.link.receive()
+        now = time.monotonic()
+        self._enforce_hard_limits(now)
+        self._recycle()
+        if self._deadline is None:
+            self.pool.fill(now)
+        self.link.flush(now, force=self.in_flight == 0 or self._deadline is not None)
+        if now >= self._next_reconcile:
+            self._next_reconcile = now + self._reconcile_every
+            self._reconcile()
+        self._publish(now)
+        return not (self._deadline is not None and (self.in_flight == 0 or now >= self._deadline))
+
+    def _emergency_stop(self, exc: Exception) -> None:
+        """The loop broke: kill every child (and its task's processes) so the process can
+        exit now instead of hanging in exit on its children, holding its claims."""
+        log.critical("supervisor loop failed, exiting: %s: %s", type(exc).__name__, exc,
+                     exc_info=exc)
+        for child in list(self.pool.children.values()):
+            kill_group(child.pid)
+        for child in list(self.pool.children.values()):
+            with contextlib.suppress(Exception):
+                child.process.join(timeout=1.0)
+        with contextlib.suppress(Exception):
+            self.link.close()
+
+    @contextlib.contextmanager
+    def _one_message(self, delivery: Delivery, what: str) -> Iterator[None]:
+        """Handling one message may fail only that message: it is dead-lettered with the
+        reason (the loop goes on)."""
+        try:
+            yield
+        except Exception as exc:
+            log.exception("internal error while %s; dead-lettering the message", what)
+            reason = f"internal error while {what}: {type(exc).__name__}: {exc}"
+            self.link.settle(delivery, Outcome(settle=Settle.DEAD, status="dead",
+                                               reason=reason))
 
     def _check_stop(self, now: float) -> None:
         if not self._stop_signals:
@@ -145,8 +191,10 @@ class Supervisor:
             log.info("draining: finishing %d running tasks within %.0fs, requeueing %d "
                      "unstarted", self.pool.busy(), self.settings.drain_seconds,
                      self.in_flight - self.pool.busy())
-            self._give_back([self.pending.popleft().delivery for _ in range(len(self.pending))])
-            self.pool.cancel_queued()
+            # First, or RabbitMQ pushes the requeued messages straight back to us.
+            self.link.pause_consuming()
+            self._give_back(self._take_pending())
+            self.link.requeue(self.pool.cancel_queued())
         if self._stop_signals >= 2 and self._deadline > now:
             log.info("second stop signal: stopping now")
             self._deadline = now
@@ -192,7 +240,11 @@ class Supervisor:
     def _add_jobs(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
             self._seq += 1
-            self.pending.append(Job(self._seq, delivery))
+            # A message the broker says must not run (delivered too often) is settled
+            # dead by a child without running it: that records FAILURE.
+            unrun = (delivery.dead_reason, False) if delivery.dead_reason else None
+            self.pending.append(Job(self._seq, delivery, hard_limit=self._default_limit,
+                                    unrun=unrun))
 
     def _wait_timeout(self, now: float) -> float:
         if self._stop_signals and self._deadline is None:
@@ -206,7 +258,7 @@ class Supervisor:
             elif not self.link.watched:
                 timeout = max(0.0, self._next_poll - now)
         timeout = min(timeout, self.link.seconds_to_heartbeat(now),
-                      self.pool.seconds_to_hard_limit(now, self.hooks.min_hard_limit))
+                      self.pool.seconds_to_hard_limit(now))
         if self._deadline is not None:
             timeout = min(timeout, max(0.0, self._deadline - now))
         if self.link.unsettled and self.link.connected:
@@ -250,103 +302,66 @@ class Supervisor:
         now = time.monotonic()
         if kind == "done":
             _, seq, payload, over_rss = message
-            outcome = expand(payload)
-            job = child.jobs.popleft()
-            if job.seq != seq:  # protocol invariant; recover rather than mis-settle
-                log.error("child %d reported job %d, expected %d", child.pid, seq, job.seq)
-                child.jobs.appendleft(job)
+            job = child.jobs.popleft() if child.jobs else None
+            if job is None or job.seq != seq:  # protocol invariant; recover, never mis-settle
+                log.error("child %d reported job %d, expected %s", child.pid, seq,
+                          job.seq if job else "none")
+                if job is not None:
+                    child.jobs.appendleft(job)
                 child.jobs = deque(j for j in child.jobs if j.seq != seq)
                 return
             if child.jobs:
                 child.jobs[0].started = now
             child.done += 1
-            self._settled(job.delivery, outcome)
+            if not job.given_back:  # else it runs again elsewhere (at-least-once)
+                with self._one_message(job.delivery, "settling its outcome"):
+                    self._settled(job.delivery, expand(payload))
             limit = self.settings.max_tasks_per_child
             if over_rss:
                 child.retire_cause = "max_rss"
             elif limit and child.done >= limit:
                 child.retire_cause = child.retire_cause or "max_tasks"
+        elif kind == "limit":  # the running job's own hard time limit
+            _, seq, seconds = message
+            if child.jobs and child.jobs[0].seq == seq:
+                child.jobs[0].hard_limit = seconds
         elif kind == "cancelled":
             self._give_back(child.take_back(set(message[1]), now))
 
     def _settled(self, delivery: Delivery, outcome: Outcome) -> None:
         self.link.settle(delivery, outcome)
-        self.metrics.record(outcome)
-        self.state.task_finished(outcome.task, outcome.runtime_s, time.time())
+        label = task_label(outcome.task)
+        self.metrics.record(outcome, label)
+        self.state.task_finished(label, outcome.runtime_s, time.time())
 
-    def _give_back(self, deliveries: list[Delivery]) -> None:
-        """Unstarted messages: to the broker when draining or cordoned, else local dispatch."""
-        if not deliveries:
+    def _take_pending(self) -> list[Job]:
+        jobs = list(self.pending)
+        self.pending.clear()
+        return jobs
+
+    def _give_back(self, jobs: list[Job]) -> None:
+        """Unstarted jobs: to the broker when draining or cordoned, else first in line here
+        (a job to settle unrun stays one: it must not run)."""
+        if not jobs:
             return
         if self._deadline is not None or self.cordon.active:
-            self.link.requeue(deliveries)
-        else:
-            for delivery in reversed(deliveries):
-                self._seq += 1
-                self.pending.appendleft(Job(self._seq, delivery))
-
-    # -- deaths, limits, recycling --
-
-    def _reap(self, child: Child) -> None:
-        """A child exited or was killed: settle its running job, redistribute the rest."""
-        self._drain_pipe(child)
-        child.process.join(timeout=REAP_GRACE)
-        if child.process.exitcode is None:
-            self.pool.kill(child, child.kill_cause or "stuck")
-            child.process.join()
-        now = time.monotonic()
-        cause = "shutdown" if self._shutting_down and child.kill_cause is None \
-            else child.exit_cause()
-        jobs = list(child.jobs)
-        child.jobs.clear()
-        had_job = bool(jobs) and jobs[0].started > 0.0
-        if jobs:
-            head, rest = jobs[0], jobs[1:]
-            if cause == "shutdown":
-                self.link.requeue([head.delivery])
-            elif cause == "hard_time_limit" and head.seq != child.overdue_seq:
-                rest.insert(0, head)  # the overdue job had just finished; this one barely ran
-            else:
-                self._settled(head.delivery, self.hooks.outcome_for_lost(
-                    head.delivery.body, child.lost_reason(head), self.settings))
-            self._give_back([job.delivery for job in rest])
-        self.metrics.child_exited(child.pid)
-        self.pool.forget(child, now, had_job)
-        if cause in ("crash", "hard_time_limit"):
-            log.warning("child replaced pid=%d slot=%d cause=%s (%s)", child.pid, child.slot,
-                        cause, child.describe_exit())
-        elif cause != "shutdown":
-            log.info("child recycled pid=%d slot=%d cause=%s tasks=%d", child.pid,
-                     child.slot, cause, child.done)
-        if cause not in ("shutdown", "stopped"):
-            self.metrics.child_replaced(cause)
-            self.state.child_replaced(cause)
-
-    def _enforce_hard_limits(self, now: float) -> None:
-        def limit_for(body: bytes) -> float | None:
-            return self.hooks.hard_limit_for(body, self.settings)
-
-        for child, job in self.pool.overdue(now, self.hooks.min_hard_limit, limit_for):
-            child.overdue_seq = job.seq
-            log.warning("hard time limit: killing pid=%d after %.1fs", child.pid,
-                        now - job.started)
-            self.pool.kill(child, "hard_time_limit")
-
-    def _recycle(self) -> None:
-        """Replace children past their task or memory limit, one child at a time.
-
-        The chosen child gets no new work and is stopped once idle (a bloated child
-        hands its queued jobs back by itself); the next waits until it is replaced.
-        """
-        for child in list(self.pool.children.values()):
-            if child.retiring:
-                self.pool.stop_when_idle(child)
-        if self._deadline is not None:
+            self.link.requeue([job.delivery for job in jobs])
             return
-        chosen = self.pool.next_to_retire()
-        if chosen is not None:
-            chosen.retiring = True
-            self.pool.stop_when_idle(chosen)
+        for job in reversed(jobs):
+            job.started, job.hard_limit, job.given_back = 0.0, self._default_limit, False
+            self.pending.appendleft(job)
+
+    def _reconcile(self) -> None:
+        """Hand back deliveries the broker says we hold but nothing here knows of."""
+        known = {job.delivery.tag for job in self.pending}
+        known.update(job.delivery.tag for c in self.pool.children.values() for job in c.jobs)
+        known.update(self.link.unsettled_tags())
+        forgotten = [d for d in self.link.held(self.settings.queues) if d.tag not in known]
+        if forgotten:
+            log.warning("reconcile: the broker holds %d deliveries for this worker that it "
+                        "no longer tracks (a lost ack or settle); giving them back",
+                        len(forgotten))
+            self.link.requeue(forgotten)
 
     # -- state --
 
@@ -360,6 +375,8 @@ class Supervisor:
         state.children = self.pool.pids()
         changed = state.broker_connected != self.link.connected
         state.broker_connected = self.link.connected
+        if self.pool.spawn_failures:
+            state.child_restarts["spawn_failed"] = self.pool.spawn_failures
         if force_gauges or changed or now >= self._next_gauges:
             self._next_gauges = now + GAUGE_EVERY
             self.metrics.set_gauges(in_flight=in_flight, busy=busy,
@@ -378,13 +395,15 @@ class Supervisor:
                 self.pool.kill(child, "shutdown")
             else:
                 self.pool.stop_when_idle(child)
-        self._give_back([self.pending.popleft().delivery for _ in range(len(self.pending))])
+        self._give_back(self._take_pending())
         deadline = time.monotonic() + REAP_GRACE
         while self.pool.children and time.monotonic() < deadline:
             self._collect(0.1)
         for child in list(self.pool.children.values()):
             self.pool.kill(child, "shutdown")
             self._reap(child)
+        # Runs lost during the drain came back here: they go to the broker too.
+        self.link.requeue([self.pending.popleft().delivery for _ in range(len(self.pending))])
         for _ in range(3):
             if not self.link.unsettled:
                 break
