@@ -52,7 +52,9 @@ class AmqpInspection:
             got = self._get_dead(queue, limit)
             for message in got:
                 channel.basic_reject(message.delivery_tag, requeue=True)
-        delivery_limit = self.max_redeliveries if self.quorum else 0
+        # RabbitMQ's own limit (the backstop) is one above ours: see queue_arguments.
+        delivery_limit = self.max_redeliveries + 1 if self.quorum and self.max_redeliveries \
+            else 0
         return [dead_letter_of(queue, m, delivery_limit) for m in got]
 
     def requeue_dead(self, queue: str, limit: int | None = None) -> int:

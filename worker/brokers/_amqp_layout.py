@@ -26,7 +26,8 @@ import os
 from typing import Any
 
 from worker.brokers.base import DeadLetter
-from worker.errors import ConfigError
+from worker.envelope import check_priority as envelope_priority
+from worker.errors import BadMessage, ConfigError, MessageRefused
 
 MAX_PRIORITY_ENV = "QSCALE_MAX_PRIORITY"
 QUEUE_TYPE_ENV = "QSCALE_AMQP_QUEUE_TYPE"
@@ -46,9 +47,12 @@ def queue_arguments(queue: str, max_priority: int, queue_type: str = "classic",
                     max_redeliveries: int = 0) -> dict[str, Any] | None:
     """The declaration arguments of a work queue (every client must use the same).
 
-    Quorum queues count deliveries themselves: past `max_redeliveries` returns
-    (0 = no limit) RabbitMQ dead-letters the message into `<queue>.dead`, at least
-    once (kept in the queue until `.dead` confirms it; needs overflow reject-publish).
+    Quorum queues count deliveries themselves (x-delivery-count). The worker settles a
+    message returned more than `max_redeliveries` times dead itself, recording FAILURE
+    (worker.brokers.amqp); RabbitMQ's own limit is one more, a backstop for a worker
+    that dies holding even that delivery: then RabbitMQ dead-letters it into
+    `<queue>.dead`, at least once (needs overflow reject-publish), with no FAILURE.
+    0 = no limit.
     """
     check_layout(queue_type, max_priority)
     if queue_type == "quorum":
@@ -57,7 +61,7 @@ def queue_arguments(queue: str, max_priority: int, queue_type: str = "classic",
             "x-dead-letter-routing-key": dead_queue(queue),
             "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
         if max_redeliveries:
-            arguments["x-delivery-limit"] = max_redeliveries
+            arguments["x-delivery-limit"] = max_redeliveries + 1
         return arguments
     return {"x-max-priority": max_priority} if max_priority else None
 
@@ -128,9 +132,11 @@ def delay_queue(queue: str, bucket_ms: int) -> str:
 
 
 def check_priority(priority: int | None) -> None:
-    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
-                                 or not 0 <= priority <= 9):
-        raise ValueError(f"priority must be an integer 0-9, got {priority!r}")
+    """Refuse what no queue takes (a bool, outside 0-9): permanent for that message."""
+    try:
+        envelope_priority(priority)
+    except BadMessage as exc:
+        raise MessageRefused(exc.reason) from None
 
 
 def as_bytes(body: Any) -> bytes:
@@ -177,7 +183,7 @@ def _broker_death(headers: dict[str, Any], delivery_limit: int,
                      else delivery_limit + 1 if delivery_limit else None)
         how_often = f"delivered {delivered} times" if delivered else "delivered too often"
         return (f"delivery limit: {how_often} (worker died or disconnected each time)",
-                f"{detail}; QSCALE_MAX_REDELIVERIES={delivery_limit or '?'}", failed_at)
+                f"{detail}; x-delivery-limit={delivery_limit or '?'}", failed_at)
     return f"rabbitmq: {kind or 'dead-lettered'}", detail, failed_at
 
 

@@ -1,9 +1,16 @@
-"""One RabbitMQ connection + channel in confirm mode, reopened with backoff after loss.
+"""One RabbitMQ connection, reopened with backoff after loss, and its three channels.
 
 The broker above it owns queues and deliveries; this owns the socket: connecting
 (exponential backoff with jitter), publisher-confirm bookkeeping, batched writes,
-and reading incoming frames. Each reopened channel gets a new `generation`, so
+and reading incoming frames. Each reopened connection gets a new `generation`, so
 the broker can tell stale delivery tags from live ones.
+
+Channels: `channel` consumes and acks; `pub` publishes in confirm mode (mandatory,
+so an unroutable message comes back instead of vanishing); `side` runs passive
+declares and the declarations of publish targets. RabbitMQ closes a channel on an
+error about one message or queue (PRECONDITION_FAILED, ACCESS_REFUSED, NOT_FOUND);
+py-amqp reopens it. On `pub` or `side` that is a refusal of that one operation
+(MessageRefused), and the consumers, with every delivery they hold, are untouched.
 """
 
 from __future__ import annotations
@@ -13,17 +20,17 @@ import logging
 import random
 import select
 import socket
-import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import amqp
 import kombu as _kombu_module
-from amqp.exceptions import AccessRefused, NotFound
+from amqp.exceptions import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 
-from worker.errors import BrokerUnavailable, ConfigError
+from worker.brokers._amqp_frames import ACK, FRAME_END, OnDelivery, parse_delivery
+from worker.errors import BrokerUnavailable, ConfigError, MessageRefused
 
 log = logging.getLogger(__name__)
 kombu: Any = _kombu_module  # kombu ships no type hints for these calls
@@ -38,69 +45,6 @@ READ_CHUNK = 16 * 1024
 # py-amqp's default TCP_USER_TIMEOUT of 1 s kills the connection whenever RabbitMQ's
 # flow control stops reading our socket that long (bulk publishes on a busy host).
 SOCKET_SETTINGS = {getattr(socket, "TCP_USER_TIMEOUT", 18): int(CONFIRM_TIMEOUT * 1000)}
-
-# (consumer tag, delivery tag, redelivered, priority, body) -> taken? (False: py-amqp
-# handles that message, e.g. for a consumer tag the caller does not know)
-OnDelivery = Callable[[str, int, bool, int, bytes], bool]
-_FRAME = struct.Struct(">BHI")         # type, channel, payload size
-_DELIVER = b"\x00\x3c\x00\x3c"         # basic.deliver: class 60, method 60
-# basic.ack (class 60, method 80): type 1, channel, size 13, ids, delivery tag, multiple
-_ACK = struct.Struct(">BHIHHQBB")
-_FRAME_END = 0xCE
-
-
-def _frame(buf: bytes, pos: int, kind: int, channel: int) -> tuple[int, int] | None:
-    """(payload start, payload end) of a whole frame of `kind` on `channel` at `pos`."""
-    if len(buf) - pos < 8:
-        return None
-    frame_type, frame_channel, size = _FRAME.unpack_from(buf, pos)
-    start, stop = pos + 7, pos + 7 + size
-    if frame_type != kind or frame_channel != channel or stop >= len(buf) \
-            or buf[stop] != _FRAME_END:
-        return None
-    return start, stop
-
-
-def parse_delivery(buf: bytes, pos: int, channel: int
-                   ) -> tuple[int, str, int, bool, int, bytes] | None:
-    """A whole basic.deliver message (method, header and one body frame) at `pos`:
-    (end, consumer tag, delivery tag, redelivered, priority, body); None for anything
-    else (other frames, partial data, multi-frame bodies), which py-amqp handles."""
-    method = _frame(buf, pos, 1, channel)
-    if method is None or buf[method[0]:method[0] + 4] != _DELIVER:
-        return None
-    p = method[0] + 4
-    tag_len = buf[p]
-    consumer_tag = buf[p + 1:p + 1 + tag_len].decode()
-    p += 1 + tag_len
-    delivery_tag = int.from_bytes(buf[p:p + 8], "big")
-    redelivered = bool(buf[p + 8] & 1)
-    header = _frame(buf, method[1] + 1, 2, channel)
-    if header is None:
-        return None
-    p = header[0] + 4  # class id, weight
-    body_size = int.from_bytes(buf[p:p + 8], "big")
-    flags = int.from_bytes(buf[p + 8:p + 10], "big")
-    if flags & 1:  # a second property-flags word
-        return None
-    p += 10
-    if flags & 0x8000:  # content-type
-        p += 1 + buf[p]
-    if flags & 0x4000:  # content-encoding
-        p += 1 + buf[p]
-    if flags & 0x2000:  # headers: a table with a 4-byte length
-        p += 4 + int.from_bytes(buf[p:p + 4], "big")
-    if flags & 0x1000:  # delivery-mode
-        p += 1
-    priority = buf[p] if flags & 0x0800 else 0
-    if body_size == 0:
-        return header[1] + 1, consumer_tag, delivery_tag, redelivered, priority, b""
-    body = _frame(buf, header[1] + 1, 3, channel)
-    if body is None or body[1] - body[0] != body_size:
-        return None
-    return (body[1] + 1, consumer_tag, delivery_tag, redelivered, priority,
-            buf[body[0]:body[1]])
-
 
 def _read_ahead(transport: Any) -> None:
     """Let py-amqp read the socket in 16 KiB chunks instead of exactly one field at a time.
@@ -123,6 +67,8 @@ class AmqpSession:
         self.errors: tuple[type[BaseException], ...] = (
             *probe.connection_errors, *probe.channel_errors)
         self.channel: Any = None
+        self.pub: Any = None
+        self.consumer_closed = False  # the consumer channel was closed (and reopened)
         self.generation = 0
         self._conn: Any = None
         self._amqp: Any = None       # the py-amqp connection (kombu's property of that
@@ -140,6 +86,7 @@ class AmqpSession:
         self._confirmed = 0
         self._early_confirms: set[int] = set()
         self._nacked = 0
+        self._returned: list[str] = []
 
     # -- lifecycle --
 
@@ -152,7 +99,9 @@ class AmqpSession:
             conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
             channel = conn.channel()
             channel.auto_decode = False  # bodies stay the exact bytes published
-            channel.confirm_select()
+            pub = conn.channel()
+            pub.auto_decode = False
+            pub.confirm_select()
         except BaseException:
             conn.collect()
             raise
@@ -167,10 +116,19 @@ class AmqpSession:
         # py-amqp polls the socket before every publish when the server may send
         # connection.blocked; our own drains still handle that notification.
         self._amqp.client_properties.get("capabilities", {})["connection.blocked"] = False
-        channel.events["basic_ack"].add(self._on_confirm)
-        channel.events["basic_nack"].add(self._on_nack)
+        self.consumer_closed = False
+        on_close = channel._callbacks[amqp.spec.Channel.Close]
+
+        def consumer_closed(*args: Any) -> Any:  # RabbitMQ closed the consumer channel
+            self.consumer_closed = True
+            return on_close(*args)
+
+        channel._callbacks[amqp.spec.Channel.Close] = consumer_closed
+        pub.events["basic_ack"].add(self._on_confirm)
+        pub.events["basic_nack"].add(self._on_nack)
+        pub.events["basic_return"].add(self._on_return)
         self._reset_confirms()
-        self._conn, self.channel = conn, channel
+        self._conn, self.channel, self.pub = conn, channel, pub
         self.generation += 1
 
     def ensure(self, budget: float) -> bool:
@@ -204,7 +162,7 @@ class AmqpSession:
 
     def drop(self) -> None:
         """Forget a broken connection; RabbitMQ requeues everything its channel held."""
-        conn, self._conn, self.channel = self._conn, None, None
+        conn, self._conn, self.channel, self.pub = self._conn, None, None, None
         # The first reconnect is immediate; failed ones back off (with jitter).
         if conn is not None:
             try:
@@ -214,7 +172,7 @@ class AmqpSession:
 
     def close(self) -> None:
         """Close politely (bounded in time); RabbitMQ requeues unacked messages."""
-        conn, self._conn, self.channel = self._conn, None, None
+        conn, self._conn, self.channel, self.pub = self._conn, None, None, None
         if conn is not None:
             try:
                 self._transport.sock.settimeout(CONNECT_TIMEOUT)
@@ -232,14 +190,33 @@ class AmqpSession:
         runs on a side channel, because RabbitMQ answers a missing queue by closing the
         channel; the main channel and its consumers stay untouched. Needs `ensure()`.
         """
-        if self._side is None or self._side_generation != self.generation:
-            self._side, self._side_generation = self._conn.channel(), self.generation
         try:
-            ok = self._side.queue_declare(queue, passive=True)
+            ok = self.side().queue_declare(queue, passive=True)
         except NotFound:
-            self._side = None  # closed by RabbitMQ; the next call opens another
             return None
         return int(ok.message_count)
+
+    def side(self) -> Any:
+        """The side channel (opened on first use per connection; py-amqp reopens a channel
+        RabbitMQ closed on an error, so it stays usable)."""
+        if self._side is None or self._side_generation != self.generation:
+            self._side, self._side_generation = self._conn.channel(), self.generation
+        return self._side
+
+    def declare_target(self, queue: str, arguments: dict[str, Any] | None) -> None:
+        """Make sure `queue` exists before publishing into it (the default exchange drops
+        messages for missing queues): an existing queue is used whatever its
+        arguments (another team's priority or quorum queue); a missing one is
+        declared with `arguments`. A refusal is MessageRefused for this publish."""
+        if self.message_count(queue) is not None:
+            return
+        try:
+            self.side().queue_declare(queue, durable=True, auto_delete=False,
+                                      arguments=arguments)
+        except PreconditionFailed:
+            return  # declared meanwhile with other arguments: it exists, publish into it
+        except (AccessRefused, NotFound, ResourceLocked) as exc:
+            raise MessageRefused(f"rabbitmq refused to create queue {queue!r}: {exc}") from None
 
     def drain(self, timeout: float) -> bool:
         """Handle incoming frames for up to `timeout` s; False when nothing came."""
@@ -314,9 +291,9 @@ class AmqpSession:
                 for tag, multiple in acks:
                     self.channel.basic_ack(tag, multiple=multiple)
             return
-        channel, pack = self.channel.channel_id, _ACK.pack
+        channel, pack = self.channel.channel_id, ACK.pack
         self._transport._write(b"".join(
-            pack(1, channel, 13, 60, 80, tag, multiple, _FRAME_END) for tag, multiple in acks))
+            pack(1, channel, 13, 60, 80, tag, multiple, FRAME_END) for tag, multiple in acks))
         self._amqp.bytes_sent += len(acks)  # py-amqp's heartbeat check counts frames
 
     def heartbeat_tick(self) -> None:
@@ -338,6 +315,10 @@ class AmqpSession:
         self._nacked += 1
         self._on_confirm(delivery_tag, multiple)
 
+    def _on_return(self, exc: Exception, exchange: str, routing_key: str,
+                   message: Any) -> None:
+        self._returned.append(f"{routing_key}: {exc}")
+
     def send(self, routing_key: str, body: bytes, priority: int | None = None,
              headers: dict[str, Any] | None = None) -> None:
         """Publish a persistent message via the default exchange (confirm comes later)."""
@@ -346,21 +327,36 @@ class AmqpSession:
             properties["priority"] = priority
         if headers:
             properties["application_headers"] = headers
-        self.channel.basic_publish(amqp.Message(body, **properties), exchange="",
-                                   routing_key=routing_key)
+        self.pub.basic_publish(amqp.Message(body, **properties), exchange="",
+                               routing_key=routing_key, mandatory=True)
         self._published += 1
 
     def wait_confirms(self) -> None:
-        """Block until RabbitMQ confirmed every message sent so far."""
+        """Block until RabbitMQ confirmed every message sent so far; MessageRefused when it
+        refused (nack) or could not route (return) any of them."""
         deadline = time.monotonic() + CONFIRM_TIMEOUT
         while self._confirmed < self._published:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise amqp.exceptions.RecoverableConnectionError("publish confirms timed out")
             self.drain(min(remaining, DRAIN_SLICE))
-        if self._nacked:
-            nacked, self._nacked = self._nacked, 0
-            raise BrokerUnavailable(f"rabbitmq refused {nacked} published message(s)")
+        nacked, returned = self._nacked, self._returned
+        self._nacked, self._returned = 0, []
+        if returned:
+            raise MessageRefused(f"rabbitmq could not route {len(returned)} message(s): "
+                                 f"{returned[0]}")
+        if nacked:
+            raise MessageRefused(f"rabbitmq refused {nacked} published message(s)")
+
+    def reset_publisher(self) -> None:
+        """After RabbitMQ closed `pub` over one publish (py-amqp reopened it): confirm mode
+        again, and no confirms owed for what the closed channel carried."""
+        if self.pub is None:
+            return
+        if not getattr(self.pub, "is_open", False):
+            self.pub.open()
+        self.pub.confirm_select()
+        self._reset_confirms()
 
     @contextmanager
     def corked(self) -> Iterator[None]:

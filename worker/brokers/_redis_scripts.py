@@ -1,6 +1,6 @@
 """Lua scripts behind the Redis broker: each state change is one atomic script.
 
-Keys are derived inside the scripts from a per-queue prefix `qscale:<queue>:`
+Keys are derived inside the scripts from a per-queue prefix `qscale:q:<queue>:`
 passed in ARGV (the layout is documented in worker/brokers/redis.py). That is
 fine on a single Redis primary (or Sentinel); Redis Cluster is not supported.
 Times come from the server clock (`TIME`) so producers and workers with skewed
@@ -22,11 +22,14 @@ end
 """
 
 # ARGV: owner, lease_ms, max_count, first_seq, reclaim(0/1), due_limit,
-#       max_redeliveries (0 = no cap), prefix...
-# Returns {reclaimed_count, dead_lettered_count, tag1, body1, redelivered1, queue_index1,
-# tag2, ...}. A reclaimed message (its owner died, most likely while running it: the
-# whole pod was OOM-killed) counts one redelivery in `redeliveries` (field: SHA-1 of
-# the body); past the cap it goes to the dead-letter list instead of first in line.
+#       max_redeliveries (0 = no cap), max_bytes, prefix...
+# Returns {reclaimed_count, over_cap_count, tag1, body1, redelivered1, queue_index1,
+# times_redelivered1, tag2, ...}. A reclaimed message (its owner died, most likely while
+# running it: the whole pod was OOM-killed) counts one redelivery in `redeliveries`
+# (field: SHA-1 of the body) and goes first in line. One taken while its count is over
+# the cap comes back with that count, and the worker settles it dead (recording
+# FAILURE) without running it. A claim stops once its bodies reach max_bytes (always
+# at least one message), putting the rest back where it was.
 CLAIM = _HELPERS + """
 local owner = ARGV[1]
 local want = tonumber(ARGV[3])
@@ -34,25 +37,10 @@ local seq = tonumber(ARGV[4])
 local reclaim = ARGV[5] == '1'
 local due_limit = tonumber(ARGV[6])
 local max_redeliveries = tonumber(ARGV[7])
+local budget = tonumber(ARGV[8])
 redis.call('SET', 'qscale:alive:' .. owner, '1', 'PX', ARGV[2])
 local now = now_ms()
 local out = {0, 0}
-
-local function give_back(base, prio, body)
-  if max_redeliveries > 0 then
-    local digest = redis.sha1hex(body)
-    local count = redis.call('HINCRBY', base .. 'redeliveries', digest, 1)
-    if count > max_redeliveries then
-      redis.call('HDEL', base .. 'redeliveries', digest)
-      redis.call('RPUSH', base .. 'dead', cjson.encode({body = body, detail = '',
-        reason = 'redelivered ' .. (count - 1) .. ' times: the worker died while running it',
-        failed_at = now / 1000}))
-      out[2] = out[2] + 1
-      return
-    end
-  end
-  redis.call('LPUSH', base .. 'redelivered', prio .. body)
-end
 
 local function reclaim_dead(base)
   local owners = redis.call('SMEMBERS', base .. 'owners')
@@ -61,7 +49,10 @@ local function reclaim_dead(base)
       local held = base .. 'inflight:' .. other
       local kv = redis.call('HGETALL', held)
       for j = 1, #kv, 2 do
-        give_back(base, string.sub(kv[j], -1), kv[j + 1])
+        if max_redeliveries > 0 then
+          redis.call('HINCRBY', base .. 'redeliveries', redis.sha1hex(kv[j + 1]), 1)
+        end
+        redis.call('LPUSH', base .. 'redelivered', string.sub(kv[j], -1) .. kv[j + 1])
       end
       redis.call('DEL', held)
       redis.call('SREM', base .. 'owners', other)
@@ -80,36 +71,50 @@ local function promote_due(base)
   end
 end
 
-local function take(qi, key, prio, redelivered, fields)
+local function take(qi, base, key, prio, redelivered, fields)
   local items = redis.call('RPOP', key, want)
   if not items then return end
+  local taken = 0
   for _, item in ipairs(items) do
+    if budget <= 0 and #out > 2 then break end
+    taken = taken + 1
     local p, body = prio, item
     if redelivered == 1 then
       p, body = string.sub(item, 1, 1), string.sub(item, 2)
     end
+    local times = 0
+    if redelivered == 1 and max_redeliveries > 0 then
+      times = tonumber(redis.call('HGET', base .. 'redeliveries', redis.sha1hex(body)) or '0')
+      if times <= max_redeliveries then times = 0 else out[2] = out[2] + 1 end
+    end
     local tag = string.format('%d.%s', seq, p)
     seq = seq + 1
+    budget = budget - #body
     fields[#fields + 1] = tag
     fields[#fields + 1] = body
     out[#out + 1] = tag
     out[#out + 1] = body
     out[#out + 1] = redelivered
     out[#out + 1] = qi
+    out[#out + 1] = times
   end
-  want = want - #items
+  for i = #items, taken + 1, -1 do  -- over the byte budget: back where they were
+    redis.call('RPUSH', key, items[i])
+  end
+  want = want - taken
+  if budget <= 0 then want = 0 end
 end
 
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   local base = ARGV[i]
   if reclaim then reclaim_dead(base) end
   promote_due(base)
   if want > 0 then
     local fields = {}
-    take(i - 7, base .. 'redelivered', '0', 1, fields)
+    take(i - 8, base, base .. 'redelivered', '0', 1, fields)
     for p = 9, 0, -1 do
       if want <= 0 then break end
-      take(i - 7, ready_key(base, tostring(p)), tostring(p), 0, fields)
+      take(i - 8, base, ready_key(base, tostring(p)), tostring(p), 0, fields)
     end
     if #fields > 0 then
       redis.call('HSET', base .. 'inflight:' .. owner, unpack(fields))
@@ -177,7 +182,9 @@ return moved
 """
 
 # ARGV: prefix. Returns {ready, in_flight, delayed, dead}, read in one atomic step.
-STATS = """
+# Delayed messages already due count as ready: they are demand now, claimed or not
+# (the controller scales a pool up for a due retry even with nobody consuming).
+STATS = _HELPERS + """
 local base = ARGV[1]
 local ready = redis.call('LLEN', base .. 'ready') + redis.call('LLEN', base .. 'redelivered')
 for p = 1, 9 do ready = ready + redis.call('LLEN', base .. 'ready:' .. p) end
@@ -186,7 +193,8 @@ for _, owner in ipairs(redis.call('SMEMBERS', base .. 'owners')) do
   in_flight = in_flight + redis.call('HLEN', base .. 'inflight:' .. owner)
 end
 local delayed = redis.call('ZCARD', base .. 'delayed')
-return {ready, in_flight, delayed, redis.call('LLEN', base .. 'dead')}
+local due = redis.call('ZCOUNT', base .. 'delayed', '-inf', now_ms())
+return {ready + due, in_flight, delayed - due, redis.call('LLEN', base .. 'dead')}
 """
 
 # ARGV: prefix. Deletes the dead-letter list; returns how many records it held.

@@ -50,14 +50,12 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
-from amqp.exceptions import PreconditionFailed
+from amqp.exceptions import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 
 from worker.brokers._amqp_inspect import AmqpInspection
 from worker.brokers._amqp_layout import (
     HEADER_PREFIX,
-    MAX_TTL_MS,
     check_layout,
-    check_priority,
     dead_queue,
     delay_bucket_ms,
     delay_queue,
@@ -67,19 +65,22 @@ from worker.brokers._amqp_layout import (
     queue_arguments,
     queue_type_from_env,
 )
-from worker.brokers._amqp_session import CONFIRM_WINDOW, DRAIN_SLICE, AmqpSession
+from worker.brokers._amqp_publish import AmqpPublishing
+from worker.brokers._amqp_session import DRAIN_SLICE, AmqpSession
 from worker.brokers._amqp_window import PrefetchWindow
 from worker.brokers._rabbitmq_api import ManagementApi, api_url_from_amqp, vhost_from_amqp
 from worker.brokers.base import Broker, Delivery
-from worker.errors import BrokerUnavailable, ConfigError
+from worker.errors import BrokerUnavailable, ConfigError, MessageRefused
 
 log = logging.getLogger(__name__)
 
-REDECLARE_AFTER = 30.0      # seconds; keeps a delay bucket from expiring under us
+# RabbitMQ closes a channel over these; on the publishing channels that is a refusal
+# of one message (MessageRefused), on the consumer channel a lost channel.
+_CHANNEL_REFUSALS = (AccessRefused, NotFound, PreconditionFailed, ResourceLocked)
 __all__ = ["AmqpBroker", "dead_queue", "delay_bucket_ms", "delay_queue"]
 
 
-class AmqpBroker(AmqpInspection, Broker):
+class AmqpBroker(AmqpInspection, AmqpPublishing, Broker):
     """A RabbitMQ connection for one worker (or producer, or the controller)."""
 
     def __init__(self, url: str, *, consumer_id: str | None = None, prefetch: int = 0,
@@ -111,27 +112,42 @@ class AmqpBroker(AmqpInspection, Broker):
         self._consumers: dict[str, str] = {}  # queue -> consumer tag
         self._queue_of: dict[str, str] = {}   # consumer tag -> queue
         self._buffers: dict[str, deque[Delivery]] = {}
-        self._outstanding: set[int] = set()
-        self._declared: dict[str, float] = {}
+        self._outstanding: dict[int, Delivery] = {}  # unacked on the consumer channel
+        self._declared: dict[str, float] = {}        # consumed queues, declared strictly
+        self._targets: dict[str, float] = {}         # publish targets known to exist
         self._qos = 0
 
     @contextmanager
-    def _op(self, what: str, budget: float = 0.0) -> Iterator[Any]:
-        """Run one operation on a live channel; connection trouble -> BrokerUnavailable."""
+    def _op(self, what: str, budget: float = 0.0, publishing: bool = False) -> Iterator[Any]:
+        """Run one operation on a live channel; connection trouble -> BrokerUnavailable,
+        a refusal of what a publishing operation sent -> MessageRefused."""
         if self._session.ensure(budget):
             self._reset_channel_state()
         try:
             yield self._session.channel
-        except PreconditionFailed as exc:
+        except MessageRefused:
+            raise
+        except _CHANNEL_REFUSALS as exc:
+            if not publishing or self._session.consumer_closed:
+                self._channel_lost(what, exc)
+            self._session.reset_publisher()
+            self._targets.clear()
+            raise MessageRefused(f"rabbitmq refused {what}: {exc}") from None
+        except self._session.errors as exc:
             self._lost()
+            raise BrokerUnavailable(f"rabbitmq {what} failed: {exc!r}") from exc
+
+    def _channel_lost(self, what: str, exc: Exception) -> None:
+        """The consumer channel was closed over `exc`: its deliveries are back in their
+        queues, so the connection starts over (a mismatch names the variable)."""
+        self._lost()
+        if isinstance(exc, PreconditionFailed):
             variable = mismatch_variable(str(exc))
             raise ConfigError(
                 f"{variable}: rabbitmq {what}: a queue exists with other arguments "
                 f"(declared with another {variable}, or not by qscale; this client uses "
                 f"{self._layout()}): {exc}") from exc
-        except self._session.errors as exc:
-            self._lost()
-            raise BrokerUnavailable(f"rabbitmq {what} failed: {exc!r}") from exc
+        raise BrokerUnavailable(f"rabbitmq {what} failed: {exc!r}") from exc
 
     def _layout(self) -> str:
         if self.quorum:
@@ -145,16 +161,16 @@ class AmqpBroker(AmqpInspection, Broker):
     # -- declarations --
 
     def _declare(self, name: str, arguments: dict[str, Any] | None = None) -> None:
-        """Declare a durable queue; again only after REDECLARE_AFTER (buckets expire)."""
-        seen = self._declared.get(name)
-        if seen is not None and time.monotonic() - seen < REDECLARE_AFTER:
+        """Declare a durable queue on the consumer channel, once per connection: strict, so
+        a queue we consume with other arguments is a ConfigError naming the variable."""
+        if name in self._declared:
             return
         self._session.channel.queue_declare(name, durable=True, auto_delete=False,
                                             arguments=arguments)
         self._declared[name] = time.monotonic()
 
     def _declare_queue(self, queue: str) -> None:
-        """Once per channel: work queues never expire."""
+        """A queue this worker consumes (work queues never expire)."""
         if queue not in self._declared:
             if self.quorum:  # RabbitMQ's own dead-lettering needs its target to exist
                 self._declare_dead(queue)
@@ -166,44 +182,17 @@ class AmqpBroker(AmqpInspection, Broker):
         if name not in self._declared:
             self._declare(name)
 
-    def _declare_bucket(self, queue: str, delay: float) -> str:
-        bucket = delay_bucket_ms(delay)
-        name = delay_queue(queue, bucket)
-        self._declare(name, {"x-message-ttl": bucket, "x-dead-letter-exchange": "",
-                             "x-dead-letter-routing-key": queue,
-                             "x-expires": min(MAX_TTL_MS, bucket * 2 + 60_000)})
-        return name
-
-    # -- publishing (every publish waits for RabbitMQ's confirm) --
-
-    def publish(self, queue: str, body: bytes, *, delay: float = 0.0,
-                priority: int | None = None) -> None:
-        check_priority(priority)
-        with self._op("publish"):
-            self._declare_queue(queue)
-            target = self._declare_bucket(queue, delay) if delay > 0 else queue
-            self._session.send(target, body, priority)
-            self._session.wait_confirms()
-
-    def publish_many(self, queue: str, bodies: Sequence[bytes]) -> None:
-        with self._op("publish_many"):
-            self._declare_queue(queue)
-            for start in range(0, len(bodies), CONFIRM_WINDOW):
-                with self._session.corked():
-                    for body in bodies[start:start + CONFIRM_WINDOW]:
-                        self._session.send(queue, body)
-                self._session.drain_available()
-            self._session.wait_confirms()
-
     # -- consuming --
 
     def _on_message(self, queue: str, message: Any) -> None:
         body = message.body
         if isinstance(body, str):
             body = body.encode("utf-8")
+        count = (message.properties.get("application_headers") or {}).get("x-delivery-count")
         self._buffer(queue, int(message.delivery_tag),
                      bool(message.delivery_info.get("redelivered", False)),
-                     int(message.properties.get("priority") or 0), bytes(body))
+                     int(message.properties.get("priority") or 0), bytes(body),
+                     count if isinstance(count, int) else 0)
 
     def _on_delivery(self, consumer_tag: str, tag: int, redelivered: bool, priority: int,
                      body: bytes) -> bool:
@@ -211,15 +200,23 @@ class AmqpBroker(AmqpInspection, Broker):
         queue = self._queue_of.get(consumer_tag)
         if queue is None or self._consumers.get(queue) != consumer_tag:
             return False  # a cancelled consumer's: py-amqp's own handling applies
-        self._buffer(queue, tag, redelivered, priority, body)
+        if redelivered and self.quorum and self.max_redeliveries:
+            return False  # py-amqp parses its headers: the delivery count decides
+        self._buffer(queue, tag, redelivered, priority, body, 0)
         return True
 
     def _buffer(self, queue: str, tag: int, redelivered: bool, priority: int,
-                body: bytes) -> None:
-        self._outstanding.add(tag)
-        self._buffers.setdefault(queue, deque()).append(Delivery(
+                body: bytes, delivery_count: int) -> None:
+        # A quorum queue counts returns (the consumer died holding it); past our cap the
+        # worker settles it dead, recording FAILURE, instead of running it again.
+        over = self.quorum and self.max_redeliveries and delivery_count > self.max_redeliveries
+        delivery = Delivery(
             queue=queue, body=body, tag=f"{self._session.generation}.{tag}.{priority}",
-            redelivered=redelivered))
+            redelivered=redelivered,
+            dead_reason=f"redelivered {delivery_count} times: the worker died or "
+            "disconnected each time" if over else "")
+        self._outstanding[tag] = delivery
+        self._buffers.setdefault(queue, deque()).append(delivery)
 
     def _consume(self, queues: Sequence[str], max_count: int) -> None:
         channel = self._session.channel
@@ -298,7 +295,8 @@ class AmqpBroker(AmqpInspection, Broker):
             acks = [(tags[prefix - 1], True)] if prefix else []
             acks += [(tag, False) for tag in tags[prefix:]]
             self._session.send_acks(acks)
-            self._outstanding.difference_update(tags)
+            for tag in tags:
+                self._outstanding.pop(tag, None)
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         with self._op("requeue") as channel:
@@ -322,33 +320,38 @@ class AmqpBroker(AmqpInspection, Broker):
         else:
             for _, (tag, _) in live:
                 channel.basic_reject(tag, requeue=True)
-        self._outstanding.difference_update(tag for _, (tag, _) in live)
+        for _, (tag, _) in live:
+            self._outstanding.pop(tag, None)
 
     def retry_later(self, delivery: Delivery, body: bytes, delay: float) -> None:
-        with self._op("retry_later") as channel:
+        with self._op("retry_later", publishing=True) as channel:
             live = self._live_tag(delivery)
             if not live:
                 return
-            target = (self._declare_bucket(delivery.queue, delay) if delay * 1000 >= 1
-                      else delivery.queue)
-            self._session.send(target, body, live[1])
+            self._session.send(self._target_for(delivery.queue, delay), body, live[1])
             self._session.wait_confirms()
             channel.basic_ack(live[0])
-            self._outstanding.discard(live[0])
+            self._outstanding.pop(live[0], None)
 
     def dead_letter(self, delivery: Delivery, reason: str, detail: str = "") -> None:
-        with self._op("dead_letter") as channel:
+        with self._op("dead_letter", publishing=True) as channel:
             live = self._live_tag(delivery)
             if not live:
                 return
-            self._declare_dead(delivery.queue)
-            self._session.send(dead_queue(delivery.queue), delivery.body, live[1], {
+            self._session.send(self._target(dead_queue(delivery.queue), None), delivery.body,
+                               live[1], {
                 f"{HEADER_PREFIX}reason": reason, f"{HEADER_PREFIX}detail": detail,
                 f"{HEADER_PREFIX}failed-at": time.time(),
                 f"{HEADER_PREFIX}queue": delivery.queue})
             self._session.wait_confirms()
             channel.basic_ack(live[0])
-            self._outstanding.discard(live[0])
+            self._outstanding.pop(live[0], None)
+
+    def held(self, queues: Sequence[str]) -> list[Delivery]:
+        """Claimed (handed to the caller) and not settled: unacked minus the buffered."""
+        buffered = {d.tag for b in self._buffers.values() for d in b}
+        return [d for d in self._outstanding.values()
+                if d.queue in queues and d.tag not in buffered]
 
     def heartbeat(self) -> None:
         with self._op("heartbeat"):

@@ -15,12 +15,18 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Delivery:
-    """One claimed message. `tag` is the broker's handle for ack/retry/dead-letter."""
+    """One claimed message. `tag` is the broker's handle for ack/retry/dead-letter.
+
+    `dead_reason` is the broker's verdict that the message must not run again (it was
+    delivered more often than QSCALE_MAX_REDELIVERIES, each time its worker died): the
+    worker settles it dead, recording FAILURE, without running it.
+    """
 
     queue: str
     body: bytes
     tag: str
     redelivered: bool = False
+    dead_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,10 +65,11 @@ class Broker(abc.ABC):
                 priority: int | None = None) -> None:
         """Send one message; with `delay` > 0 it becomes ready after that many seconds."""
 
-    def publish_many(self, queue: str, bodies: Sequence[bytes]) -> None:
+    def publish_many(self, queue: str, bodies: Sequence[bytes], *, delay: float = 0.0,
+                     priority: int | None = None) -> None:
         """Send many messages at once (bulk enqueue); brokers override to pipeline."""
         for body in bodies:
-            self.publish(queue, body)
+            self.publish(queue, body, delay=delay, priority=priority)
 
     @abc.abstractmethod
     def claim(self, queues: Sequence[str], max_count: int, timeout: float) -> list[Delivery]:
@@ -83,6 +90,11 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def dead_letter(self, delivery: Delivery, reason: str, detail: str = "") -> None:
         """Atomically move `delivery` to its queue's dead-letter queue with the reason."""
+
+    def held(self, queues: Sequence[str]) -> list[Delivery]:
+        """The deliveries of `queues` the broker says this connection holds (claimed and
+        not settled), so a worker can hand back the ones it no longer knows of."""
+        return []
 
     @abc.abstractmethod
     def heartbeat(self) -> None:

@@ -4,21 +4,22 @@ Why not kombu's Redis transport: it pops a message and records it as unacked in
 a second step, so a crash in between loses it. Here every state change is one
 Lua script, so a message is always in exactly one place.
 
-Key layout for a queue `q` (prefix `qscale:q:`):
+Key layout for a queue `Q` (prefix `qscale:q:Q:`; results, checkpoints and chords
+live under other prefixes, worker.results, so no queue name can reach them):
 
-    qscale:q:ready             list, priority 0 / None; the exact bytes published
-    qscale:q:ready:<1..9>      list per priority, checked 9 -> 1 before `ready`
-                               (producers LPUSH, claims RPOP: FIFO per list)
-    qscale:q:redelivered       list checked first: messages given back by requeue or
-                               reclaimed from dead owners; entry = priority digit + body
-    qscale:q:delayed           zset, score = due time (ms, server clock),
-                               member = 16-char unique token + priority digit + body
-    qscale:q:inflight:<owner>  hash tag -> body: claims held by one consumer
-    qscale:q:owners            set of owners that may hold claims on q
-    qscale:q:redeliveries      hash SHA-1(body) -> times reclaimed from a dead owner
-    qscale:q:dead              list of JSON records {body, [body_encoding: "base64"],
-                               reason, detail, failed_at}, oldest first
-    qscale:alive:<owner>       liveness key, TTL = lease; renewed by claim/heartbeat
+    qscale:q:Q:ready             list, priority 0 / None; the exact bytes published
+    qscale:q:Q:ready:<1..9>      list per priority, checked 9 -> 1 before `ready`
+                                 (producers LPUSH, claims RPOP: FIFO per list)
+    qscale:q:Q:redelivered       list checked first: messages given back by requeue or
+                                 reclaimed from dead owners; entry = priority digit + body
+    qscale:q:Q:delayed           zset, score = due time (ms, server clock),
+                                 member = 16-char unique token + priority digit + body
+    qscale:q:Q:inflight:<owner>  hash tag -> body: claims held by one consumer
+    qscale:q:Q:owners            set of owners that may hold claims on Q
+    qscale:q:Q:redeliveries      hash SHA-1(body) -> times reclaimed from a dead owner
+    qscale:q:Q:dead              list of JSON records {body, [body_encoding: "base64"],
+                                 reason, detail, failed_at}, oldest first
+    qscale:alive:<owner>         liveness key, TTL = lease; renewed by claim/heartbeat
 
 A tag is `<seq>.<priority>`, unique within its owner. The owner is
 `<consumer_id>/<random>`, so a restarted process never inherits a predecessor's
@@ -26,14 +27,19 @@ claims. A claim moves due delayed messages to ready and, at most once a second,
 gives back every claim of owners whose liveness key expired (flagged
 redelivered). `close()` keeps claims: they return after the lease. A message
 reclaimed more than `max_redeliveries` times (each time its worker died with it,
-e.g. an OOM kill of the whole pod) is dead-lettered instead, so it cannot take
-down every worker forever; its count is dropped once it is settled.
+e.g. an OOM kill of the whole pod) comes with `Delivery.dead_reason`: the worker
+settles it dead without running it (recording FAILURE), so it cannot take down
+every worker forever; its count is dropped once it is settled. A claim returns at
+most MAX_CLAIM_BYTES of bodies (at least one message), so a queue of large
+messages cannot blow up the worker's memory.
 
-Errors: a connection problem marks the broker disconnected and raises
-BrokerUnavailable (a claim first waits up to 1 s of its timeout, so a claim loop
-does not spin); the next call reconnects (redis-py's pool) without internal
-retries, so the caller owns the retry policy. A claim whose reply was lost is
-remembered and its possible claims are given back on the next successful call.
+Errors: a refusal of one operation (WRONGTYPE: a key of another type, a bad
+priority) raises MessageRefused, permanent for that message; a connection problem
+marks the broker disconnected and raises BrokerUnavailable (a claim first waits
+up to 1 s of its timeout, so a claim loop does not spin); the next call
+reconnects (redis-py's pool) without internal retries, so the caller owns the
+retry policy. A claim whose reply was lost is remembered and its possible claims
+are given back on the next successful call.
 """
 
 from __future__ import annotations
@@ -56,11 +62,13 @@ from redis.retry import Retry
 
 from worker.brokers import _redis_scripts as scripts
 from worker.brokers.base import Broker, DeadLetter, Delivery, QueueStats
-from worker.errors import BrokerUnavailable, ConfigError
+from worker.envelope import check_priority
+from worker.errors import BadMessage, BrokerUnavailable, ConfigError, MessageRefused
 
 log = logging.getLogger(__name__)
 
 MAX_CLAIM = 1000          # per claim call; keeps one script's work bounded
+MAX_CLAIM_BYTES = 16 << 20  # bodies per claim call (always at least one message)
 DUE_PER_CLAIM = 1000      # delayed messages promoted per queue per claim
 RECLAIM_INTERVAL = 1.0    # seconds between dead-owner sweeps from one consumer
 POLL_MIN, POLL_MAX = 0.002, 0.02  # idle claim polling, growing to POLL_MAX
@@ -70,21 +78,20 @@ OUTAGE_PAUSE = 1.0        # a failed claim waits this long (within its timeout) 
 
 def key_prefix(queue: str) -> str:
     """The prefix of every key of `queue` (see the module docstring)."""
-    return f"qscale:{queue}:"
+    return f"qscale:q:{queue}:"
 
 
 def ready_key(queue: str, priority: int | None = None) -> str:
     """The list a message of `priority` waits in; tests may LPUSH raw bytes here."""
     prio = _check_priority(priority)
-    return f"qscale:{queue}:ready" + (f":{prio}" if prio else "")
+    return f"{key_prefix(queue)}ready" + (f":{prio}" if prio else "")
 
 
 def _check_priority(priority: int | None) -> int:
-    if priority is None:
-        return 0
-    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
-        raise ValueError(f"priority must be an integer 0-9, got {priority!r}")
-    return priority
+    try:
+        return check_priority(priority) or 0
+    except BadMessage as exc:
+        raise MessageRefused(exc.reason) from None
 
 
 def _token() -> bytes:
@@ -163,7 +170,7 @@ class RedisBroker(Broker):
             if text.startswith(("OOM", "BUSY", "LOADING", "MASTERDOWN", "READONLY")):
                 self._connected = False
                 raise BrokerUnavailable(f"redis {what} refused: {text}") from exc
-            raise
+            raise MessageRefused(f"redis refused {what}: {text}") from exc
         self._connected = True
 
     def _release_uncertain(self) -> None:
@@ -187,14 +194,21 @@ class RedisBroker(Broker):
             else:
                 self._redis.lpush(ready_key(queue, prio), body)
 
-    def publish_many(self, queue: str, bodies: Sequence[bytes]) -> None:
+    def publish_many(self, queue: str, bodies: Sequence[bytes], *, delay: float = 0.0,
+                     priority: int | None = None) -> None:
         if not bodies:
             return
-        key = ready_key(queue)
+        key = ready_key(queue, priority)
+        prio = str(_check_priority(priority))
         with self._op("publish_many"):
             pipe = self._redis.pipeline(transaction=False)
-            for start in range(0, len(bodies), PUBLISH_CHUNK):
-                pipe.lpush(key, *bodies[start:start + PUBLISH_CHUNK])
+            if delay > 0:
+                for body in bodies:
+                    self._schedule(args=[key_prefix(queue), _token(), prio, body,
+                                         max(1, round(delay * 1000))], client=pipe)
+            else:
+                for start in range(0, len(bodies), PUBLISH_CHUNK):
+                    pipe.lpush(key, *bodies[start:start + PUBLISH_CHUNK])
             pipe.execute()
 
     # -- consuming --
@@ -233,7 +247,8 @@ class RedisBroker(Broker):
             try:
                 reply = self._claim(args=[self.owner, self.lease_ms, count, first,
                                           int(reclaim), DUE_PER_CLAIM,
-                                          self.max_redeliveries, *prefixes])
+                                          self.max_redeliveries, MAX_CLAIM_BYTES,
+                                          *prefixes])
             except (redis.ConnectionError, redis.TimeoutError):
                 self._uncertain.append((first, first + count - 1, prefixes))
                 raise
@@ -241,17 +256,29 @@ class RedisBroker(Broker):
             self._last_reclaim = now
             if reply[0]:
                 log.info("reclaimed %d messages from dead consumers", reply[0])
-            if reply[1]:
-                log.warning("dead-lettered %d reclaimed messages: redelivered more than "
-                            "%d times, each time their worker died", reply[1],
-                            self.max_redeliveries)
+        if reply[1]:
+            log.warning("%d claimed messages were redelivered more than %d times, each "
+                        "time their worker died: they are settled dead, not run", reply[1],
+                        self.max_redeliveries)
         return self._deliveries(ordered, reply)
 
     @staticmethod
     def _deliveries(queues: Sequence[str], reply: list[Any]) -> list[Delivery]:
         return [Delivery(queue=queues[reply[i + 3] - 1], body=reply[i + 1],
-                         tag=reply[i].decode(), redelivered=bool(reply[i + 2]))
-                for i in range(2, len(reply), 4)]
+                         tag=reply[i].decode(), redelivered=bool(reply[i + 2]),
+                         dead_reason=f"redelivered {reply[i + 4] - 1} times: the worker "
+                         "died while running it" if reply[i + 4] else "")
+                for i in range(2, len(reply), 5)]
+
+    def held(self, queues: Sequence[str]) -> list[Delivery]:
+        with self._op("held"):
+            pipe = self._redis.pipeline(transaction=False)
+            for queue in queues:
+                pipe.hgetall(f"{key_prefix(queue)}inflight:{self.owner}")
+            replies = pipe.execute()
+        return [Delivery(queue=queue, body=body, tag=tag.decode())
+                for queue, held in zip(queues, replies, strict=True)
+                for tag, body in held.items()]
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
