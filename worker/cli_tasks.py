@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import sys
 import time
 import urllib.request
@@ -23,6 +24,8 @@ from worker.envelope import Envelope
 from worker.errors import ConfigError, QscaleError
 from worker.settings import WorkerSettings, load_settings
 
+MAX_COUNTDOWN = 366 * 86_400  # a year and a day
+
 
 def register(subparsers: Any) -> None:
     enqueue = subparsers.add_parser(
@@ -34,9 +37,9 @@ def register(subparsers: Any) -> None:
     enqueue.add_argument("--count", type=int, default=1, help="how many messages (default 1)")
     enqueue.add_argument("--queue", default=None, help="queue (default: the task's, or "
                          "the first of QSCALE_QUEUES)")
-    enqueue.add_argument("--priority", type=int, default=None)
+    enqueue.add_argument("--priority", type=int, default=None, help="0-9 (9 first)")
     enqueue.add_argument("--countdown", type=float, default=0.0,
-                         help="seconds before the message becomes ready (single message)")
+                         help="seconds before the messages become ready")
     enqueue.add_argument("--ids", action="store_true", help="print every id (bulk)")
     enqueue.set_defaults(func=cmd_enqueue)
 
@@ -105,12 +108,14 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         call_kwargs = _json_arg(args.kwargs, dict, "--kwargs")
         if args.count < 1:
             raise ConfigError("--count must be >= 1")
+        if not (math.isfinite(args.countdown) and 0 <= args.countdown <= MAX_COUNTDOWN):
+            raise ConfigError(f"--countdown must be between 0 and {MAX_COUNTDOWN:g} seconds")
         registry.import_task_modules(settings.imports)
         spec = registry.lookup(args.name)
         queue = args.queue or (spec.queue if spec else settings.queues[0])
         envelopes = [Envelope.create(args.name, call_args, call_kwargs, queue=queue,
                                      priority=args.priority) for _ in range(args.count)]
-        envelopes[0].encode()  # a non-JSON argument fails here, before anything is sent
+        envelopes[0].encode()  # a bad argument or option fails here, before anything is sent
         with Client(settings=settings) as client:
             started = time.monotonic()
             if args.count == 1:
@@ -118,7 +123,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                 print(envelopes[0].id)
                 return 0
             bar = ProgressBar(args.count)
-            client.send_many(envelopes, progress=bar.advance)
+            client.send_many(envelopes, progress=bar.advance, countdown=args.countdown)
             elapsed = time.monotonic() - started
     except QscaleError as exc:
         return fail(str(exc))
@@ -147,7 +152,10 @@ def _describe(dead: DeadLetter) -> dict[str, Any]:
 
 
 def _iso(stamp: float) -> str:
-    return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):  # a record's own (impossible) timestamp
+        return "?"
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:

@@ -8,15 +8,43 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from worker.errors import ConfigError
+from worker.envelope import check_name
+from worker.errors import BadMessage, ConfigError
 
 _BROKER_SCHEMES = ("redis", "rediss", "unix", "amqp", "amqps", "pyamqp")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+DAY, WEEK = 86_400.0, 7 * 86_400.0
+
+
+def _seconds(*, ge: float | None = None, gt: float | None = None, le: float) -> Any:
+    """A finite duration in seconds within the bounds (inf and nan are refused)."""
+    return Field(allow_inf_nan=False, ge=ge, gt=gt, le=le)
+
+
+def check_url(value: str, schemes: tuple[str, ...], what: str) -> str:
+    """A URL a client can connect with: a known scheme, a host, a numeric port in range,
+    and for Redis a numeric database; ValueError says what is wrong."""
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        raise ValueError(f"scheme must be {what}, got {value!r}")
+    if parts.scheme == "unix":
+        return value
+    if not parts.hostname:
+        raise ValueError(f"no host in {value!r}")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+    except ValueError:
+        raise ValueError(f"port must be a number 0-65535 in {value!r}") from None
+    database = parts.path.strip("/")
+    if parts.scheme in _REDIS_SCHEMES and database and not database.isdigit():
+        raise ValueError(f"database must be a number in {value!r}, got {database!r}")
+    return value
 
 
 class WorkerSettings(BaseSettings):
@@ -28,7 +56,7 @@ class WorkerSettings(BaseSettings):
     # Results, checkpoints and chord counters live in Redis; defaults to the broker
     # when that is Redis. Empty with an AMQP broker means results are disabled.
     result_url: str = ""
-    result_ttl: Annotated[int, Field(gt=0)] = 86_400
+    result_ttl: Annotated[int, Field(gt=0, le=10 * 365 * 86_400)] = 86_400
     queues: Annotated[tuple[str, ...], NoDecode] = ("default",)
     imports: Annotated[tuple[str, ...], NoDecode] = ()
     concurrency: Annotated[int, Field(ge=1, le=1024)] = Field(
@@ -48,14 +76,16 @@ class WorkerSettings(BaseSettings):
     amqp_queue_type: Literal["classic", "quorum"] = "classic"
     max_tasks_per_child: Annotated[int, Field(ge=0)] = 0   # 0 = unlimited
     max_rss_mb: Annotated[int, Field(ge=0)] = 0             # 0 = unlimited
-    soft_time_limit: Annotated[float, Field(ge=0)] = 0.0   # 0 = none
-    hard_time_limit: Annotated[float, Field(ge=0)] = 0.0   # 0 = none
-    drain_seconds: Annotated[float, Field(ge=0)] = 25.0
-    lease_seconds: Annotated[float, Field(gt=0.5, le=3600)] = 10.0
-    max_message_bytes: Annotated[int, Field(ge=256)] = 1 << 20
-    default_max_retries: Annotated[int, Field(ge=0)] = 3
-    retry_backoff_base: Annotated[float, Field(gt=0)] = 1.0
-    retry_backoff_max: Annotated[float, Field(gt=0)] = 300.0
+    # Durations are finite and bounded: an infinite time limit or back-off parsed, then
+    # broke every task (setitimer refuses it).
+    soft_time_limit: Annotated[float, _seconds(ge=0, le=WEEK)] = 0.0   # 0 = none
+    hard_time_limit: Annotated[float, _seconds(ge=0, le=WEEK)] = 0.0   # 0 = none
+    drain_seconds: Annotated[float, _seconds(ge=0, le=DAY)] = 25.0
+    lease_seconds: Annotated[float, _seconds(gt=0.5, le=3600)] = 10.0
+    max_message_bytes: Annotated[int, Field(ge=256, le=512 << 20)] = 1 << 20
+    default_max_retries: Annotated[int, Field(ge=0, le=1_000_000)] = 3
+    retry_backoff_base: Annotated[float, _seconds(gt=0, le=DAY)] = 1.0
+    retry_backoff_max: Annotated[float, _seconds(gt=0, le=WEEK)] = 300.0
     http_host: str = "0.0.0.0"
     http_port: Annotated[int, Field(ge=0, le=65535)] = 8080
     pod_name: str = Field(default_factory=socket.gethostname)
@@ -76,6 +106,11 @@ class WorkerSettings(BaseSettings):
     def _queues_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("at least one queue is required")
+        for name in value:
+            try:
+                check_name(name, f"queue {name[:40]!r}")
+            except BadMessage as exc:
+                raise ValueError(exc.reason) from None
         return value
 
     @field_validator("amqp_queue_type", mode="before")
@@ -86,19 +121,12 @@ class WorkerSettings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _broker_scheme(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in _BROKER_SCHEMES:
-            raise ValueError(f"scheme must be redis:// or amqp://, got {value!r}")
-        if parts.scheme != "unix" and not parts.hostname:
-            raise ValueError(f"no host in {value!r}")
-        return value
+        return check_url(value, _BROKER_SCHEMES, "redis:// or amqp://")
 
     @field_validator("result_url")
     @classmethod
     def _result_scheme(cls, value: str) -> str:
-        if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"must be a redis:// URL, got {value!r}")
-        return value
+        return check_url(value, _REDIS_SCHEMES, "redis://") if value else value
 
     @field_validator("log_level")
     @classmethod
