@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from typing import Any
 
@@ -86,6 +87,56 @@ def hog(ctx: TaskContext, key: str, megabytes: int) -> None:
     """Keeps `megabytes` alive in this child (touching every page) to trip max RSS."""
     _hoard.append(os.urandom(1024) * (megabytes * 1024))
     _record(key, ctx)
+
+
+@task(name="rt.first_wins", bind=True, max_retries=0)
+def first_wins(ctx: TaskContext, key: str) -> str:
+    """Succeeds the first time its id runs; any later run of that id fails (a task that
+    is not idempotent, run twice by at-least-once delivery)."""
+    if store().hincrby(f"{key}:attempts", ctx.id, 1) > 1:
+        raise RuntimeError("ran again")
+    _record(key, ctx)
+    return "first"
+
+
+@task(name="rt.value", bind=True)
+def value(ctx: TaskContext, key: str, result: Any) -> Any:
+    """Records the run and returns `result` (a chain or chord member)."""
+    _record(key, ctx)
+    return result
+
+
+@task(name="rt.collect", bind=True)
+def collect(ctx: TaskContext, results: list[Any], key: str) -> list[Any]:
+    """A chord callback that records each run."""
+    _record(key, ctx)
+    return results
+
+
+@task(name="rt.big", bind=True)
+def big(ctx: TaskContext, key: str, size: int) -> str:
+    """Returns a string of `size` bytes (a chain step whose result is too large to pass on)."""
+    _record(key, ctx)
+    return "x" * size
+
+
+@task(name="rt.fail_retry", bind=True, max_retries=2, backoff=False)
+def fail_retry(ctx: TaskContext, key: str) -> None:
+    store().hincrby(f"{key}:attempts", ctx.id, 1)
+    raise ConnectionError("always")
+
+
+@task(name="rt.spawn_and_hang", bind=True, hard_time_limit=1.0, max_retries=0)
+def spawn_and_hang(ctx: TaskContext, key: str) -> None:
+    """Starts a helper process, records its pid, then hangs past the hard limit."""
+    helper = subprocess.Popen(["sleep", "300"])
+    store().rpush(f"{key}:helpers", helper.pid)
+    time.sleep(3600)
+
+
+@task(name="rt.slow_noop", ignore_result=True)
+def slow_noop(seconds: float) -> None:
+    time.sleep(seconds)
 
 
 def runs(key: str) -> dict[str, int]:

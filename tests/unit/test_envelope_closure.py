@@ -138,8 +138,8 @@ def test_a_bad_message_keeps_what_can_be_salvaged_for_the_failure_record() -> No
         decode(body)
     assert caught.value.task_id == "abc"
     assert caught.value.task == "t"
-    assert ("step2", "n") in caught.value.dependents
-    assert ("cbid", "cb") in caught.value.dependents
+    assert caught.value.dependents == (("step2", "n"),)
+    assert caught.value.chord.result_id == "cbid"
 
 
 def test_an_oversized_body_of_our_own_keeps_its_id() -> None:
