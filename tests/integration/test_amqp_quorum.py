@@ -20,6 +20,8 @@ from worker.brokers.amqp import AmqpBroker
 from worker.envelope import Envelope, decode
 from worker.errors import ConfigError
 
+OVER_LIMIT = "redelivered 2 times: the worker died or disconnected each time"
+
 pytestmark = pytest.mark.rabbitmq
 
 API = "http://qscale:qscale@127.0.0.1:15672"
@@ -84,38 +86,44 @@ def test_quorum_round_trip_declares_a_quorum_queue(amqp_url: str, queue: str) ->
     info = _queue_info(queue)
     assert info["type"] == "quorum"
     assert info["arguments"] == {
-        "x-queue-type": "quorum", "x-delivery-limit": 3, "x-dead-letter-exchange": "",
+        "x-queue-type": "quorum", "x-delivery-limit": 4, "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": f"{queue}.dead",
         "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
     assert _queue_info(f"{queue}.dead")["type"] == "classic"
 
 
-def test_a_queue_of_the_other_type_is_a_config_error_naming_the_variable(
+def test_consuming_a_queue_of_the_other_type_is_a_config_error_naming_the_variable(
         amqp_url: str, queue: str) -> None:
+    """A consumer's layout must match the queue (RabbitMQ refuses the redeclaration); a
+    producer publishes into whatever queue exists (a chain step may go to another
+    team's queue), and a mismatch there costs no connection."""
     with AmqpBroker(amqp_url, queue_type="classic") as classic:
         classic.publish(queue, b"x")
         with AmqpBroker(amqp_url, queue_type="quorum") as quorum:
+            quorum.publish(queue, b"y")  # into the existing classic queue
             with pytest.raises(ConfigError, match=r"^QSCALE_AMQP_QUEUE_TYPE: .*other arguments"):
-                quorum.publish(queue, b"y")
+                quorum.claim([queue], 1, 1.0)
             other = queue + "-q"
             try:
-                quorum.publish(other, b"fine")  # the connection recovered
+                quorum.publish(other, b"fine")  # the connection recovered; a quorum queue
                 with pytest.raises(ConfigError, match=r"^QSCALE_AMQP_QUEUE_TYPE: "):
-                    classic.publish(other, b"z")  # and the other way round
+                    classic.claim([other], 1, 1.0)  # and the other way round
                 with AmqpBroker(amqp_url, queue_type="quorum", max_redeliveries=9) as limit, \
                         pytest.raises(ConfigError, match=r"^QSCALE_MAX_REDELIVERIES: "):
-                    limit.publish(other, b"z")
+                    limit.claim([other], 1, 1.0)
                 assert classic.stats(other).ready == 1  # reading needs no matching layout
             finally:
                 cleanup(amqp_url, other)
-        assert classic.stats(queue).ready == 1
+        assert classic.stats(queue).ready == 2
     with pytest.raises(ConfigError, match=r"^QSCALE_AMQP_QUEUE_TYPE: quorum queues have no"):
         AmqpBroker(amqp_url, queue_type="quorum", max_priority=5)
 
 
 def test_what_counts_toward_the_delivery_limit(amqp_url: str, queue: str) -> None:
     """Measured on RabbitMQ 3.10: a closed connection holding the message counts, and so
-    does a reject with requeue; our requeue() (republish + ack) does not."""
+    does a reject with requeue; our requeue() (republish + ack) does not. Past
+    QSCALE_MAX_REDELIVERIES the next delivery comes marked dead (the worker settles it,
+    recording FAILURE); RabbitMQ's own limit is one higher, a backstop."""
     with AmqpBroker(amqp_url, queue_type="quorum", max_redeliveries=1) as producer:
         producer.publish_many(queue, [b"held", b"given-back", b"rejected"])
     for _ in range(2):  # two returns each: one more than the limit allows
@@ -125,18 +133,36 @@ def test_what_counts_toward_the_delivery_limit(amqp_url: str, queue: str) -> Non
         with broker._op("test") as channel:  # what a plain reject-requeue costs
             tag = int(got[b"rejected"].tag.split(".")[1])
             channel.basic_reject(tag, requeue=True)
-            broker._outstanding.discard(tag)
+            broker._outstanding.pop(tag)
         broker.close()  # b"held" goes back by the connection close
+    # Two returns each put "held" and "rejected" over the limit of 1; two give-backs
+    # would have done the same to "given-back" had they counted.
+    with AmqpBroker(amqp_url, queue_type="quorum", max_redeliveries=1, prefetch=3) as reader:
+        got = {d.body: d for d in claim_exactly(reader, [queue], 3)}
+        assert {body: d.dead_reason for body, d in got.items()} == {
+            b"held": OVER_LIMIT, b"rejected": OVER_LIMIT, b"given-back": ""}
+        for delivery in got.values():
+            reader.dead_letter(delivery, delivery.dead_reason or "test")
+        assert reader.stats(queue).ready == 0
+
+
+def test_rabbitmq_dead_letters_past_its_backstop_limit(amqp_url: str, queue: str) -> None:
+    """A worker that dies even holding the over-limit delivery: RabbitMQ's own limit (one
+    higher than ours) dead-letters it, and `dlq list` reads the reason from x-death."""
+    with AmqpBroker(amqp_url, queue_type="quorum", max_redeliveries=1) as producer:
+        producer.publish(queue, b"doomed")
+    for _ in range(3):
+        broker = AmqpBroker(amqp_url, queue_type="quorum", max_redeliveries=1, prefetch=1)
+        claim_exactly(broker, [queue], 1)
+        broker._session.drop()  # the connection dies holding it
     with AmqpBroker(amqp_url, queue_type="quorum", max_redeliveries=1) as reader:
-        wait_until(lambda: reader.stats(queue).dead == 2, 10, "two dead letters")
-        dead = {d.body: d for d in reader.dead_letters(queue)}
-        assert set(dead) == {b"held", b"rejected"}
-        for letter in dead.values():
-            assert letter.reason == ("delivery limit: delivered 2 times "
-                                     "(worker died or disconnected each time)"), letter
-            assert "'delivery_limit'" in letter.detail
-            assert abs(letter.failed_at - time.time()) < 60
-    assert _delivery_counts(amqp_url, queue, 1) == {b"given-back": 0}
+        wait_until(lambda: reader.stats(queue).dead == 1, 10, "the dead letter")
+        [letter] = reader.dead_letters(queue)
+        assert letter.body == b"doomed"
+        assert letter.reason == ("delivery limit: delivered 3 times "
+                                 "(worker died or disconnected each time)"), letter
+        assert "'delivery_limit'" in letter.detail
+        assert abs(letter.failed_at - time.time()) < 60
 
 
 def test_unclaimed_deliveries_go_back_at_close_without_cost(amqp_url: str, queue: str) -> None:
@@ -255,7 +281,7 @@ def test_a_message_that_kills_its_worker_ends_in_the_dead_queue(
         assert rt.runs(f"{poison_key}:started") == {poison: 3}  # never a fourth time
         listing = _cli("dlq", "list", queue=queue, amqp_url=amqp_url)
         assert poison in listing
-        assert "delivery limit: delivered 3 times (worker died or disconnected each time)" \
+        assert "redelivered 3 times: the worker died or disconnected each time" \
             in listing, listing
         worker.signal(signal.SIGTERM)
         assert worker.wait(30) == 0

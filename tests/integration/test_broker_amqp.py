@@ -181,14 +181,16 @@ def test_automatic_window_shrinks_so_other_consumers_get_the_work(
             cleanup(amqp_url, queue_name)
 
 
-def test_foreign_queue_declaration_is_a_clear_error(
+def test_foreign_queue_declaration_is_a_clear_error_for_its_consumers(
         amqp_url: str, queue_name: str, raw_channel: amqp.Channel) -> None:
-    # e.g. a queue declared by a client with another QSCALE_MAX_PRIORITY
+    """e.g. a queue declared by a client with another QSCALE_MAX_PRIORITY: consuming it is
+    a ConfigError naming the variable; publishing into it works as it is."""
     raw_channel.queue_declare(queue_name, durable=True, auto_delete=False,
                               arguments={"x-max-priority": 9})
     with AmqpBroker(amqp_url, max_priority=0) as broker:
+        broker.publish(queue_name, b"x")
         with pytest.raises(ConfigError, match=r"QSCALE_MAX_PRIORITY.*other arguments"):
-            broker.publish(queue_name, b"x")
+            broker.claim([queue_name], 1, 1.0)
         other = queue_name + "-ok"
         try:
             broker.publish(other, b"fine")

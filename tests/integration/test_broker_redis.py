@@ -10,8 +10,8 @@ import redis
 
 from tests.integration.test_broker_support import claim_exactly, cleanup
 from worker.brokers import open_broker
-from worker.brokers.redis import RedisBroker, ready_key
-from worker.errors import BrokerUnavailable
+from worker.brokers.redis import RedisBroker, key_prefix, ready_key
+from worker.errors import BrokerUnavailable, MessageRefused
 
 pytestmark = pytest.mark.redis
 
@@ -94,9 +94,9 @@ def test_lost_claim_reply_is_given_back(redis_url: str, client: redis.Redis,
         # Simulate a claim that ran on the server but whose reply never arrived.
         first = broker._seq
         broker._seq += 5
-        broker._claim(args=[broker.owner, broker.lease_ms, 5, first, 0, 10, 0,
-                            f"qscale:{queue_name}:"])
-        broker._uncertain.append((first, first + 4, (f"qscale:{queue_name}:",)))
+        broker._claim(args=[broker.owner, broker.lease_ms, 5, first, 0, 10, 0, 1 << 20,
+                            key_prefix(queue_name)])
+        broker._uncertain.append((first, first + 4, (key_prefix(queue_name),)))
         got = claim_exactly(broker, [queue_name], 2)
         assert sorted(d.body for d in got) == [b"a", b"b"]
         assert all(d.redelivered for d in got)
@@ -131,7 +131,8 @@ def test_reconnects_after_the_server_drops_the_connection(
 
 
 def test_bad_priority_is_refused(redis_url: str) -> None:
-    with RedisBroker(redis_url) as broker, pytest.raises(ValueError, match="priority"):
+    """Refused for that message (permanent), not a lost connection."""
+    with RedisBroker(redis_url) as broker, pytest.raises(MessageRefused, match="priority"):
         broker.publish("q", b"x", priority=10)
 
 
@@ -162,8 +163,10 @@ def _die_holding(redis_url: str, queue: str, lease: float) -> None:
     broker.close()
 
 
-def test_message_that_keeps_killing_its_worker_is_dead_lettered(
+def test_message_that_keeps_killing_its_worker_comes_marked_dead(
         redis_url: str, client: redis.Redis, queue_name: str) -> None:
+    """Past the cap the claim hands it over with the verdict (the worker settles it dead,
+    recording FAILURE, without running it) instead of dead-lettering it unseen."""
     lease = 0.3
     with RedisBroker(redis_url) as producer:
         producer.publish(queue_name, b'{"oom":true}')
@@ -171,13 +174,15 @@ def test_message_that_keeps_killing_its_worker_is_dead_lettered(
         _die_holding(redis_url, queue_name, lease)
         time.sleep(lease + 0.05)
     with RedisBroker(redis_url, max_redeliveries=2) as survivor:
-        assert survivor.claim([queue_name], 10, 0.3) == []
+        [marked] = survivor.claim([queue_name], 10, 0.3)
+        assert marked.dead_reason == "redelivered 2 times: the worker died while running it"
+        survivor.dead_letter(marked, marked.dead_reason)
         [dead] = survivor.dead_letters(queue_name)
         assert dead.body == b'{"oom":true}'
         assert dead.reason == "redelivered 2 times: the worker died while running it"
         assert dead.failed_at > 0
         assert survivor.stats(queue_name).in_flight == 0
-    assert client.hlen(f"qscale:{queue_name}:redeliveries") == 0
+    assert client.hlen(f"{key_prefix(queue_name)}redeliveries") == 0
 
 
 def test_settling_a_redelivered_message_forgets_its_count(
@@ -190,6 +195,6 @@ def test_settling_a_redelivered_message_forgets_its_count(
     with RedisBroker(redis_url, max_redeliveries=2) as survivor:
         [again] = claim_exactly(survivor, [queue_name], 1)
         assert again.redelivered
-        assert client.hlen(f"qscale:{queue_name}:redeliveries") == 1
+        assert client.hlen(f"{key_prefix(queue_name)}redeliveries") == 1
         survivor.ack([again])
-    assert client.hlen(f"qscale:{queue_name}:redeliveries") == 0
+    assert client.hlen(f"{key_prefix(queue_name)}redeliveries") == 0

@@ -14,6 +14,7 @@ import redis
 
 from tests.rabbitmq_api import api_get, api_request
 from worker.brokers import Broker, Delivery, QueueStats
+from worker.brokers.redis import key_prefix
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +50,7 @@ def cleanup(url: str, queue: str) -> None:
                         ok_missing=True)
     else:
         client = redis.Redis.from_url(url)
-        keys = list(client.scan_iter(match=f"qscale:{queue}:*", count=1000))
+        keys = list(client.scan_iter(match=f"{key_prefix(queue)}*", count=1000))
         if keys:
             client.delete(*keys)
         client.close()

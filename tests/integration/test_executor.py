@@ -11,7 +11,7 @@ import pytest
 
 from tests import apitasks
 from worker.envelope import Envelope
-from worker.executor import Executor, hard_time_limit_for, outcome_for_lost
+from worker.executor import Executor
 from worker.outcome import Settle
 from worker.results import FAILURE, RETRY, SUCCESS, ResultStore
 from worker.settings import WorkerSettings, load_settings
@@ -215,7 +215,7 @@ def test_checkpoint_resumes_after_the_process_is_killed(settings: WorkerSettings
     child.start()
     child.join(30)
     assert child.exitcode == 17
-    lost = outcome_for_lost(env.encode(), "child exited with code 17", settings)
+    lost = executor.settle_unrun(env.encode(), "child exited with code 17", may_retry=True)
     assert (lost.settle, lost.status, lost.reason) == (
         Settle.RETRY, "retry", "child exited with code 17")
     assert lost.retry_body is not None
@@ -225,16 +225,27 @@ def test_checkpoint_resumes_after_the_process_is_killed(settings: WorkerSettings
     assert record["result"] == {"acc": sum(range(8)), "resumed_from": 5, "attempt": 2}
 
 
-def test_lost_task_out_of_retries_is_dead_and_recorded(settings: WorkerSettings,
+def test_lost_task_out_of_retries_is_dead_and_recorded(executor: Executor,
                                                        store: ResultStore) -> None:
     env = Envelope.create("apitasks.add", [1, 2], attempt=4)
-    outcome = outcome_for_lost(env.encode(), "hard time limit (5s) exceeded", settings)
+    outcome = executor.settle_unrun(env.encode(), "hard time limit (5s) exceeded",
+                                    may_retry=True)
     assert (outcome.settle, outcome.status) == (Settle.DEAD, "dead")
     assert outcome.reason == "hard time limit (5s) exceeded"
     record = store.fetch(env.id)
     assert record is not None and record["error"]["type"] == "WorkerLost"
-    malformed = outcome_for_lost(b"{", "crashed", settings)
+    malformed = executor.settle_unrun(b"{", "crashed", may_retry=True)
     assert (malformed.settle, malformed.status) == (Settle.DEAD, "bad_message")
+
+
+def test_a_message_delivered_too_often_is_dead_unrun_and_recorded(
+        executor: Executor, store: ResultStore) -> None:
+    env = Envelope.create("apitasks.add", [1, 2])
+    outcome = executor.settle_unrun(env.encode(), "redelivered 5 times", may_retry=False)
+    assert (outcome.settle, outcome.status, outcome.reason) == (
+        Settle.DEAD, "dead", "redelivered 5 times")
+    record = store.fetch(env.id)
+    assert record is not None and record["error"]["type"] == "DeliveryLimit"
 
 
 def test_track_started_records_started_while_running(executor: Executor, store: ResultStore,
@@ -258,13 +269,19 @@ def test_ignore_result_stores_nothing(executor: Executor, store: ResultStore) ->
     assert store.fetch(env.id) is None
 
 
-def test_hard_time_limit_lookup(redis_url: str) -> None:
-    with_default = load_settings(broker_url=redis_url, hard_time_limit=60)
-    no_default = load_settings(broker_url=redis_url, hard_time_limit=0)
-    assert hard_time_limit_for(body("apitasks.add", 1, 2), with_default) == 60
-    assert hard_time_limit_for(body("apitasks.add", 1, 2), no_default) is None
-    assert hard_time_limit_for(b"not json", with_default) == 60
-    assert hard_time_limit_for(body("apitasks.sleepy", 1), no_default) == 5
+def test_a_task_reports_its_own_hard_limit_before_it_runs(redis_url: str) -> None:
+    """The child tells the supervisor a task's limit only when it differs from the
+    setting; the supervisor never decodes a body to find it."""
+    with_default = Executor(load_settings(broker_url=redis_url, hard_time_limit=60))
+    no_default = Executor(load_settings(broker_url=redis_url, hard_time_limit=0))
+    reported: list[float | None] = []
+    with_default.execute(body("apitasks.add", 1, 2), reported.append)
+    no_default.execute(body("apitasks.add", 1, 2), reported.append)
+    assert reported == []
+    with_default.execute(body("apitasks.sleepy", 0), reported.append)
+    no_default.execute(body("apitasks.sleepy", 0), reported.append)
+    with_default.execute(b"not json", reported.append)
+    assert reported == [5, 5]
 
 
 def test_checkpoints_without_a_result_store_fail_clearly(amqp_url: str) -> None:

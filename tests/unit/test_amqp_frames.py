@@ -7,7 +7,7 @@ import struct
 import amqp
 from amqp.serialization import dumps
 
-from worker.brokers._amqp_session import parse_delivery
+from worker.brokers._amqp_frames import parse_delivery
 
 CHANNEL = 1
 

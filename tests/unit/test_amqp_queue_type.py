@@ -35,8 +35,10 @@ def test_classic_is_the_default_and_keeps_the_old_arguments() -> None:
 
 
 def test_quorum_arguments_carry_the_delivery_limit_and_the_dead_letter_route() -> None:
+    """RabbitMQ's limit is one more than ours: the worker sees the message once past the
+    cap and settles it dead itself (recording FAILURE); RabbitMQ's is the backstop."""
     assert queue_arguments("jobs", 0, "quorum", 5) == {
-        "x-queue-type": "quorum", "x-delivery-limit": 5,
+        "x-queue-type": "quorum", "x-delivery-limit": 6,
         "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "jobs.dead",
         "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
     assert "x-delivery-limit" not in (queue_arguments("jobs", 0, "quorum", 0) or {})

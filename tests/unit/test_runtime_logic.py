@@ -199,7 +199,7 @@ def test_dispatch_spreads_work_evenly_and_stamps_head_start() -> None:
     assert all(c.jobs[0].started == 7.0 for c in pool.children.values())
     assert all(c.jobs[1].started == 0.0 for c in pool.children.values())
     first = pool.children[0].conn.sent  # type: ignore[attr-defined]
-    assert first == [[(0, b"{}"), (2, b"{}")]]
+    assert first == [[(0, b"{}", None), (2, b"{}", None)]]  # (seq, body, unrun)
 
 
 def test_dispatch_respects_max_tasks_budget_and_retiring_children() -> None:
