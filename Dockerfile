@@ -14,11 +14,16 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 # --- runtime: a base that is guaranteed to have python3 (the slim image has it;
 # plain Debian gets it from apt, without compilers or pip's build tooling).
+# tini is PID 1: it forwards SIGTERM to the supervisor and reaps the orphans a
+# hard-killed task leaves behind (the supervisor kills the task's process group).
 FROM ${BASE_IMAGE} AS runtime
 RUN set -eu; \
-    if ! command -v python3 >/dev/null 2>&1; then \
+    missing=""; \
+    command -v python3 >/dev/null 2>&1 || missing="python3 ca-certificates"; \
+    command -v tini >/dev/null 2>&1 || missing="$missing tini"; \
+    if [ -n "$missing" ]; then \
       apt-get update; \
-      apt-get install -y --no-install-recommends python3 ca-certificates; \
+      apt-get install -y --no-install-recommends $missing; \
       rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin; \
     fi; \
     python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version'
@@ -62,4 +67,5 @@ ENV PATH=/opt/qscale/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 WORKDIR /app
 USER 10001:10001
 EXPOSE 8080 8081
+ENTRYPOINT ["tini", "--"]
 CMD ["python", "-m", "worker", "run"]

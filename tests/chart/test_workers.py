@@ -63,7 +63,10 @@ def test_worker_env_probes_and_scrape_annotations(render: Render) -> None:
     deployment = workers(render())["default"]
     pod = deployment["spec"]["template"]
     container = pod["spec"]["containers"][0]
-    assert container["command"] == ["python", "-m", "worker", "run"]
+    # args, not command: the image's ENTRYPOINT (tini) must stay PID 1 to reap the
+    # processes a hard-killed task leaves behind.
+    assert "command" not in container
+    assert container["args"] == ["python", "-m", "worker", "run"]
     env = env_of(deployment)
     assert env["QSCALE_BROKER_URL"] == {"secretKeyRef": {"name": "qscale-redis", "key": "url"}}
     assert "QSCALE_RESULT_URL" not in env  # results share the Redis broker
