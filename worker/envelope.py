@@ -235,13 +235,10 @@ class Envelope:
                        enqueued_at=time.time() if now is None else now)
 
     @property
-    def dependents(self) -> tuple[tuple[str, str], ...]:
-        """(result id, task) of what cannot run if this task does not: the chain's later
-        steps that have ids, and the chord's callback."""
-        out = [(s.task_id, s.task) for s in self.link if s.task_id is not None]
-        if self.chord is not None:
-            out.append((self.chord.result_id, self.chord.callback.task))
-        return tuple(out)
+    def chain_dependents(self) -> tuple[tuple[str, str], ...]:
+        """(result id, task) of the chain's later steps that cannot run if this one does
+        not (steps sent by chain() all have ids; the chord is `chord`)."""
+        return tuple((s.task_id, s.task) for s in self.link if s.task_id is not None)
 
     def to_json(self) -> JsonDict:
         out: JsonDict = {
@@ -370,14 +367,13 @@ def _salvage(bad: BadMessage, raw: Mapping[str, Any]) -> None:
     for step in links[:MAX_LINKS] if isinstance(links, list) else ():
         if isinstance(step, dict) and (sid := _name_or_none(step.get("task_id"))):
             dependents.append((sid, _name_or_none(step.get("task")) or "?"))
-    chord = raw.get("chord")
-    if isinstance(chord, dict):
-        callback = chord.get("callback")
-        callback = callback if isinstance(callback, dict) else {}
-        target = _name_or_none(callback.get("task_id")) or _name_or_none(chord.get("id"))
-        if target:
-            dependents.append((target, _name_or_none(callback.get("task")) or "?"))
     bad.dependents = tuple(dependents)
+    chord = raw.get("chord")
+    if chord is not None:
+        try:
+            bad.chord = ChordRef.from_json(chord)
+        except BadMessage:  # the chord itself is what is wrong: nothing to fail there
+            bad.chord = None
 
 
 def _name_or_none(value: Any) -> str | None:
