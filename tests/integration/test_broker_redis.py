@@ -198,3 +198,20 @@ def test_settling_a_redelivered_message_forgets_its_count(
         assert client.hlen(f"{key_prefix(queue_name)}redeliveries") == 1
         survivor.ack([again])
     assert client.hlen(f"{key_prefix(queue_name)}redeliveries") == 0
+
+
+def test_a_refused_retry_loses_nothing(redis_url: str, client: redis.Redis,
+                                       queue_name: str) -> None:
+    """Found by the settle-path fuzzer: Redis keeps a script's writes up to an error, so
+    the claim was removed and the retry never written. Every script now checks its keys'
+    types before writing: the refusal leaves the claim where it was."""
+    with RedisBroker(redis_url) as broker:
+        broker.publish(queue_name, b"keep me")
+        [held] = claim_exactly(broker, [queue_name], 1)
+        client.set(f"{key_prefix(queue_name)}delayed", b"another program's key")
+        with pytest.raises(MessageRefused, match="WRONGTYPE"):
+            broker.retry_later(held, b"keep me, attempt 2", 0.5)
+        assert [d.body for d in broker.held([queue_name])] == [b"keep me"]
+        client.delete(f"{key_prefix(queue_name)}delayed")
+        broker.dead_letter(held, "fine now")
+        assert [d.body for d in broker.dead_letters(queue_name)] == [b"keep me"]

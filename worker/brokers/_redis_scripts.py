@@ -10,7 +10,28 @@ tags end in `.<digit>` and internal entries start with (or carry) that digit.
 
 from __future__ import annotations
 
+# A script that fails half-way keeps its first writes (Redis runs no rollback): a
+# claim removed with the retry not written is a lost message. So every script checks
+# the type of each key it will write before it writes anything; a wrong one (another
+# program's key) refuses the whole operation with WRONGTYPE, which the broker turns
+# into MessageRefused.
 _HELPERS = """
+local function expect(key, kind)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= kind then
+    error({err = 'WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. kind})
+  end
+end
+local function expect_queue(base, owner)
+  for p = 1, 9 do expect(base .. 'ready:' .. p, 'list') end
+  expect(base .. 'ready', 'list')
+  expect(base .. 'redelivered', 'list')
+  expect(base .. 'delayed', 'zset')
+  expect(base .. 'dead', 'list')
+  expect(base .. 'owners', 'set')
+  expect(base .. 'redeliveries', 'hash')
+  if owner then expect(base .. 'inflight:' .. owner, 'hash') end
+end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -38,6 +59,7 @@ local reclaim = ARGV[5] == '1'
 local due_limit = tonumber(ARGV[6])
 local max_redeliveries = tonumber(ARGV[7])
 local budget = tonumber(ARGV[8])
+for i = 9, #ARGV do expect_queue(ARGV[i], owner) end
 redis.call('SET', 'qscale:alive:' .. owner, '1', 'PX', ARGV[2])
 local now = now_ms()
 local out = {0, 0}
@@ -127,6 +149,7 @@ return out
 
 # ARGV: prefix, token16, priority digit, body, delay_ms. Schedules a new message.
 SCHEDULE = _HELPERS + """
+expect(ARGV[1] .. 'delayed', 'zset')
 redis.call('ZADD', ARGV[1] .. 'delayed', now_ms() + tonumber(ARGV[5]),
            ARGV[2] .. ARGV[3] .. ARGV[4])
 return 1
@@ -134,6 +157,8 @@ return 1
 
 # ARGV: prefix, owner, tag, token16, body, delay_ms. Returns 0 if the claim was lost.
 RETRY_LATER = _HELPERS + """
+expect(ARGV[1] .. 'inflight:' .. ARGV[2], 'hash')
+expect(ARGV[1] .. 'delayed', 'zset')
 if redis.call('HDEL', ARGV[1] .. 'inflight:' .. ARGV[2], ARGV[3]) == 0 then return 0 end
 redis.call('ZADD', ARGV[1] .. 'delayed', now_ms() + tonumber(ARGV[6]),
            ARGV[4] .. string.sub(ARGV[3], -1) .. ARGV[5])
@@ -141,15 +166,19 @@ return 1
 """
 
 # ARGV: prefix, owner, tag, record. Returns 0 if the claim was lost.
-DEAD_LETTER = """
+DEAD_LETTER = _HELPERS + """
+expect(ARGV[1] .. 'inflight:' .. ARGV[2], 'hash')
+expect(ARGV[1] .. 'dead', 'list')
 if redis.call('HDEL', ARGV[1] .. 'inflight:' .. ARGV[2], ARGV[3]) == 0 then return 0 end
 redis.call('RPUSH', ARGV[1] .. 'dead', ARGV[4])
 return 1
 """
 
 # ARGV: prefix, owner, tag... Puts held messages first in line; returns how many.
-REQUEUE = """
+REQUEUE = _HELPERS + """
 local held = ARGV[1] .. 'inflight:' .. ARGV[2]
+expect(held, 'hash')
+expect(ARGV[1] .. 'redelivered', 'list')
 local moved = 0
 for i = #ARGV, 3, -1 do
   local body = redis.call('HGET', held, ARGV[i])
@@ -163,8 +192,12 @@ return moved
 """
 
 # ARGV: owner, first_seq, last_seq, prefix... Gives back claims whose reply was lost.
-RELEASE_RANGE = """
+RELEASE_RANGE = _HELPERS + """
 local first, last = tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 4, #ARGV do
+  expect(ARGV[i] .. 'inflight:' .. ARGV[1], 'hash')
+  expect(ARGV[i] .. 'redelivered', 'list')
+end
 local moved = 0
 for i = 4, #ARGV do
   local held = ARGV[i] .. 'inflight:' .. ARGV[1]
