@@ -156,14 +156,16 @@ class BrokerLink:
         self._call("claim", op)
         return got
 
-    def held(self, queues: Sequence[str]) -> list[Delivery]:
-        """What the broker says this worker holds ([] when it cannot tell now)."""
-        got: list[Delivery] = []
+    def held(self, queues: Sequence[str]) -> list[Delivery] | None:
+        """What the broker says this worker holds; None when it cannot tell now (unknown
+        is not "nothing": the caller must not act on it)."""
+        got: list[Delivery] | None = None
 
         def op(broker: Broker) -> None:
-            got.extend(broker.held(queues))
+            nonlocal got
+            got = broker.held(queues)
 
-        return got if self._call("held", op) else []
+        return got if self._call("held", op) else None
 
     def watch(self, selector: selectors.BaseSelector, data: object) -> None:
         """Keep the broker's descriptor (RabbitMQ's socket) in `selector`, so messages it

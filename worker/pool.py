@@ -269,6 +269,15 @@ class Pool:
                     taken.append(job.delivery)
         return taken
 
+    def drop_queued(self, child: Child, jobs: Iterable[Job]) -> None:
+        """Never start these jobs queued in `child` (their messages are not ours any more):
+        CANCEL makes it hand back all its queued jobs; the others come back through
+        "cancelled" and are dispatched again."""
+        for job in jobs:
+            job.given_back = True
+        with contextlib.suppress(OSError):
+            child.conn.send(CANCEL)
+
     # -- work --
 
     def dispatch(self, pending: deque[Job], per_child: int, now: float) -> None:

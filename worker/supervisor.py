@@ -39,6 +39,7 @@ from worker.metrics import WorkerMetrics
 from worker.outcome import Outcome, Settle
 from worker.pool import Child, Job, Pool, capacity, kill_group, read_ahead
 from worker.reaping import REAP_GRACE, ChildDeaths
+from worker.reconcile import Reconciler
 from worker.settings import WorkerSettings
 from worker.state import RuntimeState
 
@@ -63,7 +64,7 @@ def task_label(name: str) -> str:
     return name if registry.lookup(name) is not None else UNREGISTERED
 
 
-class Supervisor(ChildDeaths):
+class Supervisor(ChildDeaths, Reconciler):
     def __init__(self, settings: WorkerSettings, executor_factory: ExecutorFactory,
                  link: BrokerLink, state: RuntimeState, metrics: WorkerMetrics) -> None:
         self.settings = settings
@@ -82,6 +83,7 @@ class Supervisor(ChildDeaths):
         self._next_gauges = 0.0
         self._reconcile_every = max(5.0, 3 * settings.lease_seconds)
         self._next_reconcile = time.monotonic() + self._reconcile_every
+        self._reconciled_epoch = 0  # the link's epoch counts its failures
         self._shutting_down = False
         self._broker_readable = False  # RabbitMQ's socket woke the selector
         self._wake_r, self._wake_w = os.pipe()
@@ -150,8 +152,10 @@ class Supervisor(ChildDeaths):
         if self._deadline is None:
             self.pool.fill(now)
         self.link.flush(now, force=self.in_flight == 0 or self._deadline is not None)
-        if now >= self._next_reconcile:
+        if now >= self._next_reconcile or (self.link.connected and
+                                           self.link.epoch != self._reconciled_epoch):
             self._next_reconcile = now + self._reconcile_every
+            self._reconciled_epoch = self.link.epoch
             self._reconcile()
         self._publish(now)
         return not (self._deadline is not None and (self.in_flight == 0 or now >= self._deadline))
@@ -350,18 +354,6 @@ class Supervisor(ChildDeaths):
         for job in reversed(jobs):
             job.started, job.hard_limit, job.given_back = 0.0, self._default_limit, False
             self.pending.appendleft(job)
-
-    def _reconcile(self) -> None:
-        """Hand back deliveries the broker says we hold but nothing here knows of."""
-        known = {job.delivery.tag for job in self.pending}
-        known.update(job.delivery.tag for c in self.pool.children.values() for job in c.jobs)
-        known.update(self.link.unsettled_tags())
-        forgotten = [d for d in self.link.held(self.settings.queues) if d.tag not in known]
-        if forgotten:
-            log.warning("reconcile: the broker holds %d deliveries for this worker that it "
-                        "no longer tracks (a lost ack or settle); giving them back",
-                        len(forgotten))
-            self.link.requeue(forgotten)
 
     # -- state --
 

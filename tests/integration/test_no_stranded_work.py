@@ -21,7 +21,7 @@ from tests import runtime_tasks as rt
 from tests.runtime_harness import WorkerProcess, broker, publish, wait_until
 from worker import Client
 from worker.brokers import open_broker
-from worker.brokers.redis import key_prefix
+from worker.brokers.redis import RedisBroker, key_prefix
 from worker.envelope import Envelope
 from worker.results import SUCCESS, ResultStore
 
@@ -161,5 +161,33 @@ def test_the_hard_time_limit_kills_the_tasks_own_processes(redis_url: str,
 
         wait_until(gone, 10, "the task's helper process to be killed", worker)
         assert ResultStore(redis_url).fetch(env.id)["status"] != SUCCESS
+    finally:
+        worker.stop()
+
+
+def test_claims_that_lapsed_are_not_started_here(redis_url: str, queue_name: str) -> None:
+    """A partition longer than the lease: another worker reclaimed this one's claims. The
+    unstarted ones are not run here too (the reconcile after the next heartbeats drops
+    them); only the task already running finishes twice."""
+    key = f"rt:{queue_name}"
+    worker = WorkerProcess(redis_url, queue_name, concurrency=1, prefetch=4).start()
+    try:
+        worker.wait_ready()
+        [running] = publish(redis_url, queue_name, "rt.sleep_record", [[key, 8.0]])
+        wait_until(lambda: worker.state().get("busy") == 1, 10, "the long task", worker)
+        queued = publish(redis_url, queue_name, "rt.record", [[key]] * 4)
+        wait_until(lambda: worker.state().get("in_flight") == 5, 10, "prefetched", worker)
+        r = redis.Redis.from_url(redis_url)
+        [owner] = [o.decode() for o in r.smembers(f"{key_prefix(queue_name)}owners")]
+        other = RedisBroker(redis_url, lease_seconds=60)
+        r.delete(f"qscale:alive:{owner}")  # the lease lapsed (a partition)
+        taken = other.claim([queue_name], 10, 1.0)
+        assert len(taken) == 5  # everything it held, the running task included
+        wait_until(lambda: running in rt.runs(key), 20, "the running task", worker)
+        time.sleep(1.0)
+        assert not set(queued) & set(rt.runs(key)), "lapsed claims ran here as well"
+        assert "no longer this worker's" in worker.log()
+        other.ack(taken)
+        other.close()
     finally:
         worker.stop()

@@ -91,10 +91,11 @@ class Broker(abc.ABC):
     def dead_letter(self, delivery: Delivery, reason: str, detail: str = "") -> None:
         """Atomically move `delivery` to its queue's dead-letter queue with the reason."""
 
-    def held(self, queues: Sequence[str]) -> list[Delivery]:
+    def held(self, queues: Sequence[str]) -> list[Delivery] | None:
         """The deliveries of `queues` the broker says this connection holds (claimed and
-        not settled), so a worker can hand back the ones it no longer knows of."""
-        return []
+        not settled), so a worker can hand back the ones it no longer knows of and skip
+        the ones no longer its own; None when this broker cannot tell."""
+        return None
 
     @abc.abstractmethod
     def heartbeat(self) -> None:
