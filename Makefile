@@ -36,6 +36,21 @@ test: venv services test-tools lint cluster
 	$(MAKE) --no-print-directory k8s-check
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# --- the worker checker and the fuzzers, longer than their parts in `make test` ---
+.PHONY: soak fuzz
+
+# Generated work and faults (kills, drains, broker SIGKILL, network faults) for ~6 min per
+# broker; results in artifacts/checker/*.json (summarised in README). QSCALE_SOAK_* scale it.
+soak: venv services test-tools
+	QSCALE_CHECK_SCALE=soak $(VENV)/bin/pytest -s -p no:cacheprovider tests/checker $(PYTEST_ARGS)
+
+# Coverage-guided fuzzing of decode (raw bytes and an envelope grammar), FUZZ_SECONDS each;
+# crashers land in tests/fuzz/crashers/ and become regression tests.
+FUZZ_SECONDS ?= 600
+fuzz: venv
+	$(VENV)/bin/python -m tests.fuzz.run_atheris decode --seconds $(FUZZ_SECONDS)
+	$(VENV)/bin/python -m tests.fuzz.run_atheris envelope --seconds $(FUZZ_SECONDS)
+
 # --- kind cluster, built offline from package registries and source (hack/cluster.sh) ---
 .PHONY: cluster cluster-down cluster-load tools
 
