@@ -10,7 +10,7 @@ is deterministic for a seed, so a failure is replayed with the seed it prints.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, settings
@@ -127,8 +127,28 @@ def plans(draw: st.DrawFn, ops: int, window: float, faults: int) -> tuple[list[O
     return drawn, scheduled
 
 
+CHUNK_OPS = 60  # hypothesis draws at most this many operations in one example
+
+
 def draw_plan(seed: int, *, ops: int, window: float, faults: int) -> Plan:
-    """The plan for `seed` (hypothesis draws it; the same seed gives the same plan)."""
+    """The plan for `seed` (hypothesis draws it; the same seed gives the same plan).
+
+    A long plan is drawn as consecutive chunks (one hypothesis example each, seeded
+    from `seed` and the chunk's number), each over its own share of the window."""
+    chunks = max(1, -(-ops // CHUNK_OPS))
+    plan = Plan(seed=seed)
+    span = window / chunks
+    for n in range(chunks):
+        part_ops, part_faults = _draw_chunk(seed * 1000 + n if n else seed,
+                                            ops=ops // chunks, window=span,
+                                            faults=faults // chunks)
+        plan.ops += [replace(op, at=op.at + n * span) for op in part_ops]
+        plan.faults += [replace(f, at=f.at + n * span) for f in part_faults]
+    return plan
+
+
+def _draw_chunk(seed: int, *, ops: int, window: float, faults: int
+                ) -> tuple[list[Op], list[Fault]]:
     drawn: dict[str, Any] = {}
 
     # Hypothesis opens with its simplest examples (all plain tasks, every fault the
@@ -149,4 +169,4 @@ def draw_plan(seed: int, *, ops: int, window: float, faults: int) -> Plan:
     finally:
         providers._get_local_constants = saved
     op_list, fault_list = drawn["plan"]
-    return Plan(seed=seed, ops=op_list, faults=fault_list)
+    return op_list, fault_list
