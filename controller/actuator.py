@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from controller.podreader import label_selector
 from controller.podstate import DELETION_COST
 from controller.watch import ListWatcher
 
@@ -40,19 +41,22 @@ class DeploymentView:
     spec_replicas: int = 0
     status_replicas: int = 0
     ready_replicas: int = 0
-    match_labels: Mapping[str, str] = field(default_factory=dict)
+    # The full label selector (matchLabels and matchExpressions) as a query string;
+    # None when the Deployment has none we can use (its pods are then unknown).
+    selector: str | None = None
     resource_version: str = ""
+    name: str = ""
 
 
 def _view(dep: client.V1Deployment) -> DeploymentView:
-    selector = dep.spec.selector.match_labels if dep.spec.selector else None
     return DeploymentView(
         exists=True,
         spec_replicas=int(dep.spec.replicas if dep.spec.replicas is not None else 1),
         status_replicas=int(dep.status.replicas or 0) if dep.status else 0,
         ready_replicas=int(dep.status.ready_replicas or 0) if dep.status else 0,
-        match_labels=dict(selector or {}),
+        selector=label_selector(dep.spec.selector),
         resource_version=(dep.metadata.resource_version if dep.metadata else "") or "",
+        name=(dep.metadata.name if dep.metadata else "") or "",
     )
 
 
@@ -149,10 +153,7 @@ class Actuator:
         except Exception as exc:
             raise ActuationError(f"patching scale: {exc}") from exc
         # Reflect our write at once; the watch confirms it moments later.
-        self.watcher.set(DeploymentView(
-            exists=True, spec_replicas=replicas, status_replicas=view.status_replicas,
-            ready_replicas=view.ready_replicas, match_labels=view.match_labels,
-            resource_version=view.resource_version))
+        self.watcher.set(replace(view, spec_replicas=replicas))
         return True
 
     def mark_deletion_costs(self, costs: Mapping[str, int],

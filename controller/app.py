@@ -24,7 +24,7 @@ from controller.http import HealthServer
 from controller.leader import LeaderElector
 from controller.manager import PoolManager, make_deps
 from controller.metrics import ControllerMetrics
-from controller.podstate import PodStateReader
+from controller.podreader import PodStateReader
 from controller.pool import GROUP, PLURAL, VERSION, pool_from_settings
 from controller.settings import ControllerSettings
 from worker.errors import ConfigError

@@ -83,8 +83,9 @@ class PoolRunner:
             started = clock()
             try:
                 self.loop.tick()
-            except Exception:
+            except Exception as exc:  # a bug: reported (condition, event, metric), not fatal
                 log.exception("pool=%s tick failed", self.loop.spec.key)
+                self.loop.tick_failed(exc)
             wait = self.loop.spec.poll_interval_seconds - (clock() - started)
             self._stop.wait(max(0.05, wait))
         self.loop.close()

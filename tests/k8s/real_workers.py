@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from controller.podstate import PodState, PodStateReader
+from controller.podreader import PodStateReader
+from controller.podstate import PodState
 from tests.k8s.harness import apply
 from tests.plugins.kind import KubeCluster
 from worker.brokers import open_broker
@@ -95,7 +96,7 @@ class Pods:
         self.ns = ns
 
     def all(self) -> dict[str, PodState]:
-        return {p.name: p for p in self.reader.read(self.ns, {"app": "workers"}, 8080)}
+        return {p.name: p for p in self.reader.read(self.ns, "app=workers", 8080)}
 
     def ready(self) -> list[PodState]:
         return sorted((p for p in self.all().values()

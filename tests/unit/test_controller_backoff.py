@@ -46,7 +46,7 @@ class SyncedActuator(Actuator):
 
     def start(self) -> SyncedActuator:
         self.watcher.set(DeploymentView(exists=True, spec_replicas=1, status_replicas=1,
-                                        ready_replicas=1, match_labels={"app": "w"}))
+                                        ready_replicas=1, selector="app=w"))
         return self
 
 
