@@ -122,15 +122,22 @@ def run(settings: ControllerSettings, options: RunOptions) -> int:
     deps.cordoner = cordoner = _cordoner(core, settings)
     custom = client.CustomObjectsApi(api)
     manager = PoolManager(deps, custom=custom, namespace=settings.namespace, events=events,
-                          background=not options.once)
+                          background=not options.once, controller_name=settings.name)
     if options.once:
         return _run_once(settings, manager, custom)
 
     stop = manager.stop_event
     probe = ApiProbe(api, stop)
     probe.check()
+    def stalled() -> list[str]:
+        problems = manager.stalled()
+        if elector is not None and elector.stalled():
+            problems.append("leader election")
+        return problems
+
     server = HealthServer(settings.http_host, settings.http_port, metrics.registry,
-                          api_reachable=probe.reachable, alive=lambda: not stop.is_set())
+                          api_reachable=probe.reachable, alive=lambda: not stop.is_set(),
+                          stalled=stalled)
     server.start()
     threading.Thread(target=probe.run, daemon=True, name="api-probe").start()
 

@@ -6,6 +6,11 @@ between nodes does not matter), or at once when the holder released it. A leader
 that cannot renew before `renew_deadline` steps down immediately, and a leader
 told it lost the lease (another holder) stops at once. Release on shutdown
 empties the holder so a standby need not wait out the lease.
+
+The Lease itself is part of the install (the chart and k8s/ ship it), so the
+controller only reads and replaces that one named Lease: its Role grants get and
+update on it by `resourceNames`, and no create (which RBAC cannot restrict by name).
+A missing Lease is logged as an error and nobody leads.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class LeaderElector:
         self._observed: tuple[str, str] | None = None  # (holder, renewTime) last seen
         self._observed_at = 0.0
         self._thread = threading.Thread(target=self._run, daemon=True, name="leader-election")
+        self.last_round = monotonic()  # when the election loop last ran (for /healthz)
 
     def is_leader(self) -> bool:
         if self._leader.is_set() and self._clock() - self._last_renew > self.renew_deadline:
@@ -86,8 +92,13 @@ class LeaderElector:
         if self._on_change is not None:
             self._on_change(leader)
 
+    def stalled(self) -> bool:
+        """The election thread has not run a round for three renew periods (+ timeouts)."""
+        return self._clock() - self.last_round > 3 * self.renew + 30
+
     def _run(self) -> None:
         while not self._stop.is_set():
+            self.last_round = self._clock()
             try:
                 self.try_acquire_or_renew()
             except Exception as exc:
@@ -104,17 +115,10 @@ class LeaderElector:
         except ApiException as exc:
             if exc.status != 404:
                 raise
-            body = client.V1Lease(
-                metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
-                spec=self._spec(now, acquired=now, transitions=0))
-            try:
-                self.api.create_namespaced_lease(self.namespace, body, _request_timeout=5)
-            except ApiException as create_exc:
-                if create_exc.status == 409:
-                    return False
-                raise
-            self._won()
-            return True
+            log.error("lease %s/%s does not exist: create it (the chart and k8s/ ship it); "
+                      "no replica leads until it does", self.namespace, self.name)
+            self._set_leader(False, "lease missing")
+            return False
         spec = lease.spec or client.V1LeaseSpec()
         holder = spec.holder_identity or ""
         record = (holder, str(spec.renew_time))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from controller.actuator import ActuationError, Actuator, DeploymentView, TargetMissingError
+from controller.conflicts import ConflictCheck, Conflicts
 from controller.cordon import PodCordoner, PoolCordons
 from controller.crd import StatusWriter
 from controller.events import EventRecorder, Involved
@@ -57,8 +58,8 @@ class LoopDeps:
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time  # compared with pods' creation times
     cordoner: PodCordoner | None = None  # None: no control token, busy pods are not drained
-    # Why this pool must not act (its target is scaled by someone else), or None.
-    refusal: Callable[[PoolSpec], str | None] = lambda _spec: None
+    # Who else scales a Deployment (HPAs, other WorkerPools); None: nobody is checked.
+    conflicts: Conflicts | None = None
 
 
 @dataclass
@@ -134,12 +135,12 @@ class PoolLoop:
         started = deps.clock()
         leader = deps.is_leader()
         labels = (spec.namespace, spec.name)
-        refusal = deps.refusal(spec)
-        if refusal is not None:  # never fight: an HPA or another WorkerPool scales it
-            self.report.refused(spec, leader, refusal)
+        scalers = deps.conflicts.check(spec) if deps.conflicts else ConflictCheck()
+        if scalers.refusal is not None:  # never fight: an HPA or another WorkerPool scales it
+            self.report.refused(spec, leader, scalers.refusal)
             self._cordons.release(spec, acting=leader and not deps.dry_run)
             self.last_tick = deps.clock()
-            return TickResult(None, None, error=refusal)
+            return TickResult(None, None, error=scalers.refusal)
         try:
             target = actuator.current()
         except ActuationError as exc:
@@ -161,12 +162,12 @@ class PoolLoop:
         if fresh:
             self._inputs.read_pods(spec, target, started)
         decision, obs, unknown = self._decide(spec, target, sample, read_error, started,
-                                              current, fresh=fresh, leader=leader)
+                                              current, fresh=fresh, scalers=scalers)
         if leader and decision.desired < current and self._inputs.pods.at != started:
             # About to remove pods: decide again on a pod read of this very tick.
             self._inputs.read_pods(spec, target, started)
             decision, obs, unknown = self._decide(spec, target, sample, read_error, started,
-                                                  current, fresh=False, leader=leader)
+                                                  current, fresh=False, scalers=scalers)
         acting = (leader and not deps.dry_run and not spec.paused
                   and self._still_current(spec))
         decision, leaving, unconfirmed = self._confirm(spec, decision, current, acting, obs)
@@ -193,8 +194,10 @@ class PoolLoop:
 
     def _decide(self, spec: PoolSpec, target: DeploymentView, sample: Any,
                 read_error: str | None, now: float, current: int, *, fresh: bool,
-                leader: bool) -> tuple[Decision, Any, dict[str, str]]:
+                scalers: ConflictCheck) -> tuple[Decision, Any, dict[str, str]]:
         unknown = self._inputs.unknown_inputs(spec, sample)
+        if scalers.unknown:  # an HPA we cannot see could be scaling it too
+            unknown["scalers"] = scalers.unknown
         deadline_passed = (self._floor_since is not None
                            and now - self._floor_since > spec.drain_deadline_seconds)
         obs = self._inputs.observe(spec, sample, read_error, now, fresh=fresh,
@@ -260,6 +263,12 @@ class PoolLoop:
                               f"{spec.deployment}: {current} -> {decision.desired} "
                               f"({decision.reason})")
         return changed, None
+
+    def watcher_stalled(self) -> bool:
+        """The actuator's Deployment watch is stuck (a fake actuator has none)."""
+        with self._lock:
+            watcher = getattr(self._actuator, "watcher", None)
+        return bool(watcher is not None and watcher.stalled())
 
     def tick_failed(self, exc: BaseException) -> None:
         """Called by the runner when `tick` raised: counted, and said in status and Events."""

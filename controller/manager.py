@@ -17,6 +17,7 @@ from typing import Any
 from kubernetes import client
 
 from controller.actuator import Actuator
+from controller.conflicts import Conflicts, owned_by
 from controller.crd import StatusWriter, WorkerPoolWatcher
 from controller.events import EventRecorder, Involved
 from controller.loop import LoopDeps, PoolLoop, TickResult
@@ -67,6 +68,12 @@ class LazySecretSource:
             self._inner.close()
 
 
+# A pool loop that has not finished a tick for this long (or ten poll intervals, if
+# longer) is stalled: /healthz fails. A healthy tick stays well below it even with
+# every API call at its timeout.
+STALL_SECONDS = 120.0
+
+
 class PoolRunner:
     """A thread ticking one PoolLoop at its poll interval until stopped."""
 
@@ -98,8 +105,11 @@ class PoolManager:
     """Owns the pool loops and keeps them in line with the declared pools."""
 
     def __init__(self, deps: LoopDeps, *, custom: client.CustomObjectsApi | None,
-                 namespace: str, events: EventRecorder | None, background: bool = True) -> None:
+                 namespace: str, events: EventRecorder | None, background: bool = True,
+                 controller_name: str = "") -> None:
         self.deps = deps
+        self.controller_name = controller_name
+        self.stall_seconds = STALL_SECONDS
         self.background = background
         self.custom = custom
         self.namespace = namespace
@@ -118,16 +128,30 @@ class PoolManager:
         self._upsert(spec)
 
     def on_event(self, kind: str, obj: Mapping[str, Any]) -> None:
-        """Apply one WorkerPool change from the watch."""
+        """Apply one WorkerPool change from the watch: every pool goes into the conflict
+        index, only the pools this controller owns get a loop."""
+        conflicts = self.deps.conflicts
         if kind == "RESYNCED":
+            items = obj.get("items", [])
+            if conflicts is not None:
+                conflicts.resynced(items)
             keep = {f"{(o.get('metadata') or {}).get('namespace')}/"
-                    f"{(o.get('metadata') or {}).get('name')}" for o in obj.get("items", [])}
+                    f"{(o.get('metadata') or {}).get('name')}" for o in items
+                    if owned_by(o, self.controller_name)}
             for key in set(self._runners) - keep:
                 self._remove(key)
             return
         meta = obj.get("metadata") or {}
         key = f"{meta.get('namespace')}/{meta.get('name')}"
         if kind == "DELETED":
+            if conflicts is not None:
+                conflicts.pool_gone(str(meta.get("namespace")), str(meta.get("name")))
+            self._remove(key)
+            return
+        if conflicts is not None:
+            conflicts.pool_seen(obj)
+        if not owned_by(obj, self.controller_name):  # another release's pool: hands off
+            self._bad.pop(key, None)
             self._remove(key)
             return
         try:
@@ -177,6 +201,27 @@ class PoolManager:
             self.deps.metrics.forget(namespace, name)
             log.info("pool=%s stopped", key)
 
+    def stalled(self) -> list[str]:
+        """What has not ticked within its bound: pool loops and watchers (for /healthz)."""
+        problems = []
+        if self._watcher is not None and self._watcher.stalled():
+            problems.append("the WorkerPool watch")
+        with self._lock:
+            runners = list(self._runners.values())
+        for runner in runners:
+            loop = runner.loop
+            bound = max(self.stall_seconds, 10 * loop.spec.poll_interval_seconds)
+            age = loop.deps.clock() - loop.last_tick
+            if age > bound:
+                problems.append(f"pool {loop.spec.key}: no tick for {age:.0f}s "
+                                f"(bound {bound:.0f}s)")
+            elif self.background and runner.thread.ident is not None \
+                    and not runner.thread.is_alive() and not self.stop_event.is_set():
+                problems.append(f"pool {loop.spec.key}: its thread ended")
+            if loop.watcher_stalled():
+                problems.append(f"pool {loop.spec.key}: the Deployment watch")
+        return problems
+
     def pools(self) -> list[PoolLoop]:
         with self._lock:
             return [r.loop for r in self._runners.values()]
@@ -206,6 +251,11 @@ def make_deps(api: client.ApiClient, *, pod_reader: Any, events: EventRecorder |
     """Wire the per-pool factories to one shared API client."""
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
+    autoscaling = client.AutoscalingV2Api(api)
+
+    def list_hpas(namespace: str) -> list[Any]:
+        return list(autoscaling.list_namespaced_horizontal_pod_autoscaler(
+            namespace, _request_timeout=5).items)
 
     def make_source(spec: PoolSpec) -> Any:
         if spec.broker_url:
@@ -224,4 +274,4 @@ def make_deps(api: client.ApiClient, *, pod_reader: Any, events: EventRecorder |
                     pod_reader=pod_reader, events=events,
                     make_status=make_status,
                     metrics=metrics, is_leader=is_leader, dry_run=dry_run,
-                    log_format=log_format)
+                    log_format=log_format, conflicts=Conflicts(list_hpas))

@@ -52,6 +52,9 @@ class ControllerSettings(BaseSettings):
                                       populate_by_name=True)
 
     pool_source: Literal["workerpools", "env"] = "workerpools"
+    # This controller reconciles the WorkerPools labelled qscale.io/controller=<name>
+    # ("": those without the label); the chart sets its release's fullname.
+    name: str = ""
     # WorkerPool mode: "" watches all namespaces. Env mode: the Deployment's namespace.
     namespace: str = ""
     dry_run: bool = False

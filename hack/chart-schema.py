@@ -275,6 +275,7 @@ schema = obj(
         "controller": obj(
             {
                 "enabled": B,
+                "name": S(pattern="^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$", maxLength=63),
                 "replicas": Int(minimum=1, maximum=2),
                 "leaderElection": obj(
                     {
@@ -286,6 +287,7 @@ schema = obj(
                 "logLevel": S(enum=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]),
                 "logFormat": S(enum=["kv", "json"]),
                 "extraEnv": any_list,
+                "admissionPolicy": obj({"enabled": B}),
                 "serviceAccount": obj({"create": B, "name": S(), "annotations": str_map}),
                 "service": obj({"port": Int(minimum=1, maximum=65535)}),
                 "resources": resources,

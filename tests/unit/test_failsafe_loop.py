@@ -283,3 +283,51 @@ def test_a_standby_exports_no_pool_gauges() -> None:
                      for s in m.samples if s.labels.get("pool") == "p"
                      and m.type == "gauge")
     assert text == "", text
+
+
+# -- item 8: /healthz sees a stalled pool loop ------------------------------------------
+
+def test_healthz_fails_while_a_pool_loop_is_stalled() -> None:
+    import urllib.error
+    import urllib.request
+
+    from controller.http import HealthServer
+    from controller.manager import PoolManager
+
+    released = threading.Event()
+
+    class Hanging(FakeActuator):
+        def current(self) -> Any:
+            released.wait(10)        # e.g. a call that never returns
+            return super().current()
+
+    r = rig(pool(), replicas=1, actuator=Hanging(1))
+    r.loop.deps.clock = __import__("time").monotonic
+    manager = PoolManager(r.loop.deps, custom=None, namespace="ns", events=None)
+    manager.stall_seconds = 0.3
+    r.loop.spec = PoolSpec(**{**r.loop.spec.__dict__, "poll_interval_seconds": 0.01})
+    manager._runners[r.loop.spec.key] = PoolRunner(r.loop, manager.stop_event)
+    server = HealthServer("127.0.0.1", 0, r.metrics.registry, api_reachable=lambda: True,
+                          alive=lambda: True, stalled=manager.stalled).start()
+
+    def healthz() -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz",
+                                        timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    try:
+        r.loop.last_tick = r.loop.deps.clock()
+        manager._runners[r.loop.spec.key].thread.start()
+        threading.Event().wait(0.6)
+        code, body = healthz()
+        assert code == 503 and "pool ns/p: no tick" in body, body
+        released.set()
+        threading.Event().wait(0.3)
+        assert healthz()[0] == 200
+    finally:
+        released.set()
+        manager.stop()
+        server.stop()
