@@ -10,13 +10,15 @@ server and the controller's token is used to try.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from tests.k8s.harness import BASE_IMAGE, REPO
 from tests.plugins.kind import KubeCluster
@@ -51,12 +53,20 @@ def _as_controller(cluster: KubeCluster, ns: str, path: Path) -> Path:
     return path
 
 
-def _patch(cluster: KubeCluster, kubeconfig: Path, ns: str,
-           body: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(cluster.kubectl_path), "--kubeconfig", str(kubeconfig), "-n", ns, "patch", "pod",
-         "victim", "--type=strategic", "-p", json.dumps(body)],
-        capture_output=True, text=True, timeout=60, check=False)
+@dataclass
+class Answer:
+    returncode: int
+    stderr: str
+
+
+def _patch(cluster: KubeCluster, kubeconfig: Path, ns: str, body: dict[str, Any]) -> Answer:
+    """PATCH the pod as the controller does (patch_namespaced_pod, no GET first)."""
+    core = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
+    try:
+        core.patch_namespaced_pod("victim", ns, body, _request_timeout=30)
+    except ApiException as exc:
+        return Answer(1, f"{exc.status} {exc.reason}: {exc.body}")
+    return Answer(0, "")
 
 
 def test_the_controllers_token_may_change_only_the_deletion_cost(
