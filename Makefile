@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 export QSCALE_CACHE ?= /var/cache/qscale
 
-.PHONY: venv services test-tools lint test test-fast
+.PHONY: venv services test-tools lint test test-fast controller-chaos
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -39,6 +39,13 @@ test: venv services test-tools lint cluster
 	$(VENV)/bin/python hack/chart-lint.py
 	$(MAKE) --no-print-directory k8s-check
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The controller's fault-injection suite, long: every fault of tests/k8s/test_controller_chaos.py
+# in QSCALE_CHAOS_ROUNDS shuffled rounds (default 6, ~15 min; `make test` runs one round).
+# It prints "busy pods killed: N" and the other invariants; README records the last result.
+controller-chaos: venv services test-tools cluster
+	QSCALE_CHAOS_ROUNDS=$${QSCALE_CHAOS_ROUNDS:-6} $(VENV)/bin/pytest -s -p no:cacheprovider \
+	  tests/k8s/test_controller_chaos.py $(PYTEST_ARGS)
 
 # --- kind cluster, built offline from package registries and source (hack/cluster.sh) ---
 .PHONY: cluster cluster-down cluster-load tools
