@@ -145,8 +145,10 @@ class Conflicts:
         if due:
             try:
                 items = self._list_hpas(namespace)
-                found = [(str(h.metadata.name), str(h.spec.scale_target_ref.kind),
-                          str(h.spec.scale_target_ref.name)) for h in items]
+                found = [(str((h.get("metadata") or {}).get("name")),
+                          str(((h.get("spec") or {}).get("scaleTargetRef") or {}).get("kind")),
+                          str(((h.get("spec") or {}).get("scaleTargetRef") or {}).get("name")))
+                         for h in items]
             except Exception as exc:
                 why = f"listing HorizontalPodAutoscalers: {_short(exc)}"
                 log.warning("namespace=%s %s", namespace, why)

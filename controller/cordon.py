@@ -28,16 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from kubernetes import client
-
+from controller.kubeapi import KubeApi
 from controller.podstate import PodState, rank_for_removal
 from controller.policy import Decision
 from controller.pool import PoolSpec
 from worker.http import TOKEN_HEADER  # the header the worker's endpoint reads
 
 log = logging.getLogger(__name__)
-
-_PROXY_PATH = "/api/v1/namespaces/{namespace}/pods/{name}/proxy/{path}"
 
 
 @dataclass(frozen=True)
@@ -79,12 +76,12 @@ class CordonResult:
 class PodCordoner:
     """Sends cordon requests to worker pods, in parallel, with a short timeout."""
 
-    def __init__(self, core: client.CoreV1Api, *, access: Literal["direct", "apiserver-proxy"],
+    def __init__(self, kube: KubeApi, *, access: Literal["direct", "apiserver-proxy"],
                  token: str, ttl_seconds: float, timeout: float = 2.0,
                  max_parallel: int = 8) -> None:
         if not token:
             raise ValueError("a control token is required to cordon pods")
-        self.core = core
+        self.kube = kube
         self.access = access
         self.ttl_seconds = ttl_seconds
         self.timeout = timeout
@@ -145,15 +142,8 @@ class PodCordoner:
 
     def _proxied(self, namespace: str, target: str, path: str,
                  body: dict[str, float]) -> tuple[int, bytes]:
-        api = self.core.api_client
-        request = api.param_serialize(
-            method="POST", resource_path=_PROXY_PATH,
-            path_params={"namespace": namespace, "name": target, "path": path},
-            header_params={TOKEN_HEADER: self._token, "Content-Type": "application/json",
-                           "Accept": "application/json"},
-            body=body, auth_settings=["BearerToken"])
-        response = api.call_api(*request, _request_timeout=self.timeout)
-        return int(response.status), bytes(response.read() or b"")
+        return self.kube.post_pod_proxy(namespace, target, path, body,
+                                        {TOKEN_HEADER: self._token}, timeout=self.timeout)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -19,28 +19,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from typing import Any
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from controller.kubeapi import KubeApi, micro_time
+
 log = logging.getLogger(__name__)
-
-
-def _now_micro() -> datetime:
-    return _micro(datetime.now(UTC))
-
-
-def _micro(moment: datetime) -> datetime:
-    """A time the API server parses as MicroTime: isoformat() drops a zero microsecond,
-    which the server's fixed-width layout rejects, so never send exactly .000000."""
-    return moment.replace(microsecond=moment.microsecond or 1)
 
 
 class LeaderElector:
     """Acquires and renews one Lease in a background thread; `is_leader()` says who acts."""
 
-    def __init__(self, api: client.CoordinationV1Api, *, name: str, namespace: str,
+    def __init__(self, api: KubeApi, *, name: str, namespace: str,
                  identity: str, duration_seconds: float = 15.0, renew_seconds: float = 5.0,
                  on_change: Callable[[bool], None] | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
@@ -109,9 +100,9 @@ class LeaderElector:
 
     def try_acquire_or_renew(self) -> bool:
         """One round of the election; returns whether this replica now holds the lease."""
-        now = _now_micro()
+        now = micro_time()
         try:
-            lease = self.api.read_namespaced_lease(self.name, self.namespace, _request_timeout=5)
+            lease = self.api.read_lease(self.namespace, self.name)
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -119,25 +110,24 @@ class LeaderElector:
                       "no replica leads until it does", self.namespace, self.name)
             self._set_leader(False, "lease missing")
             return False
-        spec = lease.spec or client.V1LeaseSpec()
-        holder = spec.holder_identity or ""
-        record = (holder, str(spec.renew_time))
+        spec: dict[str, Any] = lease.get("spec") or {}
+        holder = str(spec.get("holderIdentity") or "")
+        record = (holder, str(spec.get("renewTime")))
         if record != self._observed:
             self._observed, self._observed_at = record, self._clock()
         held_by_me = holder == self.identity
         expired = self._clock() - self._observed_at > float(
-            spec.lease_duration_seconds or self.duration)
+            spec.get("leaseDurationSeconds") or self.duration)
         if holder and not held_by_me and not expired:
             self._set_leader(False, f"held by {holder}")
             return False
         if self._stop.is_set():  # shutting down: never (re)acquire
             return False
-        transitions = int(spec.lease_transitions or 0) + (0 if held_by_me else 1)
-        acquired = spec.acquire_time if held_by_me and spec.acquire_time else now
-        lease.spec = self._spec(now, acquired=acquired, transitions=transitions)
+        transitions = int(spec.get("leaseTransitions") or 0) + (0 if held_by_me else 1)
+        acquired = spec.get("acquireTime") if held_by_me and spec.get("acquireTime") else now
+        lease["spec"] = self._spec(now, acquired=str(acquired), transitions=transitions)
         try:
-            self.api.replace_namespaced_lease(self.name, self.namespace, lease,
-                                              _request_timeout=5)
+            self.api.replace_lease(self.namespace, self.name, lease)
         except ApiException as exc:
             if exc.status == 409:  # someone else wrote first: they lead
                 self._set_leader(False, "lost update race")
@@ -146,12 +136,10 @@ class LeaderElector:
         self._won()
         return True
 
-    def _spec(self, now: datetime, *, acquired: datetime,
-              transitions: int) -> client.V1LeaseSpec:
-        return client.V1LeaseSpec(
-            holder_identity=self.identity,
-            lease_duration_seconds=max(1, round(self.duration)),
-            acquire_time=_micro(acquired), renew_time=now, lease_transitions=transitions)
+    def _spec(self, now: str, *, acquired: str, transitions: int) -> dict[str, Any]:
+        return {"holderIdentity": self.identity,
+                "leaseDurationSeconds": max(1, round(self.duration)),
+                "acquireTime": acquired, "renewTime": now, "leaseTransitions": transitions}
 
     def _won(self) -> None:
         self._last_renew = self._clock()
@@ -160,16 +148,15 @@ class LeaderElector:
     def release(self) -> None:
         """Empty the holder if it is still us (best effort)."""
         try:
-            lease = self.api.read_namespaced_lease(self.name, self.namespace, _request_timeout=5)
-            if lease.spec is None or lease.spec.holder_identity != self.identity:
+            lease = self.api.read_lease(self.namespace, self.name)
+            spec = lease.get("spec") or {}
+            if spec.get("holderIdentity") != self.identity:
                 return
-            lease.spec.holder_identity = None
-            lease.spec.lease_duration_seconds = 1
-            lease.spec.renew_time = _now_micro()
-            if lease.spec.acquire_time is not None:
-                lease.spec.acquire_time = _micro(lease.spec.acquire_time)
-            self.api.replace_namespaced_lease(self.name, self.namespace, lease,
-                                              _request_timeout=5)
+            spec.pop("holderIdentity", None)
+            spec["leaseDurationSeconds"] = 1
+            spec["renewTime"] = micro_time()
+            lease["spec"] = spec
+            self.api.replace_lease(self.namespace, self.name, lease)
             log.info("released lease %s/%s", self.namespace, self.name)
         except Exception as exc:
             log.warning("releasing lease %s/%s failed: %s", self.namespace, self.name, exc)

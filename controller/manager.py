@@ -14,12 +14,13 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from controller.actuator import Actuator
 from controller.conflicts import Conflicts, owned_by
 from controller.crd import StatusWriter, WorkerPoolWatcher
 from controller.events import EventRecorder, Involved
+from controller.kubeapi import KubeApi
 from controller.loop import LoopDeps, PoolLoop, TickResult
 from controller.pool import KIND, PoolSpec, SpecError, pool_from_workerpool
 from controller.sources import BrokerDepthSource, MetricReadError
@@ -27,7 +28,7 @@ from controller.sources import BrokerDepthSource, MetricReadError
 log = logging.getLogger(__name__)
 
 
-def secret_broker_url(core: client.CoreV1Api, spec: PoolSpec) -> str:
+def secret_broker_url(kube: KubeApi, spec: PoolSpec) -> str:
     """The broker URL a pool names: inline, or read from its Secret on each (re)connect."""
     if spec.broker_url:
         return spec.broker_url
@@ -35,11 +36,11 @@ def secret_broker_url(core: client.CoreV1Api, spec: PoolSpec) -> str:
     if ref is None:
         raise MetricReadError("no broker url or secretRef")
     try:
-        secret = core.read_namespaced_secret(ref.name, spec.namespace, _request_timeout=5)
-    except client.ApiException as exc:
+        secret = kube.read_secret(spec.namespace, ref.name)
+    except ApiException as exc:
         raise MetricReadError(
             f"broker secret {spec.namespace}/{ref.name}: {exc.status} {exc.reason}") from exc
-    data = (secret.data or {}).get(ref.key)
+    data = (secret.get("data") or {}).get(ref.key)
     if data is None:
         raise MetricReadError(f"broker secret {spec.namespace}/{ref.name} has no key {ref.key!r}")
     return base64.b64decode(data).decode().strip()
@@ -104,7 +105,7 @@ class PoolRunner:
 class PoolManager:
     """Owns the pool loops and keeps them in line with the declared pools."""
 
-    def __init__(self, deps: LoopDeps, *, custom: client.CustomObjectsApi | None,
+    def __init__(self, deps: LoopDeps, *, custom: KubeApi | None,
                  namespace: str, events: EventRecorder | None, background: bool = True,
                  controller_name: str = "") -> None:
         self.deps = deps
@@ -245,33 +246,26 @@ class PoolManager:
                 runner.loop.close()
 
 
-def make_deps(api: client.ApiClient, *, pod_reader: Any, events: EventRecorder | None,
+def make_deps(kube: KubeApi, *, pod_reader: Any, events: EventRecorder | None,
               metrics: Any, is_leader: Callable[[], bool], dry_run: bool, log_format: str,
               status_interval: float) -> LoopDeps:
     """Wire the per-pool factories to one shared API client."""
-    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-    custom = client.CustomObjectsApi(api)
-    autoscaling = client.AutoscalingV2Api(api)
-
-    def list_hpas(namespace: str) -> list[Any]:
-        return list(autoscaling.list_namespaced_horizontal_pod_autoscaler(
-            namespace, _request_timeout=5).items)
 
     def make_source(spec: PoolSpec) -> Any:
         if spec.broker_url:
             return BrokerDepthSource(spec.broker_url, spec.queues)
-        return LazySecretSource(lambda: secret_broker_url(core, spec), spec.queues)
+        return LazySecretSource(lambda: secret_broker_url(kube, spec), spec.queues)
 
     def make_actuator(spec: PoolSpec) -> Actuator:
-        return Actuator(apps, core, spec.namespace, spec.deployment)
+        return Actuator(kube, spec.namespace, spec.deployment)
 
     def make_status(spec: PoolSpec) -> StatusWriter | None:
         if not spec.from_crd:
             return None
-        return StatusWriter(custom, spec.namespace, spec.name, min_interval=status_interval)
+        return StatusWriter(kube, spec.namespace, spec.name, min_interval=status_interval)
 
     return LoopDeps(make_source=make_source, make_actuator=make_actuator,
                     pod_reader=pod_reader, events=events,
                     make_status=make_status,
                     metrics=metrics, is_leader=is_leader, dry_run=dry_run,
-                    log_format=log_format, conflicts=Conflicts(list_hpas))
+                    log_format=log_format, conflicts=Conflicts(kube.list_hpas))

@@ -18,9 +18,9 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import datetime
 from typing import Any, Literal
 
+from controller.kubeapi import KubeApi, timestamp
 from controller.podstate import DELETION_COST, PodState, state_problem
 
 log = logging.getLogger(__name__)
@@ -61,30 +61,29 @@ def _cost(value: object) -> int | None:
         return None
 
 
-def _ready_at(status: Any) -> float | None:
+def _ready_at(status: Mapping[str, Any]) -> float | None:
     """The time the pod's Ready condition turned True, or None while it is not Ready."""
-    for condition in status.conditions or ():
-        if condition.type == "Ready":
-            since = condition.last_transition_time
-            if condition.status != "True":
+    for condition in status.get("conditions") or ():
+        if condition.get("type") == "Ready":
+            if condition.get("status") != "True":
                 return None
-            return since.timestamp() if isinstance(since, datetime) else 0.0
+            return timestamp(condition.get("lastTransitionTime")) or 0.0
     return None
 
 
-def _containers_running(status: Any) -> bool:
-    statuses = status.container_statuses
+def _containers_running(status: Mapping[str, Any]) -> bool:
+    statuses = status.get("containerStatuses")
     if statuses is None:  # not reported yet: assume it may run
-        return bool(status.phase == "Running")
-    return any(getattr(c.state, "running", None) is not None for c in statuses)
+        return bool(status.get("phase") == "Running")
+    return any((c.get("state") or {}).get("running") is not None for c in statuses)
 
 
 class PodStateReader:
     """Lists a pool's pods and fetches their `/state` documents in parallel."""
 
-    def __init__(self, core: Any, *, access: Literal["direct", "apiserver-proxy"],
+    def __init__(self, kube: KubeApi, *, access: Literal["direct", "apiserver-proxy"],
                  timeout: float = 0.5, max_parallel: int = 16) -> None:
-        self.core = core  # kubernetes.client.CoreV1Api
+        self.kube = kube
         self.access = access
         self.timeout = timeout
         self._pool = ThreadPoolExecutor(max_workers=max_parallel,
@@ -94,8 +93,7 @@ class PodStateReader:
         """Every pod matching `selector`, with its state when `port` is set and it answers."""
         if not selector:
             raise ValueError("an empty label selector would list every pod")
-        pods = self.core.list_namespaced_pod(
-            namespace, label_selector=selector, _request_timeout=5).items
+        pods = self.kube.list_pods(namespace, selector).get("items") or []
         futures = [self._pool.submit(self._one, pod, port) for pod in pods]
         return [future.result() for future in futures]
 
@@ -106,24 +104,24 @@ class PodStateReader:
         return [replace(pod, state=doc, state_error=error)
                 for pod, (doc, error) in zip(pods, (f.result() for f in futures), strict=True)]
 
-    def _one(self, pod: Any, port: int) -> PodState:
-        meta, status = pod.metadata, pod.status
-        created = meta.creation_timestamp
+    def _one(self, pod: Mapping[str, Any], port: int) -> PodState:
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        name, ip = str(meta.get("name")), status.get("podIP")
         state: Mapping[str, Any] | None = None
         error: str | None = None
-        running = status.phase == "Running" and status.pod_ip and not meta.deletion_timestamp
-        if running and port:
-            state, error = self._fetch(meta.namespace, meta.name, status.pod_ip, port)
+        terminating = meta.get("deletionTimestamp") is not None
+        if status.get("phase") == "Running" and ip and not terminating and port:
+            state, error = self._fetch(str(meta.get("namespace")), name, ip, port)
         return PodState(
-            name=meta.name,
-            ip=status.pod_ip,
-            phase=status.phase or "Unknown",
-            created=created.timestamp() if isinstance(created, datetime) else 0.0,
-            terminating=meta.deletion_timestamp is not None,
+            name=name,
+            ip=ip,
+            phase=status.get("phase") or "Unknown",
+            created=timestamp(meta.get("creationTimestamp")) or 0.0,
+            terminating=terminating,
             state=state,
-            deletion_cost=_cost((meta.annotations or {}).get(DELETION_COST)),
+            deletion_cost=_cost((meta.get("annotations") or {}).get(DELETION_COST)),
             ready_at=_ready_at(status),
-            node=(pod.spec.node_name if pod.spec else None) or "",
+            node=str((pod.get("spec") or {}).get("nodeName") or ""),
             containers_running=_containers_running(status),
             state_error=error,
         )
@@ -136,11 +134,8 @@ class PodStateReader:
                         f"http://{ip}:{port}/state", timeout=self.timeout) as response:
                     raw = response.read()
             else:
-                # _preload_content=False: the client would otherwise turn JSON into a repr.
-                response = self.core.connect_get_namespaced_pod_proxy_with_path(
-                    f"{name}:{port}", namespace, "state",
-                    _preload_content=False, _request_timeout=self.timeout)
-                raw = getattr(response, "data", response)
+                raw = self.kube.get_pod_proxy(namespace, f"{name}:{port}", "state",
+                                              timeout=self.timeout)
             doc = json.loads(raw)
         except Exception as exc:
             log.debug("pod %s/%s /state unreadable: %s", namespace, name, exc)

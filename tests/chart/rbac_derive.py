@@ -1,13 +1,17 @@
 """Derive the controller's RBAC from its code: every Kubernetes API call under controller/.
 
-Each attribute of controller/ that names a method of the kubernetes client's API
-classes is resolved to the HTTP method and path the client sends (read from the
-generated `_<method>_serialize`), then to (apiGroup, resource[/subresource], verb)
-the way the API server's authorizer sees it. A method name several API classes share
-(`create_namespaced_event`: core/v1 and events.k8s.io/v1) resolves to the class the
-module names (annotation or constructor). A `list_*` method referenced inside a
-ListWatcher subclass is streamed, so it is also a `watch`. Raw calls through
-`api_client.param_serialize(method=..., resource_path=CONSTANT)` count too.
+The controller sends its requests through controller/kubeapi.py: each method of
+`KubeApi` builds its request(s) with the HTTP method and path in the open
+(`self.request("GET", PODS, ...)`, `param_serialize(method=..., resource_path=...)`),
+which this module reads from the source. Any attribute elsewhere in controller/ that
+names such a method -- or a method of the kubernetes client's generated API classes
+(resolved from their `_<method>_serialize`) -- is a call, turned into
+(apiGroup, resource[/subresource], verb) the way the API server's authorizer sees it. A
+generated method name several API classes share (`create_namespaced_event`: core/v1 and
+events.k8s.io/v1) resolves to the class the module names (annotation or constructor).
+A `list_*` method referenced inside a ListWatcher subclass is streamed, so it is also
+a `watch`. Raw calls through `param_serialize(method=..., resource_path=CONSTANT)`
+outside KubeApi count too.
 """
 
 from __future__ import annotations
@@ -90,9 +94,33 @@ def _constants(tree: ast.Module) -> dict[str, str]:
             and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)}
 
 
+_HTTP = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _kubeapi_methods() -> dict[str, list[tuple[str, str]]]:
+    """KubeApi method -> the (HTTP method, path) of each request it builds."""
+    source = CONTROLLER / "kubeapi.py"
+    tree = ast.parse(source.read_text(), str(source))
+    constants = _constants(tree)
+    found: dict[str, list[tuple[str, str]]] = {}
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "KubeApi"):
+        for func in (n for n in cls.body if isinstance(n, ast.FunctionDef)):
+            for call in (n for n in ast.walk(func) if isinstance(n, ast.Call)):
+                args = list(call.args)
+                kw = {k.arg: k.value for k in call.keywords}
+                method, path = (args[0], args[1]) if len(args) >= 2 else (
+                    kw.get("method"), kw.get("resource_path"))
+                if (isinstance(method, ast.Constant) and method.value in _HTTP
+                        and isinstance(path, ast.Name) and path.id in constants):
+                    found.setdefault(func.name, []).append(
+                        (str(method.value), constants[path.id]))
+    return found
+
+
 def derived_calls() -> dict[Atom, set[str]]:
     """Every (group, resource, verb) the controller's code requests, with where."""
     methods = _client_methods()
+    own = _kubeapi_methods()
     calls: dict[Atom, set[str]] = {}
 
     def add(found: Atom | None, where: str) -> None:
@@ -100,6 +128,8 @@ def derived_calls() -> dict[Atom, set[str]]:
             calls.setdefault(found, set()).add(where)
 
     for source in sorted(CONTROLLER.rglob("*.py")):
+        if source.name == "kubeapi.py":  # the definitions; their uses are the calls
+            continue
         tree = ast.parse(source.read_text(), str(source))
         where = str(source.relative_to(CONTROLLER.parent))
         streamed = {id(n) for cls in _watchers(tree) for n in ast.walk(cls)}
@@ -107,7 +137,14 @@ def derived_calls() -> dict[Atom, set[str]]:
         classes_named = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
                          and n.attr.endswith("Api")}
         for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and node.attr in methods:
+            if isinstance(node, ast.Attribute) and node.attr in own:
+                for http_method, path in own[node.attr]:
+                    add(atom(http_method, path), f"{where}:{node.lineno} {node.attr}")
+                    if id(node) in streamed and node.attr.startswith("list_"):
+                        found = atom(http_method, path)
+                        add(found and (found[0], found[1], "watch"),
+                            f"{where}:{node.lineno} watch {node.attr}")
+            elif isinstance(node, ast.Attribute) and node.attr in methods:
                 http_method, path = _resolve(node.attr, classes_named,
                                              f"{where}:{node.lineno}")
                 add(atom(http_method, path), f"{where}:{node.lineno} {node.attr}")

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
+from controller.kubeapi import KubeApi
 from controller.podreader import PodStateReader
 from controller.podstate import PodState
 from tests.k8s.harness import apply
@@ -91,7 +92,7 @@ class Pods:
     """The workers' pods and their /state, read the way the controller reads them."""
 
     def __init__(self, api: client.ApiClient, ns: str) -> None:
-        self.reader = PodStateReader(client.CoreV1Api(api), access="apiserver-proxy",
+        self.reader = PodStateReader(KubeApi(api), access="apiserver-proxy",
                                      timeout=3.0)
         self.ns = ns
 

@@ -4,7 +4,6 @@ The same on the real API server: tests/k8s/test_failsafe_k8s.py."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -25,9 +24,9 @@ def wp(name: str, target: str, created: str, controller: str | None = None) -> d
                      "targetRef": {"name": target}}}
 
 
-def hpa(name: str, target: str, kind: str = "Deployment") -> Any:
-    return SimpleNamespace(metadata=SimpleNamespace(name=name), spec=SimpleNamespace(
-        scale_target_ref=SimpleNamespace(kind=kind, name=target)))
+def hpa(name: str, target: str, kind: str = "Deployment") -> dict[str, Any]:
+    return {"metadata": {"name": name},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": kind, "name": target}}}
 
 
 def test_ownership_by_label() -> None:

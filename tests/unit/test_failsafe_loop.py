@@ -8,7 +8,6 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from controller.actuator import _view
@@ -148,15 +147,11 @@ def test_failed_pod_list_still_allows_a_scale_up() -> None:
 def test_match_expressions_selector_is_resolved() -> None:
     """A Deployment selecting only by matchExpressions has no matchLabels: its pods are
     still listed (with the full selector), so their busy count floors the scale-down."""
-    dep = client.V1Deployment(
-        metadata=client.V1ObjectMeta(name="w", resource_version="1"),
-        spec=client.V1DeploymentSpec(
-            replicas=8, template=client.V1PodTemplateSpec(),
-            selector=client.V1LabelSelector(match_expressions=[
-                client.V1LabelSelectorRequirement(key="app", operator="In",
-                                                  values=["w", "w2"]),
-                client.V1LabelSelectorRequirement(key="canary", operator="DoesNotExist")])),
-        status=client.V1DeploymentStatus(replicas=8, ready_replicas=8))
+    dep = {"metadata": {"name": "w", "resourceVersion": "1"},
+           "spec": {"replicas": 8, "selector": {"matchExpressions": [
+               {"key": "app", "operator": "In", "values": ["w", "w2"]},
+               {"key": "canary", "operator": "DoesNotExist"}]}},
+           "status": {"replicas": 8, "readyReplicas": 8}}
     view = _view(dep)
 
     class SelectorActuator(FakeActuator):
