@@ -24,7 +24,7 @@ import pytest
 
 from controller.loop import LoopDeps, PoolLoop
 from controller.metrics import ControllerMetrics
-from controller.podstate import PodStateReader
+from controller.podreader import PodStateReader
 from controller.policy import PolicyConfig
 from controller.pool import PoolSpec
 from controller.sources import BrokerDepthSource
