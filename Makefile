@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 export QSCALE_CACHE ?= /var/cache/qscale
 
-.PHONY: venv services test-tools lint test test-fast
+.PHONY: venv services test-tools lint test test-fast controller-chaos
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -16,7 +16,8 @@ $(VENV)/.installed: pyproject.toml
 services:
 	bash hack/services.sh
 
-# Fault-injection tools the tests drive (toxiproxy), built from Go modules, cached by version.
+# Fault-injection and chart-lint tools the tests drive (toxiproxy, kube-score from Go
+# modules; checkov from PyPI in its own virtualenv), cached by version.
 test-tools:
 	bash hack/test-tools.sh
 
@@ -29,10 +30,13 @@ test-fast: venv services test-tools lint
 	$(VENV)/bin/pytest -m 'not k8s and not e2e' $(PYTEST_ARGS)
 
 # The README's test command (what CI runs): everything, against real brokers and the kind
-# cluster: lint and types, the offline cluster, chart lint + kubeconform, k8s/ in sync with
-# the chart, then the whole pytest suite (unit, integration, chart, k8s, e2e). Nothing skips.
+# cluster: lint and types, the offline cluster, chart lint + kubeconform, kube-score and
+# Checkov on every ci/*-values.yaml render (hack/chart-lint.py: clean or justified in
+# hack/chart-lint-exceptions.yaml), k8s/ in sync with the chart, then the whole pytest suite
+# (unit, integration, chart, k8s with the controller fault-injection suite, e2e). Nothing skips.
 test: venv services test-tools lint cluster
 	bash hack/chart-check.sh
+	$(VENV)/bin/python hack/chart-lint.py
 	$(MAKE) --no-print-directory k8s-check
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
@@ -50,6 +54,13 @@ FUZZ_SECONDS ?= 600
 fuzz: venv
 	$(VENV)/bin/python -m tests.fuzz.run_atheris decode --seconds $(FUZZ_SECONDS)
 	$(VENV)/bin/python -m tests.fuzz.run_atheris envelope --seconds $(FUZZ_SECONDS)
+
+# The controller's fault-injection suite, long: every fault of tests/k8s/test_controller_chaos.py
+# in QSCALE_CHAOS_ROUNDS shuffled rounds (default 6, ~15 min; `make test` runs one round).
+# It prints "busy pods killed: N" and the other invariants; README records the last result.
+controller-chaos: venv services test-tools cluster
+	QSCALE_CHAOS_ROUNDS=$${QSCALE_CHAOS_ROUNDS:-6} $(VENV)/bin/pytest -s -p no:cacheprovider \
+	  tests/k8s/test_controller_chaos.py $(PYTEST_ARGS)
 
 # --- kind cluster, built offline from package registries and source (hack/cluster.sh) ---
 .PHONY: cluster cluster-down cluster-load tools
@@ -82,8 +93,9 @@ images:
 	bash hack/build-image.sh $(if $(LOAD),--load) all
 
 # helm lint --strict (every ci/*-values.yaml), kubeconform against offline 1.34 schemas, chart unit tests.
-chart-check: venv
+chart-check: venv test-tools
 	bash hack/chart-check.sh
+	$(VENV)/bin/python hack/chart-lint.py
 	$(VENV)/bin/pytest -q tests/chart $(PYTEST_ARGS)
 
 # Regenerate k8s/ (kustomize base + overlays) from the chart.

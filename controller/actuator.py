@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from controller.kubeapi import KubeApi
+from controller.podreader import label_selector
 from controller.podstate import DELETION_COST
 from controller.watch import ListWatcher
 
@@ -40,19 +41,26 @@ class DeploymentView:
     spec_replicas: int = 0
     status_replicas: int = 0
     ready_replicas: int = 0
-    match_labels: Mapping[str, str] = field(default_factory=dict)
+    # The full label selector (matchLabels and matchExpressions) as a query string;
+    # None when the Deployment has none we can use (its pods are then unknown).
+    selector: str | None = None
     resource_version: str = ""
+    name: str = ""
 
 
-def _view(dep: client.V1Deployment) -> DeploymentView:
-    selector = dep.spec.selector.match_labels if dep.spec.selector else None
+def _view(dep: Mapping[str, Any]) -> DeploymentView:
+    """A Deployment as the API returns it (JSON, controller.kubeapi) -> what we need."""
+    meta, spec = dep.get("metadata") or {}, dep.get("spec") or {}
+    status = dep.get("status") or {}
+    replicas = spec.get("replicas")
     return DeploymentView(
         exists=True,
-        spec_replicas=int(dep.spec.replicas if dep.spec.replicas is not None else 1),
-        status_replicas=int(dep.status.replicas or 0) if dep.status else 0,
-        ready_replicas=int(dep.status.ready_replicas or 0) if dep.status else 0,
-        match_labels=dict(selector or {}),
-        resource_version=(dep.metadata.resource_version if dep.metadata else "") or "",
+        spec_replicas=int(replicas if replicas is not None else 1),
+        status_replicas=int(status.get("replicas") or 0),
+        ready_replicas=int(status.get("readyReplicas") or 0),
+        selector=label_selector(spec.get("selector")),
+        resource_version=str(meta.get("resourceVersion") or ""),
+        name=str(meta.get("name") or ""),
     )
 
 
@@ -63,9 +71,9 @@ class DeploymentWatcher(ListWatcher):
     Gone) or the stream breaks, it re-lists, so the view converges after restarts.
     """
 
-    def __init__(self, apps: client.AppsV1Api, namespace: str, name: str) -> None:
+    def __init__(self, kube: KubeApi, namespace: str, name: str) -> None:
         super().__init__(f"deployment {namespace}/{name}", f"watch-deploy-{namespace}/{name}")
-        self.apps, self.namespace, self.name = apps, namespace, name
+        self.kube, self.namespace, self.name = kube, namespace, name
         self._selector = f"metadata.name={name}"
         self._view: DeploymentView | None = None
         self._lock = threading.Lock()
@@ -83,16 +91,19 @@ class DeploymentWatcher(ListWatcher):
             self._view = view
         self._synced.set()
 
+    def _list_func(self, **kwargs: Any) -> Any:
+        # No docstring on purpose: Watch reads the model type from it; none = plain dicts.
+        return self.kube.list_deployments(self.namespace, field_selector=self._selector,
+                                          **kwargs)
+
     def _list(self) -> str | None:
-        listed = self.apps.list_namespaced_deployment(
-            self.namespace, field_selector=self._selector, _request_timeout=10)
-        items = listed.items
+        listed = self._list_func()
+        items = listed.get("items") or []
         self.set(_view(items[0]) if items else DeploymentView(exists=False))
-        return listed.metadata.resource_version if listed.metadata else None
+        return (listed.get("metadata") or {}).get("resourceVersion")
 
     def _watch_call(self) -> tuple[Callable[..., Any], tuple[Any, ...], Mapping[str, Any]]:
-        return (self.apps.list_namespaced_deployment, (self.namespace,),
-                {"field_selector": self._selector})
+        return self._list_func, (), {}
 
     def _on_event(self, kind: str, obj: Any) -> None:
         self.set(DeploymentView(exists=False) if kind == "DELETED" else _view(obj))
@@ -101,11 +112,10 @@ class DeploymentWatcher(ListWatcher):
 class Actuator:
     """Scales one Deployment and steers which of its pods go first."""
 
-    def __init__(self, apps: client.AppsV1Api, core: client.CoreV1Api,
-                 namespace: str, deployment: str) -> None:
-        self.apps, self.core = apps, core
+    def __init__(self, kube: KubeApi, namespace: str, deployment: str) -> None:
+        self.kube = kube
         self.namespace, self.deployment = namespace, deployment
-        self.watcher = DeploymentWatcher(apps, namespace, deployment)
+        self.watcher = DeploymentWatcher(kube, namespace, deployment)
 
     def start(self) -> Actuator:
         self.watcher.start()
@@ -120,8 +130,7 @@ class Actuator:
         if view is not None:
             return view
         try:
-            dep = self.apps.read_namespaced_deployment(self.deployment, self.namespace,
-                                                       _request_timeout=5)
+            dep = self.kube.read_deployment(self.namespace, self.deployment)
         except ApiException as exc:
             if exc.status == 404:
                 return DeploymentView(exists=False)
@@ -138,9 +147,7 @@ class Actuator:
         if view.spec_replicas == replicas:
             return False
         try:
-            self.apps.patch_namespaced_deployment_scale(
-                self.deployment, self.namespace, {"spec": {"replicas": replicas}},
-                _request_timeout=5)
+            self.kube.patch_deployment_scale(self.namespace, self.deployment, replicas)
         except ApiException as exc:
             if exc.status == 404:
                 raise TargetMissingError(
@@ -149,10 +156,7 @@ class Actuator:
         except Exception as exc:
             raise ActuationError(f"patching scale: {exc}") from exc
         # Reflect our write at once; the watch confirms it moments later.
-        self.watcher.set(DeploymentView(
-            exists=True, spec_replicas=replicas, status_replicas=view.status_replicas,
-            ready_replicas=view.ready_replicas, match_labels=view.match_labels,
-            resource_version=view.resource_version))
+        self.watcher.set(replace(view, spec_replicas=replicas))
         return True
 
     def mark_deletion_costs(self, costs: Mapping[str, int],
@@ -166,9 +170,9 @@ class Actuator:
         for pod, cost in costs.items():
             if current.get(pod) == cost:
                 continue
-            body = {"metadata": {"annotations": {DELETION_COST: str(cost)}}}
+            patch = {"metadata": {"annotations": {DELETION_COST: str(cost)}}}
             try:
-                self.core.patch_namespaced_pod(pod, self.namespace, body, _request_timeout=5)
+                self.kube.patch_pod(self.namespace, pod, patch)
             except ApiException as exc:
                 if exc.status == 404:  # the pod went away meanwhile: nothing to steer
                     continue

@@ -21,11 +21,12 @@ from kubernetes import client, config
 from controller.cordon import PodCordoner
 from controller.events import EventRecorder
 from controller.http import HealthServer
+from controller.kubeapi import KubeApi
 from controller.leader import LeaderElector
 from controller.manager import PoolManager, make_deps
 from controller.metrics import ControllerMetrics
-from controller.podstate import PodStateReader
-from controller.pool import GROUP, PLURAL, VERSION, pool_from_settings
+from controller.podreader import PodStateReader
+from controller.pool import pool_from_settings
 from controller.settings import ControllerSettings
 from worker.errors import ConfigError
 
@@ -74,15 +75,15 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
 class ApiProbe:
     """Remembers whether the API server answered recently (for /readyz)."""
 
-    def __init__(self, api: client.ApiClient, stop: threading.Event,
+    def __init__(self, kube: KubeApi, stop: threading.Event,
                  interval: float = 10.0) -> None:
-        self.version = client.VersionApi(api)
+        self.kube = kube
         self.stop, self.interval = stop, interval
         self.last_ok = 0.0
 
     def check(self) -> bool:
         try:
-            self.version.get_code(_request_timeout=5)
+            self.kube.version()
         except Exception as exc:
             log.warning("API server unreachable: %s", exc)
             return False
@@ -99,38 +100,43 @@ class ApiProbe:
 
 def run(settings: ControllerSettings, options: RunOptions) -> int:
     """Run the controller; returns the process exit code."""
-    api = api_client(options.kubeconfig)
-    core = client.CoreV1Api(api)
+    kube = KubeApi(api_client(options.kubeconfig))
     metrics = ControllerMetrics()
-    events = EventRecorder(core, host=settings.identity)
-    pod_reader = PodStateReader(core, access=settings.pod_state_access,
+    events = EventRecorder(kube, host=settings.identity)
+    pod_reader = PodStateReader(kube, access=settings.pod_state_access,
                                 timeout=settings.pod_state_timeout_seconds)
     elector: LeaderElector | None = None
     if settings.leader_election and not options.once and not settings.dry_run:
         elector = LeaderElector(
-            client.CoordinationV1Api(api), name=settings.lease_name,
+            kube, name=settings.lease_name,
             namespace=lease_namespace(settings), identity=settings.identity,
             duration_seconds=settings.lease_duration_seconds,
             renew_seconds=settings.lease_renew_seconds,
             on_change=lambda leader: metrics.is_leader.set(1 if leader else 0))
     else:
         metrics.is_leader.set(1)
-    deps = make_deps(api, pod_reader=pod_reader, events=events, metrics=metrics,
+    deps = make_deps(kube, pod_reader=pod_reader, events=events, metrics=metrics,
                      is_leader=elector.is_leader if elector else (lambda: True),
                      dry_run=settings.dry_run, log_format=settings.log_format,
                      status_interval=settings.status_min_interval_seconds)
-    deps.cordoner = cordoner = _cordoner(core, settings)
-    custom = client.CustomObjectsApi(api)
-    manager = PoolManager(deps, custom=custom, namespace=settings.namespace, events=events,
-                          background=not options.once)
+    deps.cordoner = cordoner = _cordoner(kube, settings)
+    manager = PoolManager(deps, custom=kube, namespace=settings.namespace, events=events,
+                          background=not options.once, controller_name=settings.name)
     if options.once:
-        return _run_once(settings, manager, custom)
+        return _run_once(settings, manager, kube)
 
     stop = manager.stop_event
-    probe = ApiProbe(api, stop)
+    probe = ApiProbe(kube, stop)
     probe.check()
+    def stalled() -> list[str]:
+        problems = manager.stalled()
+        if elector is not None and elector.stalled():
+            problems.append("leader election")
+        return problems
+
     server = HealthServer(settings.http_host, settings.http_port, metrics.registry,
-                          api_reachable=probe.reachable, alive=lambda: not stop.is_set())
+                          api_reachable=probe.reachable, alive=lambda: not stop.is_set(),
+                          stalled=stalled)
     server.start()
     threading.Thread(target=probe.run, daemon=True, name="api-probe").start()
 
@@ -160,27 +166,24 @@ def run(settings: ControllerSettings, options: RunOptions) -> int:
     return 0
 
 
-def _cordoner(core: client.CoreV1Api, settings: ControllerSettings) -> PodCordoner | None:
+def _cordoner(kube: KubeApi, settings: ControllerSettings) -> PodCordoner | None:
     """Cordons busy pods the policy wants gone, when the workers' control token is known."""
     token = settings.control_token.get_secret_value()
     if not token:
         log.info("cordoning off: QSCALE_CONTROL_TOKEN is not set, busy pods leave only "
                  "when they happen to turn idle")
         return None
-    return PodCordoner(core, access=settings.pod_state_access, token=token,
+    return PodCordoner(kube, access=settings.pod_state_access, token=token,
                        ttl_seconds=settings.cordon_ttl_seconds,
                        timeout=max(1.0, settings.pod_state_timeout_seconds))
 
 
-def _run_once(settings: ControllerSettings, manager: PoolManager,
-              custom: client.CustomObjectsApi) -> int:
+def _run_once(settings: ControllerSettings, manager: PoolManager, kube: KubeApi) -> int:
     """One tick of every pool in the foreground, then exit (0 if every tick worked)."""
     if settings.pool_source == "env":
         manager.add_static(pool_from_settings(settings))
     else:
-        listed: Any = (
-            custom.list_namespaced_custom_object(GROUP, VERSION, settings.namespace, PLURAL)
-            if settings.namespace else custom.list_cluster_custom_object(GROUP, VERSION, PLURAL))
+        listed: Any = kube.list_workerpools(settings.namespace)
         for item in listed.get("items", []):
             manager.on_event("SYNC", item)
     results = manager.tick_all_once()

@@ -28,16 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from kubernetes import client
-
+from controller.kubeapi import KubeApi
 from controller.podstate import PodState, rank_for_removal
 from controller.policy import Decision
 from controller.pool import PoolSpec
 from worker.http import TOKEN_HEADER  # the header the worker's endpoint reads
 
 log = logging.getLogger(__name__)
-
-_PROXY_PATH = "/api/v1/namespaces/{namespace}/pods/{name}/proxy/{path}"
 
 
 @dataclass(frozen=True)
@@ -49,16 +46,18 @@ class CordonPlan:
 
 
 def plan_cordons(pods: Sequence[PodState], *, drain: int, remove: int,
-                 cordoned: Collection[str]) -> CordonPlan:
+                 cordoned: Collection[str], keep: Collection[str] = ()) -> CordonPlan:
     """Which pods should hold a cordon after this tick. Pure.
 
     `drain`: busy pods to empty (Decision.drain_pods); `remove`: pods the scale-down
     of this tick takes away (current - desired when shrinking); `cordoned`: pods this
-    controller cordoned before (pods that report a cordon count too).
+    controller cordoned before (pods that report a cordon count too); `keep`: pods the
+    scale-down gate confirmed idle and cordoned, which this tick removes.
     """
     ranked = rank_for_removal(pods, cordoned)
     held = {p.name for p in ranked if p.name in cordoned or p.cordoned}
-    leaving = {p.name for p in ranked[:max(remove, 0)] if p.name in held}
+    leaving = {p.name for p in ranked[:max(remove, 0)] if p.name in held} | (
+        set(keep) & held)
     busy = [p for p in ranked if p.counts_as_busy and p.reachable]
     chosen = {p.name for p in busy[:max(drain, 0)]} | leaving
     return CordonPlan(
@@ -77,12 +76,12 @@ class CordonResult:
 class PodCordoner:
     """Sends cordon requests to worker pods, in parallel, with a short timeout."""
 
-    def __init__(self, core: client.CoreV1Api, *, access: Literal["direct", "apiserver-proxy"],
+    def __init__(self, kube: KubeApi, *, access: Literal["direct", "apiserver-proxy"],
                  token: str, ttl_seconds: float, timeout: float = 2.0,
                  max_parallel: int = 8) -> None:
         if not token:
             raise ValueError("a control token is required to cordon pods")
-        self.core = core
+        self.kube = kube
         self.access = access
         self.ttl_seconds = ttl_seconds
         self.timeout = timeout
@@ -143,15 +142,8 @@ class PodCordoner:
 
     def _proxied(self, namespace: str, target: str, path: str,
                  body: dict[str, float]) -> tuple[int, bytes]:
-        api = self.core.api_client
-        request = api.param_serialize(
-            method="POST", resource_path=_PROXY_PATH,
-            path_params={"namespace": namespace, "name": target, "path": path},
-            header_params={TOKEN_HEADER: self._token, "Content-Type": "application/json",
-                           "Accept": "application/json"},
-            body=body, auth_settings=["BearerToken"])
-        response = api.call_api(*request, _request_timeout=self.timeout)
-        return int(response.status), bytes(response.read() or b"")
+        return self.kube.post_pod_proxy(namespace, target, path, body,
+                                        {TOKEN_HEADER: self._token}, timeout=self.timeout)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -172,8 +164,19 @@ class PoolCordons:
         self.metrics = metrics
         self.names: frozenset[str] = frozenset()
 
+    def hold(self, names: Collection[str]) -> None:
+        """Pods the scale-down gate cordoned: ours now, released by a later plan."""
+        self.names = self.names | frozenset(names)
+
+    def release(self, spec: PoolSpec, *, acting: bool) -> None:
+        """Forget our cordons (a refused pool acts on nothing; they lapse by their TTL)."""
+        self.names = frozenset()
+        if acting:
+            self.metrics.cordoned_pods.labels(spec.namespace, spec.name).set(0)
+
     def update(self, spec: PoolSpec, pods: Sequence[PodState], decision: Decision,
-               current: int, *, acting: bool, pods_read: bool) -> None:
+               current: int, *, acting: bool, pods_read: bool,
+               keep: Collection[str] = ()) -> None:
         """Cordon and release per `plan_cordons`; counts failures, exports the count.
 
         Only a leader that acts sends anything (a standby or --dry-run forgets, and its
@@ -182,12 +185,14 @@ class PoolCordons:
         if self.cordoner is None or not spec.pod_state_port:
             return
         labels = (spec.namespace, spec.name)
-        if not acting:
+        if not acting:  # a standby exports no per-pool gauge either (controller.reporting)
             self.names = frozenset()
-        elif pods_read:
+            return
+        if pods_read:
             drain = 0 if spec.paused else decision.drain_pods
             remove = 0 if spec.paused else max(current - decision.desired, 0)
-            plan = plan_cordons(pods, drain=drain, remove=remove, cordoned=self.names)
+            plan = plan_cordons(pods, drain=drain, remove=remove, cordoned=self.names,
+                                keep=keep)
             result = self.cordoner.apply(spec.namespace, spec.pod_state_port, plan, self.names)
             self.names = result.cordoned
             if result.failures:

@@ -15,10 +15,9 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from controller.pool import GROUP, PLURAL, VERSION
+from controller.kubeapi import KubeApi
 from controller.watch import ListWatcher
 
 log = logging.getLogger(__name__)
@@ -29,21 +28,17 @@ PoolEvent = Callable[[str, Mapping[str, Any]], None]  # (ADDED|MODIFIED|DELETED|
 class WorkerPoolWatcher(ListWatcher):
     """Streams WorkerPool changes (one namespace, or all when `namespace` is empty)."""
 
-    def __init__(self, api: client.CustomObjectsApi, namespace: str,
-                 on_event: PoolEvent) -> None:
+    def __init__(self, api: KubeApi, namespace: str, on_event: PoolEvent) -> None:
         super().__init__("workerpool", "watch-workerpools")
         self.api, self.namespace, self.on_event = api, namespace, on_event
         self.synced = threading.Event()
 
     def _list_func(self, **kwargs: Any) -> Any:
         # No docstring on purpose: Watch reads the model type from it; none = plain dicts.
-        if self.namespace:
-            return self.api.list_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, **kwargs)
-        return self.api.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs)
+        return self.api.list_workerpools(self.namespace, **kwargs)
 
     def _list(self) -> str | None:
-        listed = self._list_func(_request_timeout=10)
+        listed = self._list_func()
         for item in listed.get("items", []):
             self.on_event("SYNC", item)
         self.on_event("RESYNCED", {"items": listed.get("items", [])})
@@ -64,7 +59,7 @@ def _now() -> str:
 class StatusWriter:
     """Writes one WorkerPool's status subresource, only on change and rate-limited."""
 
-    def __init__(self, api: client.CustomObjectsApi, namespace: str, name: str,
+    def __init__(self, api: KubeApi, namespace: str, name: str,
                  min_interval: float = 1.0) -> None:
         self.api, self.namespace, self.name = api, namespace, name
         self.min_interval = min_interval
@@ -90,9 +85,7 @@ class StatusWriter:
         if not force and time.monotonic() - self._last_write < self.min_interval:
             return False
         try:
-            self.api.patch_namespaced_custom_object_status(
-                GROUP, VERSION, self.namespace, PLURAL, self.name, {"status": status},
-                _request_timeout=5)
+            self.api.patch_workerpool_status(self.namespace, self.name, {"status": status})
         except ApiException as exc:
             if exc.status == 404:  # the pool was deleted meanwhile
                 return False

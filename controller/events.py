@@ -12,9 +12,8 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from kubernetes import client
+from controller.kubeapi import KubeApi, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ class Involved:
 class EventRecorder:
     """Creates or bumps core/v1 Events; failures are logged, never raised."""
 
-    def __init__(self, core: client.CoreV1Api, host: str = "") -> None:
+    def __init__(self, core: KubeApi, host: str = "") -> None:
         self.core = core
         self.host = host
         self._recent: dict[tuple[str, str, str, str], tuple[str, int, float]] = {}
@@ -44,7 +43,7 @@ class EventRecorder:
     def emit(self, obj: Involved, event_type: str, reason: str, message: str) -> None:
         """Record one event; `event_type` is Normal or Warning."""
         key = (obj.namespace, obj.name, reason, message)
-        now = datetime.now(UTC)
+        now = rfc3339()
         if len(self._recent) > 1000:
             horizon = time.monotonic() - _REPEAT_WINDOW
             self._recent = {k: v for k, v in self._recent.items() if v[2] > horizon}
@@ -52,22 +51,21 @@ class EventRecorder:
         try:
             if recent and time.monotonic() - recent[2] < _REPEAT_WINDOW:
                 name, count, _ = recent
-                self.core.patch_namespaced_event(
-                    name, obj.namespace, {"count": count + 1, "lastTimestamp": now.isoformat()},
-                    _request_timeout=5)
+                self.core.patch_event(obj.namespace, name,
+                                      {"count": count + 1, "lastTimestamp": now})
                 self._recent[key] = (name, count + 1, time.monotonic())
                 return
             name = f"{obj.name}.{uuid.uuid4().hex[:12]}"
-            body = client.CoreV1Event(
-                metadata=client.V1ObjectMeta(name=name, namespace=obj.namespace),
-                involved_object=client.V1ObjectReference(
-                    kind=obj.kind, namespace=obj.namespace, name=obj.name,
-                    uid=obj.uid or None, api_version=obj.api_version),
-                reason=reason, message=message[:1024], type=event_type, count=1,
-                first_timestamp=now, last_timestamp=now,
-                source=client.V1EventSource(component=COMPONENT, host=self.host or None),
-                reporting_component=COMPONENT, reporting_instance=self.host or COMPONENT)
-            self.core.create_namespaced_event(obj.namespace, body, _request_timeout=5)
+            involved = {"kind": obj.kind, "namespace": obj.namespace, "name": obj.name,
+                        "apiVersion": obj.api_version, **({"uid": obj.uid} if obj.uid else {})}
+            source = {"component": COMPONENT, **({"host": self.host} if self.host else {})}
+            self.core.create_event(obj.namespace, {
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": name, "namespace": obj.namespace},
+                "involvedObject": involved, "reason": reason, "message": message[:1024],
+                "type": event_type, "count": 1, "firstTimestamp": now, "lastTimestamp": now,
+                "source": source, "reportingComponent": COMPONENT,
+                "reportingInstance": self.host or COMPONENT})
             self._recent[key] = (name, 1, time.monotonic())
         except Exception as exc:
             self._recent.pop(key, None)

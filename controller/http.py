@@ -1,5 +1,8 @@
 """The controller's one HTTP port: /healthz, /readyz and /metrics.
 
+/healthz fails (503, naming what) when a pool loop, a watcher or the leader
+election has not ticked within its bound (`stalled()` lists them), so the kubelet
+restarts a controller whose threads hang instead of trusting a live process.
 /readyz is about the API server, not leadership: a standby that can reach the
 API is ready (it takes over the moment the leader goes), so both replicas of a
 healthy pair pass.
@@ -21,7 +24,8 @@ class HealthServer:
     """Serves health and metrics in a daemon thread."""
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry,
-                 api_reachable: Callable[[], bool], alive: Callable[[], bool]) -> None:
+                 api_reachable: Callable[[], bool], alive: Callable[[], bool],
+                 stalled: Callable[[], list[str]] = list) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -30,8 +34,10 @@ class HealthServer:
                 if path == "/metrics":
                     self._send(200, generate_latest(outer.registry), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
-                    ok = outer.alive()
-                    self._send(200 if ok else 503, b"ok\n" if ok else b"loop stalled\n")
+                    problems = [] if outer.alive() else ["stopping"]
+                    problems += outer.stalled()
+                    body = "".join(f"stalled: {p}\n" for p in problems) or "ok\n"
+                    self._send(503 if problems else 200, body.encode())
                 elif path == "/readyz":
                     ok = outer.api_reachable()
                     self._send(200 if ok else 503, b"ok\n" if ok else b"api unreachable\n")
@@ -51,6 +57,7 @@ class HealthServer:
         self.registry = registry
         self.api_reachable = api_reachable
         self.alive = alive
+        self.stalled = stalled
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]

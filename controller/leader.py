@@ -6,6 +6,11 @@ between nodes does not matter), or at once when the holder released it. A leader
 that cannot renew before `renew_deadline` steps down immediately, and a leader
 told it lost the lease (another holder) stops at once. Release on shutdown
 empties the holder so a standby need not wait out the lease.
+
+The Lease itself is part of the install (the chart and k8s/ ship it), so the
+controller only reads and replaces that one named Lease: its Role grants get and
+update on it by `resourceNames`, and no create (which RBAC cannot restrict by name).
+A missing Lease is logged as an error and nobody leads.
 """
 
 from __future__ import annotations
@@ -14,28 +19,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from typing import Any
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from controller.kubeapi import KubeApi, micro_time
+
 log = logging.getLogger(__name__)
-
-
-def _now_micro() -> datetime:
-    return _micro(datetime.now(UTC))
-
-
-def _micro(moment: datetime) -> datetime:
-    """A time the API server parses as MicroTime: isoformat() drops a zero microsecond,
-    which the server's fixed-width layout rejects, so never send exactly .000000."""
-    return moment.replace(microsecond=moment.microsecond or 1)
 
 
 class LeaderElector:
     """Acquires and renews one Lease in a background thread; `is_leader()` says who acts."""
 
-    def __init__(self, api: client.CoordinationV1Api, *, name: str, namespace: str,
+    def __init__(self, api: KubeApi, *, name: str, namespace: str,
                  identity: str, duration_seconds: float = 15.0, renew_seconds: float = 5.0,
                  on_change: Callable[[bool], None] | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
@@ -53,6 +49,7 @@ class LeaderElector:
         self._observed: tuple[str, str] | None = None  # (holder, renewTime) last seen
         self._observed_at = 0.0
         self._thread = threading.Thread(target=self._run, daemon=True, name="leader-election")
+        self.last_round = monotonic()  # when the election loop last ran (for /healthz)
 
     def is_leader(self) -> bool:
         if self._leader.is_set() and self._clock() - self._last_renew > self.renew_deadline:
@@ -86,8 +83,13 @@ class LeaderElector:
         if self._on_change is not None:
             self._on_change(leader)
 
+    def stalled(self) -> bool:
+        """The election thread has not run a round for three renew periods (+ timeouts)."""
+        return self._clock() - self.last_round > 3 * self.renew + 30
+
     def _run(self) -> None:
         while not self._stop.is_set():
+            self.last_round = self._clock()
             try:
                 self.try_acquire_or_renew()
             except Exception as exc:
@@ -98,42 +100,34 @@ class LeaderElector:
 
     def try_acquire_or_renew(self) -> bool:
         """One round of the election; returns whether this replica now holds the lease."""
-        now = _now_micro()
+        now = micro_time()
         try:
-            lease = self.api.read_namespaced_lease(self.name, self.namespace, _request_timeout=5)
+            lease = self.api.read_lease(self.namespace, self.name)
         except ApiException as exc:
             if exc.status != 404:
                 raise
-            body = client.V1Lease(
-                metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
-                spec=self._spec(now, acquired=now, transitions=0))
-            try:
-                self.api.create_namespaced_lease(self.namespace, body, _request_timeout=5)
-            except ApiException as create_exc:
-                if create_exc.status == 409:
-                    return False
-                raise
-            self._won()
-            return True
-        spec = lease.spec or client.V1LeaseSpec()
-        holder = spec.holder_identity or ""
-        record = (holder, str(spec.renew_time))
+            log.error("lease %s/%s does not exist: create it (the chart and k8s/ ship it); "
+                      "no replica leads until it does", self.namespace, self.name)
+            self._set_leader(False, "lease missing")
+            return False
+        spec: dict[str, Any] = lease.get("spec") or {}
+        holder = str(spec.get("holderIdentity") or "")
+        record = (holder, str(spec.get("renewTime")))
         if record != self._observed:
             self._observed, self._observed_at = record, self._clock()
         held_by_me = holder == self.identity
         expired = self._clock() - self._observed_at > float(
-            spec.lease_duration_seconds or self.duration)
+            spec.get("leaseDurationSeconds") or self.duration)
         if holder and not held_by_me and not expired:
             self._set_leader(False, f"held by {holder}")
             return False
         if self._stop.is_set():  # shutting down: never (re)acquire
             return False
-        transitions = int(spec.lease_transitions or 0) + (0 if held_by_me else 1)
-        acquired = spec.acquire_time if held_by_me and spec.acquire_time else now
-        lease.spec = self._spec(now, acquired=acquired, transitions=transitions)
+        transitions = int(spec.get("leaseTransitions") or 0) + (0 if held_by_me else 1)
+        acquired = spec.get("acquireTime") if held_by_me and spec.get("acquireTime") else now
+        lease["spec"] = self._spec(now, acquired=str(acquired), transitions=transitions)
         try:
-            self.api.replace_namespaced_lease(self.name, self.namespace, lease,
-                                              _request_timeout=5)
+            self.api.replace_lease(self.namespace, self.name, lease)
         except ApiException as exc:
             if exc.status == 409:  # someone else wrote first: they lead
                 self._set_leader(False, "lost update race")
@@ -142,12 +136,10 @@ class LeaderElector:
         self._won()
         return True
 
-    def _spec(self, now: datetime, *, acquired: datetime,
-              transitions: int) -> client.V1LeaseSpec:
-        return client.V1LeaseSpec(
-            holder_identity=self.identity,
-            lease_duration_seconds=max(1, round(self.duration)),
-            acquire_time=_micro(acquired), renew_time=now, lease_transitions=transitions)
+    def _spec(self, now: str, *, acquired: str, transitions: int) -> dict[str, Any]:
+        return {"holderIdentity": self.identity,
+                "leaseDurationSeconds": max(1, round(self.duration)),
+                "acquireTime": acquired, "renewTime": now, "leaseTransitions": transitions}
 
     def _won(self) -> None:
         self._last_renew = self._clock()
@@ -156,16 +148,15 @@ class LeaderElector:
     def release(self) -> None:
         """Empty the holder if it is still us (best effort)."""
         try:
-            lease = self.api.read_namespaced_lease(self.name, self.namespace, _request_timeout=5)
-            if lease.spec is None or lease.spec.holder_identity != self.identity:
+            lease = self.api.read_lease(self.namespace, self.name)
+            spec = lease.get("spec") or {}
+            if spec.get("holderIdentity") != self.identity:
                 return
-            lease.spec.holder_identity = None
-            lease.spec.lease_duration_seconds = 1
-            lease.spec.renew_time = _now_micro()
-            if lease.spec.acquire_time is not None:
-                lease.spec.acquire_time = _micro(lease.spec.acquire_time)
-            self.api.replace_namespaced_lease(self.name, self.namespace, lease,
-                                              _request_timeout=5)
+            spec.pop("holderIdentity", None)
+            spec["leaseDurationSeconds"] = 1
+            spec["renewTime"] = micro_time()
+            lease["spec"] = spec
+            self.api.replace_lease(self.namespace, self.name, lease)
             log.info("released lease %s/%s", self.namespace, self.name)
         except Exception as exc:
             log.warning("releasing lease %s/%s failed: %s", self.namespace, self.name, exc)

@@ -1,36 +1,45 @@
-"""One pool's control loop: read metrics, ask the policy, act, report. Only wiring.
+"""One pool's control loop: read, decide, confirm, act, report. Only wiring.
 
-Each tick: queue depth, pods' /state and rates -> `desired_replicas` (pure) -> cordons
-(controller.cordon) -> the actuator (deletion costs, then the scale patch) -> status,
-events, metrics and one log line. A standby replica still reads and decides (so its
-history is warm when it takes over) but never acts.
+Each tick: queue depth, pods' /state and rates (controller.observe, where anything
+unreadable is unknown, never zero) -> `desired_replicas` (pure) -> for a scale-down,
+the gate (controller.scaledown: the pods that would go are confirmed idle, and
+cordoned, in this same tick) -> cordons (controller.cordon) -> the actuator
+(deletion costs, then the scale patch) -> status, events, metrics and one log line
+(controller.reporting). A standby replica still reads depth and decides (so its
+history is warm when it takes over) but never acts, and exports nothing per pool.
+
+The spec can change under a running tick (the WorkerPool watch calls `update` from
+its own thread): a tick works on the spec and actuator it started with, and acts
+only if its spec is still the current one, so a `targetRef` edit can never leave
+the loop scaling the old Deployment.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from controller.actuator import ActuationError, Actuator, DeploymentView, TargetMissingError
+from controller.conflicts import ConflictCheck, Conflicts
 from controller.cordon import PodCordoner, PoolCordons
 from controller.crd import StatusWriter
 from controller.events import EventRecorder, Involved
 from controller.metrics import ControllerMetrics
-from controller.podmemory import PodMemory
-from controller.podstate import PodState, PodStateReader, deletion_costs
-from controller.policy import Decision, History, Observation, desired_replicas
+from controller.observe import POD_REFRESH_SECONDS, PoolInputs
+from controller.podstate import deletion_costs
+from controller.policy import Decision, History, desired_replicas
 from controller.pool import KIND, PoolSpec
-from controller.sources import DepthSample, DepthSource, MetricReadError, RateEstimator
+from controller.reporting import PoolReporter
+from controller.scaledown import ScaleDownGate
+from controller.sources import DepthSource
 
 log = logging.getLogger(__name__)
 
-# Pod /state is read this often for busy counts, counters and service times, and at
-# once whenever a scale-down is about to be decided (so the busy floor is current).
-POD_REFRESH_SECONDS = 5.0
+__all__ = ["POD_REFRESH_SECONDS", "LoopDeps", "PoolLoop", "TickResult"]
 
 
 @dataclass
@@ -39,7 +48,7 @@ class LoopDeps:
 
     make_source: Callable[[PoolSpec], DepthSource]
     make_actuator: Callable[[PoolSpec], Actuator]
-    pod_reader: PodStateReader | None
+    pod_reader: Any  # controller.podreader.PodStateReader, or None
     events: EventRecorder | None
     make_status: Callable[[PoolSpec], StatusWriter | None] | None
     metrics: ControllerMetrics
@@ -49,6 +58,8 @@ class LoopDeps:
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time  # compared with pods' creation times
     cordoner: PodCordoner | None = None  # None: no control token, busy pods are not drained
+    # Who else scales a Deployment (HPAs, other WorkerPools); None: nobody is checked.
+    conflicts: Conflicts | None = None
 
 
 @dataclass
@@ -68,170 +79,172 @@ class PoolLoop:
     def __init__(self, spec: PoolSpec, deps: LoopDeps) -> None:
         self.deps = deps
         self.spec = spec
-        self._source: DepthSource | None = None
-        self._source_key: tuple[Any, ...] = ()
+        self._lock = threading.Lock()
         self._actuator: Actuator | None = None
-        self._status: StatusWriter | None = deps.make_status(spec) if deps.make_status else None
-        self._rates = RateEstimator()
+        self._inputs = PoolInputs(lambda s: deps.make_source(s), deps.pod_reader,  # noqa: PLW0108 (late-bound)
+                                  deps.wall_clock)
+        status = deps.make_status(spec) if deps.make_status else None
+        self.report = PoolReporter(deps, status, lambda: self.involved)
+        self._gate = ScaleDownGate(deps.pod_reader, deps.cordoner)
         self._history: History | None = None
         self._backoff = 0.0
         self._hold_until = 0.0
         self._floor_since: float | None = None
-        self._pods: list[PodState] = []
-        self._pods_read_at = -1e18
-        self._memory = PodMemory(deps.wall_clock)  # start-up and service times
-        self._metrics_ok: bool | None = None
-        self._target_ok: bool | None = None
-        self._last_scale_time = ""
         self._cordons = PoolCordons(deps.cordoner, deps.metrics)
+        self.last_tick = deps.clock()  # when a tick last finished (for /healthz)
 
     @property
     def involved(self) -> Involved:
         """Events are about the WorkerPool, or the Deployment for an env-defined pool."""
-        if self.spec.from_crd:
-            return Involved(KIND, self.spec.namespace, self.spec.name, self.spec.uid)
-        return Involved("Deployment", self.spec.namespace, self.spec.deployment,
-                        api_version="apps/v1")
+        spec = self.spec
+        if spec.from_crd:
+            return Involved(KIND, spec.namespace, spec.name, spec.uid)
+        return Involved("Deployment", spec.namespace, spec.deployment, api_version="apps/v1")
 
     def update(self, spec: PoolSpec) -> None:
-        if spec.deployment != self.spec.deployment and self._actuator is not None:
-            self._actuator.stop()
-            self._actuator = None
-        self.spec = spec
+        with self._lock:
+            if spec.deployment != self.spec.deployment and self._actuator is not None:
+                self._actuator.stop()
+                self._actuator = None
+            self.spec = spec
 
     def close(self) -> None:
-        if self._source is not None:
-            self._source.close()
-        if self._actuator is not None:
-            self._actuator.stop()
+        self._inputs.close()
+        with self._lock:
+            if self._actuator is not None:
+                self._actuator.stop()
 
-    def _source_for(self, spec: PoolSpec) -> DepthSource:
-        key = (spec.broker_url, spec.broker_secret, spec.queues)
-        if self._source is None or key != self._source_key:
-            if self._source is not None:
-                self._source.close()
-            self._source = self.deps.make_source(spec)
-            self._source_key = key
-        return self._source
+    def _current(self) -> tuple[PoolSpec, Actuator]:
+        """The spec in force and its actuator, made for exactly that Deployment."""
+        with self._lock:
+            spec = self.spec
+            if self._actuator is None:
+                self._actuator = self.deps.make_actuator(spec).start()
+            return spec, self._actuator
 
-    def _actuator_for(self, spec: PoolSpec) -> Actuator:
-        if self._actuator is None:
-            self._actuator = self.deps.make_actuator(spec).start()
-        return self._actuator
+    def _still_current(self, spec: PoolSpec) -> bool:
+        with self._lock:
+            return self.spec.deployment == spec.deployment and self.spec.namespace == \
+                spec.namespace
 
     # -- one tick --
 
     def tick(self) -> TickResult:
-        spec, deps = self.spec, self.deps
+        spec, actuator = self._current()
+        deps = self.deps
         started = deps.clock()
         leader = deps.is_leader()
-        acting = leader and not deps.dry_run and not spec.paused
+        labels = (spec.namespace, spec.name)
+        scalers = deps.conflicts.check(spec) if deps.conflicts else ConflictCheck()
+        if scalers.refusal is not None:  # never fight: an HPA or another WorkerPool scales it
+            self.report.refused(spec, leader, scalers.refusal)
+            self._cordons.release(spec, acting=leader and not deps.dry_run)
+            self.last_tick = deps.clock()
+            return TickResult(None, None, error=scalers.refusal)
         try:
-            target = self._actuator_for(spec).current()
+            target = actuator.current()
         except ActuationError as exc:
-            deps.metrics.api_errors.labels(spec.namespace, spec.name).inc()
+            if leader:
+                deps.metrics.api_errors.labels(*labels).inc()
+            self.last_tick = deps.clock()
             return TickResult(None, None, error=str(exc))
         if not target.exists:
-            self._target_missing(leader)
+            self.report.target_missing(spec, leader)
+            self.last_tick = deps.clock()
             return TickResult(None, None, error="target deployment not found")
-        self._target_found(leader)
+        self.report.target_found(spec, leader)
         current = target.spec_replicas
 
-        sample, read_error = self._read_depth(spec)
-        fresh = leader and started - self._pods_read_at >= POD_REFRESH_SECONDS
+        sample, read_error = self._inputs.read_depth(spec)
+        if read_error and leader:
+            deps.metrics.metric_errors.labels(*labels).inc()
+        fresh = leader and started - self._inputs.pods.at >= POD_REFRESH_SECONDS
         if fresh:
-            self._pods = self._read_pods(spec, target, started)
-            self._memory.remember_startups(self._pods)
-        obs = self._observe(spec, sample, read_error, self._pods, started, fresh=fresh)
-        obs = replace(obs, starting_pods=_starting_pods(target),
-                      pod_startup_seconds=self._memory.startup_seconds())
-        if self._history is None:  # fresh start: the window begins now, at the current size
-            self._history = History(recommendations=((started, current),))
-        decision = desired_replicas(obs, current, spec.concurrency, spec.policy,
-                                    self._history, started)
-        if leader and not fresh and decision.desired < current:
-            # About to remove pods: decide again on fresh busy counts (same inputs otherwise).
-            self._pods = self._read_pods(spec, target, started)
-            obs = replace(obs, busy_pods=self._busy(spec, self._pods))
-            decision = desired_replicas(obs, current, spec.concurrency, spec.policy,
-                                        self._history, started)
+            self._inputs.read_pods(spec, target, started)
+        decision, obs, unknown = self._decide(spec, target, sample, read_error, started,
+                                              current, fresh=fresh, scalers=scalers)
+        if leader and decision.desired < current and self._inputs.pods.at != started:
+            # About to remove pods: decide again on a pod read of this very tick.
+            self._inputs.read_pods(spec, target, started)
+            decision, obs, unknown = self._decide(spec, target, sample, read_error, started,
+                                                  current, fresh=False, scalers=scalers)
+        acting = (leader and not deps.dry_run and not spec.paused
+                  and self._still_current(spec))
+        decision, leaving, unconfirmed = self._confirm(spec, decision, current, acting, obs)
         self._history = decision.history
         self._floor_since = (self._floor_since or started) \
             if decision.reason == "floor:busy-pods" else None
-        self._cordons.update(spec, self._pods, decision, current, acting=leader and not
-                             deps.dry_run, pods_read=self._pods_read_at == started)
-
+        self._cordons.update(spec, self._inputs.pods.live, decision, current,
+                             acting=leader and not deps.dry_run and self._still_current(spec),
+                             pods_read=self._inputs.pods.at == started, keep=leaving)
         acted, act_error = False, None
-        if acting and decision.desired != current and started >= self._hold_until:
-            acted, act_error = self._act(spec, decision, current, self._pods)
+        if (acting and decision.desired != current and started >= self._hold_until
+                and self._still_current(spec)):
+            acted, act_error = self._act(spec, actuator, decision, current)
         result = TickResult(decision, current, acted, act_error or read_error)
-        result.fields = self._report(spec, obs, decision, current, result, leader=leader)
-        deps.metrics.loop_seconds.labels(spec.namespace, spec.name).observe(
-            deps.clock() - started)
+        result.fields = self._fields(spec, obs, decision, current, result, leader=leader,
+                                     unknown=unknown, unconfirmed=unconfirmed)
+        self.report.inputs(spec, unknown, leader)
+        self.report.decision(spec, obs, decision, current, result.fields, leader=leader,
+                             acted=acted, cordoned=len(self._cordons.names))
+        if leader:
+            deps.metrics.loop_seconds.labels(*labels).observe(deps.clock() - started)
+        self.last_tick = deps.clock()
         return result
 
-    def _read_depth(self, spec: PoolSpec) -> tuple[DepthSample | None, str | None]:
-        try:
-            return self._source_for(spec).sample(), None
-        except (MetricReadError, ActuationError) as exc:
-            self.deps.metrics.metric_errors.labels(spec.namespace, spec.name).inc()
-            return None, str(exc)
-        except Exception as exc:  # e.g. a broker secret that cannot be read
-            self.deps.metrics.metric_errors.labels(spec.namespace, spec.name).inc()
-            self._source = None
-            return None, f"{type(exc).__name__}: {exc}"
-
-    def _read_pods(self, spec: PoolSpec, target: DeploymentView, now: float) -> list[PodState]:
-        reader = self.deps.pod_reader
-        self._pods_read_at = now
-        if reader is None or not target.match_labels:
-            return []
-        try:
-            return reader.read(spec.namespace, target.match_labels, spec.pod_state_port)
-        except Exception as exc:
-            log.warning("pool=%s listing pods failed: %s", spec.key, exc)
-            return []
-
-    @staticmethod
-    def _busy(spec: PoolSpec, pods: list[PodState]) -> int:
-        if not spec.pod_state_port:
-            return 0
-        return sum(1 for p in pods if p.counts_as_busy)
-
-    def _observe(self, spec: PoolSpec, sample: DepthSample | None, error: str | None,
-                 pods: list[PodState], now: float, *, fresh: bool) -> Observation:
-        live = [p for p in pods if not p.terminating]
-        busy = self._busy(spec, live)
-        service = self._memory.remember_service_time(live)
-        counters = {p.name: c for p in live if (c := p.completed) is not None}
-        if not fresh:  # counters are only comparable at the moment they were read
-            counters = {}
+    def _decide(self, spec: PoolSpec, target: DeploymentView, sample: Any,
+                read_error: str | None, now: float, current: int, *, fresh: bool,
+                scalers: ConflictCheck) -> tuple[Decision, Any, dict[str, str]]:
+        unknown = self._inputs.unknown_inputs(spec, sample)
+        if scalers.unknown:  # an HPA we cannot see could be scaling it too
+            unknown["scalers"] = scalers.unknown
         deadline_passed = (self._floor_since is not None
                            and now - self._floor_since > spec.drain_deadline_seconds)
-        if sample is None:
-            return Observation(ok=False, busy_pods=busy, service_time_seconds=service,
-                               draining_deadline_passed=deadline_passed, error=error)
-        rates = self._rates.update(
-            now, sample.backlog, completed=counters or None, in_flight=sample.in_flight,
-            service_time=service if fresh and not counters else None)
-        return Observation(
-            ok=True, ready=sample.ready, in_flight=sample.in_flight,
-            arrival_rate=rates.arrival, completion_rate=rates.completion,
-            service_time_seconds=service, busy_pods=busy,
-            draining_deadline_passed=deadline_passed)
+        obs = self._inputs.observe(spec, sample, read_error, now, fresh=fresh,
+                                   deadline_passed=deadline_passed, unknown=tuple(unknown))
+        obs = replace(obs, starting_pods=_starting_pods(target),
+                      pod_startup_seconds=self._inputs.memory.startup_seconds())
+        if self._history is None:  # fresh start: the window begins now, at the current size
+            self._history = History(recommendations=((now, current),))
+        decision = desired_replicas(obs, current, spec.concurrency, spec.policy,
+                                    self._history, now)
+        return decision, obs, unknown
 
-    def _act(self, spec: PoolSpec, decision: Decision, current: int,
-             pods: list[PodState]) -> tuple[bool, str | None]:
-        deps, actuator = self.deps, self._actuator_for(spec)
+    def _confirm(self, spec: PoolSpec, decision: Decision, current: int, acting: bool,
+                 obs: Any) -> tuple[Decision, tuple[str, ...], int]:
+        """A scale-down goes only as far as the pods it removes are confirmed idle."""
+        pods = self._inputs.pods
+        if not acting or decision.desired >= current or pods.pods is None:
+            return decision, (), 0
+        costs = deletion_costs(pods.live, self._cordons.names)
+        gate = self._gate.check(spec.namespace, spec.pod_state_port, pods.live, current,
+                                decision.desired, costs, cordoned=self._cordons.names,
+                                deadline_passed=obs.draining_deadline_passed)
+        self._cordons.hold(gate.cordoned)
+        if gate.desired == decision.desired:
+            return decision, gate.leaving, 0
+        assert self._history is not None
+        history = decision.history
+        if gate.desired == current:  # nothing scaled down after all
+            history = replace(history, last_scale_at=self._history.last_scale_at,
+                              last_scale_down_at=self._history.last_scale_down_at)
+        reason = "hold:unconfirmed-idle" if gate.desired == current else decision.reason
+        return (replace(decision, desired=gate.desired, reason=reason, history=history),
+                gate.leaving, gate.unconfirmed)
+
+    def _act(self, spec: PoolSpec, actuator: Actuator, decision: Decision,
+             current: int) -> tuple[bool, str | None]:
+        deps = self.deps
+        pods = self._inputs.pods.live
         try:
             if decision.desired < current and pods and spec.pod_state_port:
                 costs = deletion_costs(pods, self._cordons.names)
                 actuator.mark_deletion_costs(costs, {p.name: p.deletion_cost for p in pods})
-            if not deps.is_leader():  # lost the lease while preparing: do not write
-                return False, None
+            if not deps.is_leader() or not self._still_current(spec):
+                return False, None  # lost the lease or the target while preparing
             changed = actuator.scale(decision.desired)
         except TargetMissingError as exc:
-            self._target_missing(True)
+            self.report.target_missing(spec, True)
             return False, str(exc)
         except ActuationError as exc:
             deps.metrics.api_errors.labels(spec.namespace, spec.name).inc()
@@ -239,124 +252,54 @@ class PoolLoop:
             self._hold_until = deps.clock() + self._backoff
             log.warning("pool=%s scaling failed, holding for %.0fs: %s", spec.key,
                         self._backoff, exc)
-            if deps.events:
-                deps.events.emit(self.involved, "Warning", "ScaleFailed", str(exc))
+            self.report.event(True, "Warning", "ScaleFailed", str(exc))
             return False, str(exc)
         self._backoff = 0.0
         if changed:
             direction = "up" if decision.desired > current else "down"
             deps.metrics.scale_events.labels(spec.namespace, spec.name, direction).inc()
-            self._last_scale_time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            if deps.events:
-                reason = "ScaledUp" if direction == "up" else "ScaledDown"
-                deps.events.emit(self.involved, "Normal", reason,
-                                 f"{spec.deployment}: {current} -> {decision.desired} "
-                                 f"({decision.reason})")
+            self.report.last_scale_time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            self.report.event(True, "Normal", "ScaledUp" if direction == "up" else "ScaledDown",
+                              f"{spec.deployment}: {current} -> {decision.desired} "
+                              f"({decision.reason})")
         return changed, None
 
-    # -- reporting --
+    def watcher_stalled(self) -> bool:
+        """The actuator's Deployment watch is stuck (a fake actuator has none)."""
+        with self._lock:
+            watcher = getattr(self._actuator, "watcher", None)
+        return bool(watcher is not None and watcher.stalled())
 
-    def _target_missing(self, leader: bool) -> None:
-        spec = self.spec
-        if self._target_ok is not False:
-            log.warning("pool=%s target deployment %s not found", spec.key, spec.deployment)
-            if leader and self.deps.events and not self.deps.dry_run:
-                self.deps.events.emit(self.involved, "Warning", "TargetNotFound",
-                                      f"deployment {spec.namespace}/{spec.deployment} not found")
-        self._target_ok = False
-        if leader and self._status is not None and not self.deps.dry_run:
-            self._status.condition("Ready", False, "TargetNotFound",
-                                   f"deployment {spec.deployment} not found")
-            self._status.write({"observedGeneration": spec.generation,
-                                "lastDecisionReason": "error:target-not-found"})
+    def tick_failed(self, exc: BaseException) -> None:
+        """Called by the runner when `tick` raised: counted, and said in status and Events."""
+        self.report.tick_failed(self.spec, self.deps.is_leader(), exc)
+        self.last_tick = self.deps.clock()
 
-    def _target_found(self, leader: bool) -> None:
-        self._target_ok = True
-        if leader and self._status is not None:
-            self._status.condition("Ready", True, "TargetFound",
-                                   f"scaling deployment {self.spec.deployment}")
-
-    def _report(self, spec: PoolSpec, obs: Observation, decision: Decision, current: int,
-                result: TickResult, *, leader: bool) -> dict[str, Any]:
-        deps = self.deps
-        labels = (spec.namespace, spec.name)
-        reason = ("paused:" + decision.reason) if spec.paused else decision.reason
+    def _fields(self, spec: PoolSpec, obs: Any, decision: Decision, current: int,
+                result: TickResult, *, leader: bool, unknown: dict[str, str],
+                unconfirmed: int) -> dict[str, Any]:
+        """The decision log line's fields (structured: one key per fact)."""
+        measured = obs.pod_startup_seconds
+        startup = spec.policy.pod_startup_seconds if measured is None else measured
         fields: dict[str, Any] = {
-            "pool": spec.key, "queues": ",".join(spec.queues),
+            "pool": spec.key, "deployment": spec.deployment, "queues": ",".join(spec.queues),
             "depth": obs.ready, "in_flight": obs.in_flight,
             "arrival": _round(obs.arrival_rate), "completion": _round(obs.completion_rate),
             "service_time": _round(obs.service_time_seconds), "busy_pods": obs.busy_pods,
-            "starting_pods": obs.starting_pods,
-            "startup": _round(_startup_in_use(obs, spec), 1),
+            "starting_pods": obs.starting_pods, "startup": _round(startup, 1),
             "current": current, "desired": decision.desired, "raw": decision.raw_desired,
-            "reason": reason, "acted": result.acted, "leader": leader,
-            "drain": decision.drain_pods, "cordoned": ",".join(sorted(self._cordons.names)) or None,
+            "reason": ("paused:" + decision.reason) if spec.paused else decision.reason,
+            "acted": result.acted, "leader": leader, "drain": decision.drain_pods,
+            "cordoned": ",".join(sorted(self._cordons.names)) or None,
+            "unknown": ",".join(unknown) or None,
         }
+        if unconfirmed:
+            fields["unconfirmed"] = unconfirmed
         if result.error:
             fields["error"] = result.error
-        if deps.dry_run:
+        if self.deps.dry_run:
             fields["dry_run"] = True
-        self._log(fields)
-        if obs.ready is not None:
-            deps.metrics.queue_ready.labels(*labels).set(obs.ready)
-            deps.metrics.queue_in_flight.labels(*labels).set(obs.in_flight or 0)
-        if obs.arrival_rate is not None:
-            deps.metrics.arrival_rate.labels(*labels).set(obs.arrival_rate)
-        deps.metrics.desired_replicas.labels(*labels).set(decision.desired)
-        deps.metrics.current_replicas.labels(*labels).set(
-            decision.desired if result.acted else current)
-        deps.metrics.busy_pods.labels(*labels).set(obs.busy_pods)
-        deps.metrics.decisions.labels(*labels, decision.reason).inc()
-        self._metrics_transition(obs, leader)
-        if leader and self._status is not None and not deps.dry_run:
-            self._write_status(spec, obs, decision, current, result, reason=reason)
         return fields
-
-    def _metrics_transition(self, obs: Observation, leader: bool) -> None:
-        if obs.ok == self._metrics_ok:
-            return
-        self._metrics_ok = obs.ok
-        if obs.ok or not leader or self.deps.dry_run or self.deps.events is None:
-            return
-        policy = self.spec.policy
-        held = ("holding replicas" if policy.on_error == "hold"
-                else f"falling back to {policy.fallback_replicas} replicas")
-        self.deps.events.emit(self.involved, "Warning", "MetricsUnavailable",
-                              f"queue metrics unreadable, {held}: {obs.error}")
-
-    def _write_status(self, spec: PoolSpec, obs: Observation, decision: Decision, current: int,
-                      result: TickResult, *, reason: str) -> None:
-        status = self._status
-        assert status is not None
-        status.condition("MetricsAvailable", obs.ok, "MetricsRead" if obs.ok else "ReadFailed",
-                         "" if obs.ok else (obs.error or "metric read failed"))
-        active = not spec.paused and decision.desired > 0
-        status.condition("Active", active,
-                         "Paused" if spec.paused else ("Scaling" if active else "ScaledToZero"),
-                         "qscale.io/paused is true" if spec.paused else "")
-        limited = decision.reason.startswith(("clamp:", "floor:"))
-        status.condition("ScalingLimited", limited, decision.reason if limited else "WithinLimits",
-                         f"raw desired {decision.raw_desired}" if limited else "")
-        replicas = decision.desired if result.acted else current
-        status.write({
-            "readyDepth": obs.ready, "inFlight": obs.in_flight,
-            "arrivalRate": _round(obs.arrival_rate, 2),
-            "serviceTimeSeconds": _round(obs.service_time_seconds, 3),
-            "startingPods": obs.starting_pods, "cordonedPods": len(self._cordons.names),
-            "podStartupSeconds": _round(_startup_in_use(obs, spec), 1),
-            "desiredReplicas": decision.desired, "currentReplicas": replicas,
-            "lastDecision": f"{current}->{decision.desired}" if decision.desired != current
-            else f"hold {current}",
-            "lastDecisionReason": reason,
-            "lastScaleTime": self._last_scale_time or None,
-            "observedGeneration": spec.generation,
-        }, force=result.acted)
-
-    def _log(self, fields: dict[str, Any]) -> None:
-        if self.deps.log_format == "json":
-            log.info("decision %s", json.dumps(fields, sort_keys=False, default=str))
-        else:
-            log.info("decision %s", " ".join(f"{k}={_kv(v)}" for k, v in fields.items()))
 
 
 def _starting_pods(target: DeploymentView) -> int:
@@ -367,16 +310,5 @@ def _starting_pods(target: DeploymentView) -> int:
     return max(target.spec_replicas - target.ready_replicas, 0)
 
 
-def _startup_in_use(obs: Observation, spec: PoolSpec) -> float:
-    """The pod start-up time the policy works with: measured, else configured."""
-    measured = obs.pod_startup_seconds
-    return spec.policy.pod_startup_seconds if measured is None else measured
-
-
 def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
-
-
-def _kv(value: object) -> str:
-    text = "-" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-    return json.dumps(text) if " " in text or "=" in text else text

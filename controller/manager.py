@@ -14,11 +14,13 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from controller.actuator import Actuator
+from controller.conflicts import Conflicts, owned_by
 from controller.crd import StatusWriter, WorkerPoolWatcher
 from controller.events import EventRecorder, Involved
+from controller.kubeapi import KubeApi
 from controller.loop import LoopDeps, PoolLoop, TickResult
 from controller.pool import KIND, PoolSpec, SpecError, pool_from_workerpool
 from controller.sources import BrokerDepthSource, MetricReadError
@@ -26,7 +28,7 @@ from controller.sources import BrokerDepthSource, MetricReadError
 log = logging.getLogger(__name__)
 
 
-def secret_broker_url(core: client.CoreV1Api, spec: PoolSpec) -> str:
+def secret_broker_url(kube: KubeApi, spec: PoolSpec) -> str:
     """The broker URL a pool names: inline, or read from its Secret on each (re)connect."""
     if spec.broker_url:
         return spec.broker_url
@@ -34,11 +36,11 @@ def secret_broker_url(core: client.CoreV1Api, spec: PoolSpec) -> str:
     if ref is None:
         raise MetricReadError("no broker url or secretRef")
     try:
-        secret = core.read_namespaced_secret(ref.name, spec.namespace, _request_timeout=5)
-    except client.ApiException as exc:
+        secret = kube.read_secret(spec.namespace, ref.name)
+    except ApiException as exc:
         raise MetricReadError(
             f"broker secret {spec.namespace}/{ref.name}: {exc.status} {exc.reason}") from exc
-    data = (secret.data or {}).get(ref.key)
+    data = (secret.get("data") or {}).get(ref.key)
     if data is None:
         raise MetricReadError(f"broker secret {spec.namespace}/{ref.name} has no key {ref.key!r}")
     return base64.b64decode(data).decode().strip()
@@ -67,6 +69,12 @@ class LazySecretSource:
             self._inner.close()
 
 
+# A pool loop that has not finished a tick for this long (or ten poll intervals, if
+# longer) is stalled: /healthz fails. A healthy tick stays well below it even with
+# every API call at its timeout.
+STALL_SECONDS = 120.0
+
+
 class PoolRunner:
     """A thread ticking one PoolLoop at its poll interval until stopped."""
 
@@ -83,8 +91,9 @@ class PoolRunner:
             started = clock()
             try:
                 self.loop.tick()
-            except Exception:
+            except Exception as exc:  # a bug: reported (condition, event, metric), not fatal
                 log.exception("pool=%s tick failed", self.loop.spec.key)
+                self.loop.tick_failed(exc)
             wait = self.loop.spec.poll_interval_seconds - (clock() - started)
             self._stop.wait(max(0.05, wait))
         self.loop.close()
@@ -96,9 +105,12 @@ class PoolRunner:
 class PoolManager:
     """Owns the pool loops and keeps them in line with the declared pools."""
 
-    def __init__(self, deps: LoopDeps, *, custom: client.CustomObjectsApi | None,
-                 namespace: str, events: EventRecorder | None, background: bool = True) -> None:
+    def __init__(self, deps: LoopDeps, *, custom: KubeApi | None,
+                 namespace: str, events: EventRecorder | None, background: bool = True,
+                 controller_name: str = "") -> None:
         self.deps = deps
+        self.controller_name = controller_name
+        self.stall_seconds = STALL_SECONDS
         self.background = background
         self.custom = custom
         self.namespace = namespace
@@ -117,16 +129,30 @@ class PoolManager:
         self._upsert(spec)
 
     def on_event(self, kind: str, obj: Mapping[str, Any]) -> None:
-        """Apply one WorkerPool change from the watch."""
+        """Apply one WorkerPool change from the watch: every pool goes into the conflict
+        index, only the pools this controller owns get a loop."""
+        conflicts = self.deps.conflicts
         if kind == "RESYNCED":
+            items = obj.get("items", [])
+            if conflicts is not None:
+                conflicts.resynced(items)
             keep = {f"{(o.get('metadata') or {}).get('namespace')}/"
-                    f"{(o.get('metadata') or {}).get('name')}" for o in obj.get("items", [])}
+                    f"{(o.get('metadata') or {}).get('name')}" for o in items
+                    if owned_by(o, self.controller_name)}
             for key in set(self._runners) - keep:
                 self._remove(key)
             return
         meta = obj.get("metadata") or {}
         key = f"{meta.get('namespace')}/{meta.get('name')}"
         if kind == "DELETED":
+            if conflicts is not None:
+                conflicts.pool_gone(str(meta.get("namespace")), str(meta.get("name")))
+            self._remove(key)
+            return
+        if conflicts is not None:
+            conflicts.pool_seen(obj)
+        if not owned_by(obj, self.controller_name):  # another release's pool: hands off
+            self._bad.pop(key, None)
             self._remove(key)
             return
         try:
@@ -176,6 +202,27 @@ class PoolManager:
             self.deps.metrics.forget(namespace, name)
             log.info("pool=%s stopped", key)
 
+    def stalled(self) -> list[str]:
+        """What has not ticked within its bound: pool loops and watchers (for /healthz)."""
+        problems = []
+        if self._watcher is not None and self._watcher.stalled():
+            problems.append("the WorkerPool watch")
+        with self._lock:
+            runners = list(self._runners.values())
+        for runner in runners:
+            loop = runner.loop
+            bound = max(self.stall_seconds, 10 * loop.spec.poll_interval_seconds)
+            age = loop.deps.clock() - loop.last_tick
+            if age > bound:
+                problems.append(f"pool {loop.spec.key}: no tick for {age:.0f}s "
+                                f"(bound {bound:.0f}s)")
+            elif self.background and runner.thread.ident is not None \
+                    and not runner.thread.is_alive() and not self.stop_event.is_set():
+                problems.append(f"pool {loop.spec.key}: its thread ended")
+            if loop.watcher_stalled():
+                problems.append(f"pool {loop.spec.key}: the Deployment watch")
+        return problems
+
     def pools(self) -> list[PoolLoop]:
         with self._lock:
             return [r.loop for r in self._runners.values()]
@@ -199,28 +246,26 @@ class PoolManager:
                 runner.loop.close()
 
 
-def make_deps(api: client.ApiClient, *, pod_reader: Any, events: EventRecorder | None,
+def make_deps(kube: KubeApi, *, pod_reader: Any, events: EventRecorder | None,
               metrics: Any, is_leader: Callable[[], bool], dry_run: bool, log_format: str,
               status_interval: float) -> LoopDeps:
     """Wire the per-pool factories to one shared API client."""
-    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-    custom = client.CustomObjectsApi(api)
 
     def make_source(spec: PoolSpec) -> Any:
         if spec.broker_url:
             return BrokerDepthSource(spec.broker_url, spec.queues)
-        return LazySecretSource(lambda: secret_broker_url(core, spec), spec.queues)
+        return LazySecretSource(lambda: secret_broker_url(kube, spec), spec.queues)
 
     def make_actuator(spec: PoolSpec) -> Actuator:
-        return Actuator(apps, core, spec.namespace, spec.deployment)
+        return Actuator(kube, spec.namespace, spec.deployment)
 
     def make_status(spec: PoolSpec) -> StatusWriter | None:
         if not spec.from_crd:
             return None
-        return StatusWriter(custom, spec.namespace, spec.name, min_interval=status_interval)
+        return StatusWriter(kube, spec.namespace, spec.name, min_interval=status_interval)
 
     return LoopDeps(make_source=make_source, make_actuator=make_actuator,
                     pod_reader=pod_reader, events=events,
                     make_status=make_status,
                     metrics=metrics, is_leader=is_leader, dry_run=dry_run,
-                    log_format=log_format)
+                    log_format=log_format, conflicts=Conflicts(kube.list_hpas))

@@ -48,6 +48,17 @@ class ControllerMetrics:
         self.api_errors = Counter("qscale_controller_api_errors",
                                   "Failed Kubernetes API calls while acting", pool,
                                   registry=self.registry)
+        self.unknown_inputs = Counter(
+            "qscale_controller_unknown_inputs",
+            "Ticks on which an input a scale-down rests on was unknown (scale-down held)",
+            [*pool, "input"], registry=self.registry)
+        self.tick_errors = Counter("qscale_controller_tick_errors",
+                                   "Pool ticks that raised (a bug or an unexpected error)",
+                                   pool, registry=self.registry)
+        self.refused = Gauge("qscale_controller_pool_refused",
+                             "1 while the pool's target is scaled by an HPA or another "
+                             "WorkerPool (the pool does not act)", pool,
+                             registry=self.registry)
         self.loop_seconds = Histogram(
             "qscale_controller_loop_duration_seconds", "Time of one pool tick", pool,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
@@ -57,9 +68,10 @@ class ControllerMetrics:
                                registry=self.registry)
 
     def forget(self, namespace: str, pool: str) -> None:
-        """Drop a deleted pool's gauges so dashboards do not show ghosts."""
+        """Drop a pool's gauges: it was deleted, or this replica is a standby (only the
+        leader exports them, so a dashboard's sum counts each pool once)."""
         for gauge in (self.queue_ready, self.queue_in_flight, self.arrival_rate,
                       self.desired_replicas, self.current_replicas, self.busy_pods,
-                      self.cordoned_pods):
+                      self.cordoned_pods, self.refused):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, pool)

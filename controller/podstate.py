@@ -1,29 +1,20 @@
-"""Reads each worker pod's published `/state`: who is busy, service times, counters.
+"""What a worker pod told the controller about itself (`/state`), and the removal order.
 
-Pods are listed by the Deployment's label selector and asked in parallel with a
-short timeout. In-cluster the controller talks to pod IPs directly; on a host
-outside the cluster network (tests, a laptop) it goes through the API server's
-pod proxy (`pod_state_access=apiserver-proxy`, needs `get pods/proxy`;
-controller.cordon's POSTs through it need `create pods/proxy`).
+`PodState` is one pod as listed plus its `/state` document (read by
+controller.podreader); the ranking functions decide which pods go first. Pure.
 
-A running pod that does not answer is reported with `state=None`; the loop counts
-it as busy, because never killing a busy worker matters more than a fast scale-in.
+A running pod that does not answer, or answers with something that is not a
+/state document (`busy` and `in_flight` must be counts), is reported with
+`state=None` and `state_error` saying why: unknown is not zero, so the loop counts
+it as busy and holds scale-downs while a Ready pod's state is unknown.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import urllib.request
+import math
 from collections.abc import Collection, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal
-
-from kubernetes import client
-
-log = logging.getLogger(__name__)
+from typing import Any
 
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 
@@ -40,6 +31,9 @@ class PodState:
     state: Mapping[str, Any] | None
     deletion_cost: int | None = None
     ready_at: float | None = None     # when the Ready condition last turned True (None: not Ready)
+    node: str = "node"                # spec.nodeName ("" while unscheduled)
+    containers_running: bool = True   # some container is running (else it holds no task)
+    state_error: str | None = None    # why `state` is None (no answer, garbage)
 
     @property
     def starting(self) -> bool:
@@ -55,21 +49,40 @@ class PodState:
 
     @property
     def reachable(self) -> bool:
-        return self.state is not None
+        """It answered with a usable /state document."""
+        return self.state is not None and state_problem(self.state) is None
 
     @property
     def busy_tasks(self) -> int:
         """Tasks running now (claimed but unfinished count as running)."""
-        if self.state is None:
+        if self.state is None or not self.reachable:
             return 0
-        return max(_int(self.state.get("busy")), _int(self.state.get("in_flight")))
+        return max(int(self.state["busy"]), int(self.state["in_flight"]))
 
     @property
     def counts_as_busy(self) -> bool:
         """Whether removing this pod could kill work: busy, or running and silent."""
-        if self.terminating or self.phase != "Running":
+        if self.terminating or self.phase != "Running" or not self.containers_running:
             return False
-        return self.state is None or self.busy_tasks > 0
+        return not self.reachable or self.busy_tasks > 0
+
+    @property
+    def counts_as_running(self) -> bool:
+        """A worker process is up in it: it could hold tasks and can take a cordon."""
+        return not self.terminating and self.phase == "Running" and self.containers_running
+
+    @property
+    def state_unknown(self) -> bool:
+        """A Ready, running pod whose /state could not be read: an unknown input."""
+        return (not self.terminating and self.phase == "Running" and self.ready_at is not None
+                and self.containers_running and not self.reachable)
+
+    @property
+    def idle(self) -> bool:
+        """Confirmed idle: it cannot hold a task (not running), or said it holds none."""
+        if self.terminating or self.phase != "Running" or not self.containers_running:
+            return True
+        return self.reachable and self.busy_tasks == 0
 
     @property
     def cordoned(self) -> bool:
@@ -92,14 +105,23 @@ class PodState:
         return None
 
 
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def state_problem(doc: object) -> str | None:
+    """Why `doc` is not a usable /state document (None: it is). A count that is not a
+    non-negative integer is garbage, never read as 0."""
+    if not isinstance(doc, Mapping):
+        return f"not a JSON object: {type(doc).__name__}"
+    for key in ("busy", "in_flight"):
+        if not _count(doc.get(key)):
+            return f"{key}={doc.get(key)!r} is not a count"
+    return None
+
+
 def _int(value: object) -> int:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int | float):
-        return int(value)
-    if isinstance(value, list | tuple | dict):
-        return len(value)
-    return 0
+    return value if _count(value) else 0  # type: ignore[return-value]
 
 
 def service_time_of(state: Mapping[str, Any]) -> float | None:
@@ -109,26 +131,9 @@ def service_time_of(state: Mapping[str, Any]) -> float | None:
         value = state.get(key)
         if isinstance(value, Mapping):
             value = value.get("overall", value.get("all"))
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        if (isinstance(value, int | float) and not isinstance(value, bool)
+                and math.isfinite(value) and value > 0):
             return float(value)
-    return None
-
-
-def _cost(value: object) -> int | None:
-    try:
-        return int(str(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _ready_at(status: Any) -> float | None:
-    """The time the pod's Ready condition turned True, or None while it is not Ready."""
-    for condition in status.conditions or ():
-        if condition.type == "Ready":
-            since = condition.last_transition_time
-            if condition.status != "True":
-                return None
-            return since.timestamp() if isinstance(since, datetime) else 0.0
     return None
 
 
@@ -144,70 +149,6 @@ def startup_estimate(pods: Sequence[PodState], last: int = 10) -> float | None:
         return None
     middle = len(recent) // 2
     return recent[middle] if len(recent) % 2 else (recent[middle - 1] + recent[middle]) / 2
-
-
-def selector_string(match_labels: Mapping[str, str]) -> str:
-    return ",".join(f"{key}={value}" for key, value in sorted(match_labels.items()))
-
-
-class PodStateReader:
-    """Lists a pool's pods and fetches their `/state` documents in parallel."""
-
-    def __init__(self, core: client.CoreV1Api, *, access: Literal["direct", "apiserver-proxy"],
-                 timeout: float = 0.5, max_parallel: int = 16) -> None:
-        self.core = core
-        self.access = access
-        self.timeout = timeout
-        self._pool = ThreadPoolExecutor(max_workers=max_parallel,
-                                        thread_name_prefix="podstate")
-
-    def read(self, namespace: str, match_labels: Mapping[str, str],
-             port: int) -> list[PodState]:
-        """Every pod matching the selector, with its state when `port` is set and it answers."""
-        pods = self.core.list_namespaced_pod(
-            namespace, label_selector=selector_string(match_labels),
-            _request_timeout=5).items
-        futures = [self._pool.submit(self._one, pod, port) for pod in pods]
-        return [future.result() for future in futures]
-
-    def _one(self, pod: Any, port: int) -> PodState:
-        meta, status = pod.metadata, pod.status
-        created = meta.creation_timestamp
-        state: Mapping[str, Any] | None = None
-        running = status.phase == "Running" and status.pod_ip and not meta.deletion_timestamp
-        if running and port:
-            state = self._fetch(meta.namespace, meta.name, status.pod_ip, port)
-        return PodState(
-            name=meta.name,
-            ip=status.pod_ip,
-            phase=status.phase or "Unknown",
-            created=created.timestamp() if isinstance(created, datetime) else 0.0,
-            terminating=meta.deletion_timestamp is not None,
-            state=state,
-            deletion_cost=_cost((meta.annotations or {}).get(DELETION_COST)),
-            ready_at=_ready_at(status),
-        )
-
-    def _fetch(self, namespace: str, name: str, ip: str, port: int) -> Mapping[str, Any] | None:
-        try:
-            if self.access == "direct":
-                with urllib.request.urlopen(
-                        f"http://{ip}:{port}/state", timeout=self.timeout) as response:
-                    raw = response.read()
-            else:
-                # _preload_content=False: the client would otherwise turn JSON into a repr.
-                response = self.core.connect_get_namespaced_pod_proxy_with_path(
-                    f"{name}:{port}", namespace, "state",
-                    _preload_content=False, _request_timeout=self.timeout)
-                raw = getattr(response, "data", response)
-            doc = json.loads(raw)
-        except Exception as exc:
-            log.debug("pod %s/%s /state unreadable: %s", namespace, name, exc)
-            return None
-        return doc if isinstance(doc, dict) else None
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def rank_for_removal(pods: Sequence[PodState],

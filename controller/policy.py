@@ -16,8 +16,15 @@ Why it differs from KEDA + HPA, each on purpose:
   leave once idle — a worker holding a task is never killed.
 * Anti-flap: a small step up soon after a scale-down lengthens the window for
   *small* steps (up to 2**flap_backoff_max times) until a scale-down sticks.
-* A failed metric read holds the current size (or a fixed fallback), never
-  scales to zero, and restarts the idle clock (unknown load is not idleness).
+* A failed metric read holds the current size, never scales to zero, and
+  restarts the idle clock (unknown load is not idleness); `fallback` applies only
+  after `fallback_failure_threshold` failed reads in a row, and moves through the
+  same window and step limits as any other decision.
+* Unknown is not zero: an input a scale-down rests on that could not be read (the
+  pod list, in-flight, a pod's /state; `Observation.unknown`) holds scale-downs,
+  while scale-ups stay allowed.
+* Total: every input the CRD and /state can carry decides (needs are clamped
+  before rounding, config values are bounded in controller.policyconfig).
 * Latency mode (the default) knows a new pod consumes only after its start-up
   time d and picks the *fewest* pods that start the backlog within the target
   wait. The same d prices idle capacity: after a burst (queue empty for d, need
@@ -34,8 +41,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
+from controller.policyconfig import Mode, OnError, PolicyConfig
 from controller.stabilization import (
     decayed_flap_level,
     flap_escalation,
@@ -43,81 +50,14 @@ from controller.stabilization import (
     step_toward,
 )
 
-Mode = Literal["queue", "latency"]
-OnError = Literal["hold", "fallback"]
+__all__ = ["BATCH_MAX_NEED", "Decision", "History", "Mode", "Observation", "OnError",
+           "PolicyConfig", "desired_replicas"]
+
 Details = Mapping[str, float | int | str]
 
 # Batching applies while the steady load needs at most this many pods: above it a
 # pod is busy enough that stopping and restarting it saves little.
 BATCH_MAX_NEED = 0.75
-
-
-@dataclass(frozen=True)
-class PolicyConfig:
-    """How a worker pool should be sized; validated on construction."""
-
-    mode: Mode = "latency"                    # falls back to queue without rates
-    min_replicas: int = 1                     # 0 allowed (scale to zero)
-    max_replicas: int = 10
-    target_per_slot: float = 1.0              # queue mode: (ready + in_flight) per slot
-    # Latency mode: queue wait to stay under; well above pod start-up, or every
-    # task the running pods cannot start in time needs a slot of its own.
-    target_wait_seconds: float = 30.0
-    activation_threshold: int = 0             # 0 -> 1 only when ready + in_flight > this
-    tolerance: float = 0.1                    # ignore changes within ±10% of current
-    max_step_up: int | None = None            # None = jump straight to the need
-    scale_down_window_seconds: float = 15.0   # base window; scale down to its max recommendation
-    scale_down_step: int | None = None        # max replicas removed per decision
-    # Anti-flap: a small scale-up soon after a scale-down lengthens the
-    # window for small steps, up to base * 2**this (0 disables).
-    flap_backoff_max: int = 4
-    cooldown_seconds: float = 60.0            # idle this long before 1 -> 0
-    on_error: OnError = "hold"
-    fallback_replicas: int | None = None
-    # Pod creation -> consuming, used when the Observation carries no measured value.
-    pod_startup_seconds: float = 10.0
-    # Latency mode with min_replicas 0: a trickle (steady need <= BATCH_MAX_NEED pods)
-    # may wait this long at zero replicas before a pod starts, and the last pod is
-    # released (drained) as soon as nothing is queued. 0 disables batching.
-    batch_seconds: float = 0.0
-
-    def __post_init__(self) -> None:
-        problems = _config_problems(self)
-        if problems:
-            raise ValueError("invalid PolicyConfig: " + "; ".join(problems))
-
-
-def _config_problems(cfg: PolicyConfig) -> list[str]:
-    floats = ("target_per_slot", "target_wait_seconds", "tolerance",
-              "scale_down_window_seconds", "cooldown_seconds", "pod_startup_seconds",
-              "batch_seconds")
-    problems = [f"{name} must be a finite number, got {getattr(cfg, name)}"
-                for name in floats if not math.isfinite(getattr(cfg, name))]
-    checks = (
-        ("mode", cfg.mode in ("queue", "latency"), "'queue' or 'latency'"),
-        ("min_replicas", cfg.min_replicas >= 0, ">= 0"),
-        ("max_replicas", cfg.max_replicas >= max(cfg.min_replicas, 1),
-         ">= max(min_replicas, 1)"),
-        ("target_per_slot", cfg.target_per_slot > 0, "> 0"),
-        ("target_wait_seconds", cfg.target_wait_seconds > 0, "> 0"),
-        ("activation_threshold", cfg.activation_threshold >= 0, ">= 0"),
-        ("tolerance", 0 <= cfg.tolerance < 1, "in [0, 1)"),
-        ("flap_backoff_max", cfg.flap_backoff_max >= 0, ">= 0"),
-        ("max_step_up", cfg.max_step_up is None or cfg.max_step_up >= 1, "None or >= 1"),
-        ("scale_down_step", cfg.scale_down_step is None or cfg.scale_down_step >= 1,
-         "None or >= 1"),
-        ("scale_down_window_seconds", cfg.scale_down_window_seconds >= 0, ">= 0"),
-        ("cooldown_seconds", cfg.cooldown_seconds >= 0, ">= 0"),
-        ("pod_startup_seconds", cfg.pod_startup_seconds >= 0, ">= 0"),
-        ("batch_seconds", cfg.batch_seconds >= 0, ">= 0"),
-        ("on_error", cfg.on_error in ("hold", "fallback"), "'hold' or 'fallback'"),
-    )
-    problems += [f"{name} must be {want}, got {getattr(cfg, name)!r}"
-                 for name, ok, want in checks if not ok]
-    if cfg.on_error == "fallback" and (cfg.fallback_replicas is None or cfg.fallback_replicas < 1):
-        problems.append("on_error='fallback' needs fallback_replicas >= 1 "
-                        "(an error must never scale to zero)")
-    return problems
 
 
 @dataclass(frozen=True)
@@ -135,6 +75,9 @@ class Observation:
     pod_startup_seconds: float | None = None  # measured creation -> Ready (None: config's)
     draining_deadline_passed: bool = False    # busy pods may be removed
     error: str | None = None                  # why the read failed (for the reason/details)
+    # Inputs a scale-down rests on that could not be read ("pods", "in-flight",
+    # "pod-state", ...): unknown is not zero, so any of them holds scale-downs.
+    unknown: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -150,6 +93,7 @@ class History:
     last_queued_at: float | None = None       # last time ready > 0 was seen
     queued_since: float | None = None         # start of the current ready > 0 spell
     batch_releasing: bool = False             # batching let the last pod go (until gone)
+    failed_reads: int = 0                     # consecutive failed metric reads
 
 
 @dataclass(frozen=True)
@@ -173,7 +117,8 @@ def desired_replicas(
 
     Order: demand (mode) -> 0->1 activation -> tolerance band -> up at once / down
     to the window maximum -> idle cooldown before zero -> min/max clamp -> busy-pod
-    floor. The last step that changed the number names the reason."""
+    floor -> hold on unknown inputs. The last step that changed the number names the
+    reason. Total: any finite inputs decide, none raises."""
     if current < 0:
         raise ValueError(f"current must be >= 0, got {current}")
     if concurrency < 1:
@@ -185,6 +130,9 @@ def desired_replicas(
     in_flight = max(obs.in_flight or 0, 0)
     work = ready + in_flight
     need, mode_used = _need(obs, ready, in_flight, current, concurrency, config)
+    # Clamp before rounding: a tiny targetPerSlot or a huge service time gives inf. The
+    # cap is far above max (x1000) so the tolerance band never mistakes it for steady.
+    need = _bounded(need, 1000.0 * (max(config.max_replicas, current) + 1))
     raw = math.ceil(need - 1e-9) if need > 0 else 0
     if work > 0:
         raw = max(raw, 1)
@@ -193,7 +141,8 @@ def desired_replicas(
         "ready": ready, "in_flight": in_flight, "work": work, "need": round(need, 3),
         "mode": mode_used, "current": current, "concurrency": concurrency,
         "busy_pods": obs.busy_pods, "startup_seconds": startup}
-    last_active = _last_active(history, work, current, now)
+    in_flight_unknown = "in-flight" in obs.unknown  # unknown load is not idleness
+    last_active = _last_active(history, work or int(in_flight_unknown), current, now)
     reason_cause = mode_used
 
     # 0 -> 1 activation: a replica appears only when the work passes the threshold.
@@ -209,15 +158,17 @@ def desired_replicas(
             details["within_tolerance"] = 1
 
     level, level_at = decayed_flap_level(history, config, now)
-    window = config.scale_down_window_seconds * (1 << level)
+    window = config.window_seconds * (1 << level)
     details["window_seconds"] = window
     recs = (*in_window(history.recommendations, now, window), (now, proposal))
     details["cause"] = reason_cause
     # Latency mode, queue empty for a start-up time, at most half the pods needed and
     # no recent flap: a burst is over. Hold its idle pods for one start-up time.
+    # Only an automatic window is shortened; a window the user set is honoured.
     queued_at = now if ready > 0 else history.last_queued_at
-    base_window = config.scale_down_window_seconds
-    if (mode_used == "latency" and 2 * proposal <= current and level == 0
+    base_window = config.window_seconds
+    if (config.scale_down_window_seconds is None and mode_used == "latency"
+            and 2 * proposal <= current and level == 0
             and (queued_at is None or now - queued_at >= startup)):
         base_window = min(base_window, startup)
     desired, reason = step_toward(proposal, current, recs, config, details,
@@ -227,10 +178,13 @@ def desired_replicas(
     if desired == 0 and current > 0 and config.min_replicas == 0:
         idle_for = math.inf if last_active is None else now - last_active
         details["idle_seconds"] = round(idle_for, 3) if math.isfinite(idle_for) else -1
-        cooldown = config.cooldown_seconds  # latency: a cold start may meet the target
-        if mode_used == "latency" and startup <= config.target_wait_seconds:
-            details["cooldown_seconds"] = cooldown = min(cooldown, startup)
-        if work == 0 and idle_for >= cooldown:
+        # Automatic cooldown in latency mode: a cold start may still meet the target.
+        cooldown = config.cooldown
+        if (config.cooldown_seconds is None and mode_used == "latency"
+                and startup <= config.target_wait_seconds):
+            cooldown = min(cooldown, startup)
+        details["cooldown_seconds"] = cooldown
+        if work == 0 and not in_flight_unknown and idle_for >= cooldown:
             reason = "scale-to-zero:cooldown"
         else:
             desired = 1
@@ -243,6 +197,11 @@ def desired_replicas(
     desired, reason = _clamp(desired, reason, config)
     wanted = desired
     desired, reason = _busy_floor(desired, reason, current, obs)
+    if obs.unknown:  # unknown is not zero: no scale-down and no draining on it
+        details["unknown"] = ",".join(obs.unknown)
+        if desired < current:
+            desired, reason, releasing = current, f"hold:unknown-{obs.unknown[0]}", False
+        wanted = desired
     level, level_at = flap_escalation(history, config, current, desired, now, level, level_at)
     details["flap_level"] = level
     next_history = History(
@@ -250,7 +209,8 @@ def desired_replicas(
         last_scale_at=now if desired != current else history.last_scale_at,
         flap_level=level, flap_level_at=level_at,
         last_scale_down_at=now if 1 <= desired < current else history.last_scale_down_at,
-        last_queued_at=queued_at, queued_since=queued_since, batch_releasing=releasing)
+        last_queued_at=queued_at, queued_since=queued_since, batch_releasing=releasing,
+        failed_reads=0)
     details["proposal"] = proposal
     return Decision(desired, reason, next_history, raw, details, drain_pods=desired - wanted)
 
@@ -361,25 +321,47 @@ def _busy_floor(desired: int, reason: str, current: int, obs: Observation) -> tu
     return desired, reason
 
 
+def _bounded(value: float, cap: float) -> float:
+    """`value` in [0, cap]; NaN (from inf - inf or 0 * inf) counts as the cap."""
+    if math.isnan(value):
+        return cap
+    return min(max(value, 0.0), cap)
+
+
 def _on_metrics_error(obs: Observation, current: int, config: PolicyConfig,
                       history: History, now: float) -> Decision:
-    """A failed read holds (or falls back); it never scales to zero on missing data."""
+    """A failed read holds; after `fallback_failure_threshold` failures in a row,
+    `onError: fallback` proposes `fallback_replicas`, which moves through the same
+    window and step limits as any proposal. It never scales to zero on missing data."""
+    failures = history.failed_reads + 1
     details: dict[str, float | int | str] = {
-        "current": current,
+        "current": current, "failed_reads": failures,
         "error": obs.error or ("ready depth missing" if obs.ok else "read failed")}
-    if config.on_error == "fallback" and config.fallback_replicas is not None:
-        desired = min(max(config.fallback_replicas, config.min_replicas, 1), config.max_replicas)
-        reason = "fallback:metrics-error"
+    level = min(history.flap_level, config.flap_backoff_max)
+    recs = in_window(history.recommendations, now, config.window_seconds * (1 << level))
+    if (config.on_error == "fallback" and config.fallback_replicas is not None
+            and failures >= config.fallback_failure_threshold):
+        proposal = min(max(config.fallback_replicas, config.min_replicas, 1),
+                       config.max_replicas)
+        recs = (*recs, (now, proposal))
+        details.update(cause="fallback", fallback=proposal)
+        desired, _ = step_toward(proposal, current, recs, config, details,
+                                 base_cutoff=now - config.window_seconds)
+        reason = ("fallback:stabilizing" if desired == current != proposal
+                  else "fallback:metrics-error")
     else:
         desired, reason = current, "hold:metrics-error"
+        recs = (*recs, (now, desired))
     floor = min(max(obs.busy_pods, 0), current)
-    if desired < floor:
+    if desired < floor and not obs.draining_deadline_passed:
         desired, reason = floor, "floor:busy-pods"
+    if obs.unknown and desired < current:
+        details["unknown"] = ",".join(obs.unknown)
+        desired, reason = current, f"hold:unknown-{obs.unknown[0]}"
     # Unknown load counts as activity, so the idle cooldown restarts after the outage.
-    window = config.scale_down_window_seconds * (1 << history.flap_level)
-    recs = in_window(history.recommendations, now, window)
     next_history = replace(
-        history, recommendations=(*recs, (now, desired)),
+        history, recommendations=recs, failed_reads=failures,
         last_active_at=now if current > 0 else history.last_active_at,
-        last_scale_at=now if desired != current else history.last_scale_at)
+        last_scale_at=now if desired != current else history.last_scale_at,
+        last_scale_down_at=now if 1 <= desired < current else history.last_scale_down_at)
     return Decision(desired, reason, next_history, desired, details)

@@ -61,7 +61,7 @@ class PoolSpec:
         return f"{self.namespace}/{self.name}"
 
 
-def _number(spec: Mapping[str, Any], name: str, default: float, *, minimum: float = 0.0,
+def _number(spec: Mapping[str, Any], name: str, default: float | None, *, minimum: float = 0.0,
             integer: bool = False) -> Any:
     value = spec.get(name, default)
     if value is None:
@@ -95,7 +95,7 @@ def policy_from_spec(spec: Mapping[str, Any]) -> PolicyConfig:
     tolerance = _number(spec, "tolerance", default.tolerance)
     if tolerance >= 1:
         raise SpecError(f"spec.tolerance: must be below 1, got {tolerance!r}")
-    fallback = _number(spec, "fallbackReplicas", None, integer=True)  # type: ignore[arg-type]
+    fallback = _number(spec, "fallbackReplicas", None, integer=True)
     if on_error == "fallback" and fallback is None:
         raise SpecError("spec.fallbackReplicas: required when onError is fallback")
     target_per_slot = _number(spec, "targetPerSlot", default.target_per_slot)
@@ -112,15 +112,18 @@ def policy_from_spec(spec: Mapping[str, Any]) -> PolicyConfig:
             activation_threshold=_number(spec, "activationThreshold",
                                          default.activation_threshold, integer=True),
             tolerance=tolerance,
-            max_step_up=_number(spec, "maxStepUp", None, minimum=1, integer=True),  # type: ignore[arg-type]
+            max_step_up=_number(spec, "maxStepUp", None, minimum=1, integer=True),
             scale_down_window_seconds=_number(spec, "scaleDownWindowSeconds",
                                               default.scale_down_window_seconds),
-            scale_down_step=_number(spec, "scaleDownStep", None, minimum=1, integer=True),  # type: ignore[arg-type]
+            scale_down_step=_number(spec, "scaleDownStep", None, minimum=1, integer=True),
             flap_backoff_max=_number(spec, "flapBackoffMax", default.flap_backoff_max,
                                      integer=True),
             cooldown_seconds=_number(spec, "cooldownSeconds", default.cooldown_seconds),
             on_error=on_error,
             fallback_replicas=fallback,
+            fallback_failure_threshold=_number(spec, "fallbackFailureThreshold",
+                                               default.fallback_failure_threshold,
+                                               minimum=1, integer=True),
             pod_startup_seconds=_number(spec, "podStartupSeconds", default.pod_startup_seconds),
             batch_seconds=_number(spec, "batchSeconds", default.batch_seconds),
         )
@@ -208,6 +211,7 @@ def _policy_from_settings(settings: ControllerSettings) -> PolicyConfig:
         cooldown_seconds=settings.cooldown_seconds,
         on_error=settings.on_error,
         fallback_replicas=settings.fallback_replicas,
+        fallback_failure_threshold=settings.fallback_failure_threshold,
         pod_startup_seconds=settings.pod_startup_seconds,
         batch_seconds=settings.batch_seconds,
     )

@@ -9,7 +9,7 @@ QSCALE_CONTROLLER_* variables below, for the smallest setups without the CRD.
 from __future__ import annotations
 
 import socket
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -22,11 +22,18 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from controller.policy import PolicyConfig
+from controller.policyconfig import BOUNDS, PolicyConfig
 from worker.errors import ConfigError
 
-# Policy defaults come from PolicyConfig alone; the CRD and chart state the same numbers.
+# Policy defaults and bounds come from PolicyConfig alone; the CRD and chart state the same.
 _POLICY = PolicyConfig()
+
+
+def _bound(name: str) -> Any:
+    """The pydantic constraint for a policy field: PolicyConfig's bounds, so no env
+    value can make the policy overflow (e.g. FLAP_BACKOFF_MAX=1100)."""
+    low, high, exclusive = BOUNDS[name]
+    return Field(gt=low, le=high) if exclusive else Field(ge=low, le=high)
 ENV_PREFIX = "QSCALE_CONTROLLER_"
 _BROKER_SCHEMES = ("redis", "rediss", "unix", "amqp", "amqps", "pyamqp")
 
@@ -45,6 +52,9 @@ class ControllerSettings(BaseSettings):
                                       populate_by_name=True)
 
     pool_source: Literal["workerpools", "env"] = "workerpools"
+    # This controller reconciles the WorkerPools labelled qscale.io/controller=<name>
+    # ("": those without the label); the chart sets its release's fullname.
+    name: str = ""
     # WorkerPool mode: "" watches all namespaces. Env mode: the Deployment's namespace.
     namespace: str = ""
     dry_run: bool = False
@@ -57,22 +67,31 @@ class ControllerSettings(BaseSettings):
     deployment: str = ""
     concurrency: Annotated[int, Field(ge=1, le=1024)] = 1
     mode: Literal["queue", "latency"] = _POLICY.mode
-    min_replicas: Annotated[int, Field(ge=0)] = _POLICY.min_replicas
-    max_replicas: Annotated[int, Field(ge=1)] = _POLICY.max_replicas
-    target_per_slot: Annotated[float, Field(gt=0)] = _POLICY.target_per_slot
-    target_wait_seconds: Annotated[float, Field(gt=0)] = _POLICY.target_wait_seconds
-    activation_threshold: Annotated[int, Field(ge=0)] = _POLICY.activation_threshold
-    tolerance: Annotated[float, Field(ge=0, lt=1)] = _POLICY.tolerance
-    max_step_up: Annotated[int | None, Field(ge=1)] = _POLICY.max_step_up
-    scale_down_window_seconds: Annotated[float, Field(ge=0)] = _POLICY.scale_down_window_seconds
-    scale_down_step: Annotated[int | None, Field(ge=1)] = _POLICY.scale_down_step
-    flap_backoff_max: Annotated[int, Field(ge=0)] = _POLICY.flap_backoff_max
-    cooldown_seconds: Annotated[float, Field(ge=0)] = _POLICY.cooldown_seconds
-    pod_startup_seconds: Annotated[float, Field(ge=0)] = _POLICY.pod_startup_seconds
-    batch_seconds: Annotated[float, Field(ge=0)] = _POLICY.batch_seconds
+    min_replicas: Annotated[int, _bound("min_replicas")] = _POLICY.min_replicas
+    max_replicas: Annotated[int, _bound("max_replicas")] = _POLICY.max_replicas
+    target_per_slot: Annotated[float, _bound("target_per_slot")] = _POLICY.target_per_slot
+    target_wait_seconds: Annotated[float, _bound("target_wait_seconds")
+                                   ] = _POLICY.target_wait_seconds
+    activation_threshold: Annotated[int, _bound("activation_threshold")
+                                    ] = _POLICY.activation_threshold
+    tolerance: Annotated[float, _bound("tolerance")] = _POLICY.tolerance
+    max_step_up: Annotated[int | None, _bound("max_step_up")] = _POLICY.max_step_up
+    # Unset = automatic (see controller.policyconfig); a value is honoured as given.
+    scale_down_window_seconds: Annotated[float | None, _bound("scale_down_window_seconds")
+                                         ] = _POLICY.scale_down_window_seconds
+    scale_down_step: Annotated[int | None, _bound("scale_down_step")] = _POLICY.scale_down_step
+    flap_backoff_max: Annotated[int, _bound("flap_backoff_max")] = _POLICY.flap_backoff_max
+    cooldown_seconds: Annotated[float | None, _bound("cooldown_seconds")
+                                ] = _POLICY.cooldown_seconds
+    pod_startup_seconds: Annotated[float, _bound("pod_startup_seconds")
+                                   ] = _POLICY.pod_startup_seconds
+    batch_seconds: Annotated[float, _bound("batch_seconds")] = _POLICY.batch_seconds
     poll_interval_seconds: Annotated[float, Field(ge=0.1, le=300)] = 1.0
     on_error: Literal["hold", "fallback"] = _POLICY.on_error
-    fallback_replicas: Annotated[int | None, Field(ge=1)] = _POLICY.fallback_replicas
+    fallback_replicas: Annotated[int | None, _bound("fallback_replicas")
+                                 ] = _POLICY.fallback_replicas
+    fallback_failure_threshold: Annotated[int, _bound("fallback_failure_threshold")
+                                          ] = _POLICY.fallback_failure_threshold
     drain_deadline_seconds: Annotated[float, Field(ge=0)] = 900.0
     pod_state_port: Annotated[int, Field(ge=0, le=65535)] = 8080  # 0: pods serve no /state
 

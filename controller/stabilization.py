@@ -17,13 +17,15 @@ if TYPE_CHECKING:  # policy imports this module; the types are only annotations 
 
 def flap_horizon(config: PolicyConfig) -> float:
     """How long after a scale-down a small scale-up still counts as a flap."""
-    return 2 * config.scale_down_window_seconds * (1 << config.flap_backoff_max)
+    return 2 * config.window_seconds * (1 << config.flap_backoff_max)
 
 
 def decayed_flap_level(history: History, config: PolicyConfig,
                        now: float) -> tuple[int, float | None]:
-    """Relax one flap level once a scale-down has stuck for the flap horizon."""
-    level, level_at = history.flap_level, history.flap_level_at
+    """Relax one flap level once a scale-down has stuck for the flap horizon (a level
+    above the config's maximum, e.g. after an edit lowered it, is capped)."""
+    level = min(history.flap_level, config.flap_backoff_max)
+    level_at = history.flap_level_at
     down_at = history.last_scale_down_at
     stuck = (down_at is not None and down_at == history.last_scale_at
              and (level_at is None or level_at < down_at)
@@ -41,10 +43,11 @@ def flap_escalation(history: History, config: PolicyConfig, current: int, desire
     down_at = history.last_scale_down_at
     if not (1 <= current < desired <= current + small_step(current, config)
             and down_at is not None and now - down_at < flap_horizon(config)
-            and level < config.flap_backoff_max and config.scale_down_window_seconds > 0):
+            and level < config.flap_backoff_max and config.window_seconds > 0):
         return level, level_at
-    gap_levels = math.ceil(math.log2(max(2 * (now - down_at) / config.scale_down_window_seconds,
-                                         1.0)))
+    # Bounded before the log: a tiny window makes the ratio overflow to inf.
+    ratio = min(max(2 * (now - down_at) / config.window_seconds, 1.0), 2.0 ** 64)
+    gap_levels = math.ceil(math.log2(ratio))
     return min(config.flap_backoff_max, max(level + 1, gap_levels)), now
 
 

@@ -49,6 +49,10 @@ def nullable_int(**kw: Any) -> dict[str, Any]:
     return {"type": ["integer", "null"], **kw}
 
 
+def nullable_num(**kw: Any) -> dict[str, Any]:
+    return {"type": ["number", "null"], **kw}
+
+
 quantity = {"type": ["string", "integer"]}
 
 image = obj(
@@ -130,25 +134,26 @@ worker_props = {
     "priorityClassName": S(),
     **placement,
 }
-autoscaling_props = {
+autoscaling_props = {  # bounds: the CRD's (tests/unit/test_controller_defaults.py)
     "enabled": B,
     "mode": S(enum=["queue", "latency"]),
-    "minReplicas": Int(minimum=0),
-    "maxReplicas": Int(minimum=1),
-    "targetPerSlot": N(exclusiveMinimum=0),
-    "targetWaitSeconds": N(exclusiveMinimum=0),
-    "activationThreshold": Int(minimum=0),
-    "tolerance": N(minimum=0, exclusiveMaximum=1),
-    "maxStepUp": nullable_int(minimum=1),
-    "scaleDownWindowSeconds": N(minimum=0),
-    "scaleDownStep": nullable_int(minimum=1),
+    "minReplicas": Int(minimum=0, maximum=10000),
+    "maxReplicas": Int(minimum=1, maximum=10000),
+    "targetPerSlot": N(minimum=0.01, maximum=1000000),
+    "targetWaitSeconds": N(minimum=0.1, maximum=86400),
+    "activationThreshold": Int(minimum=0, maximum=1000000000),
+    "tolerance": N(minimum=0, maximum=0.99),
+    "maxStepUp": nullable_int(minimum=1, maximum=10000),
+    "scaleDownWindowSeconds": nullable_num(minimum=0, maximum=3600),
+    "scaleDownStep": nullable_int(minimum=1, maximum=10000),
     "flapBackoffMax": Int(minimum=0, maximum=16),
     "podStartupSeconds": N(minimum=0, maximum=3600),
     "batchSeconds": N(minimum=0, maximum=3600),
-    "cooldownSeconds": N(minimum=0),
+    "cooldownSeconds": nullable_num(minimum=0, maximum=86400),
     "pollIntervalSeconds": N(minimum=0.1, maximum=300),
     "onError": S(enum=["hold", "fallback"]),
-    "fallbackReplicas": nullable_int(minimum=0),
+    "fallbackReplicas": nullable_int(minimum=1, maximum=10000),
+    "fallbackFailureThreshold": Int(minimum=1, maximum=1000),
     "drainDeadlineSeconds": N(minimum=0, maximum=86400),
 }
 pool_override_keys = [
@@ -270,6 +275,7 @@ schema = obj(
         "controller": obj(
             {
                 "enabled": B,
+                "name": S(pattern="^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$", maxLength=63),
                 "replicas": Int(minimum=1, maximum=2),
                 "leaderElection": obj(
                     {
@@ -281,6 +287,7 @@ schema = obj(
                 "logLevel": S(enum=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]),
                 "logFormat": S(enum=["kv", "json"]),
                 "extraEnv": any_list,
+                "admissionPolicy": obj({"enabled": B}),
                 "serviceAccount": obj({"create": B, "name": S(), "annotations": str_map}),
                 "service": obj({"port": Int(minimum=1, maximum=65535)}),
                 "resources": resources,

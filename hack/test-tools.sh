@@ -4,9 +4,16 @@
 #   toxiproxy-server  network faults between a process and its broker / API server
 #                     (latency, resets, timeouts, a half-open connection); the tests
 #                     start their own instance on loopback (tests/toxiproxy.py).
+#   kube-score        static checks of the chart's renders (hack/chart-lint.py), from
+#                     its Go module
+#   checkov           the same, from PyPI, in its own virtualenv: its pins (e.g.
+#                     python-dateutil < 3, packaging 23) would downgrade what the
+#                     controller and tests use in .venv. The version is pyproject's
+#                     `chartlint` extra.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 TOXIPROXY_VERSION="${TOXIPROXY_VERSION:-v2.5.0}"
+KUBE_SCORE_VERSION="${KUBE_SCORE_VERSION:-v1.20.0}"
 
 out="$BIN_DIR/toxiproxy-server-$TOXIPROXY_VERSION"
 if [ ! -x "$out" ]; then
@@ -16,4 +23,23 @@ if [ ! -x "$out" ]; then
     github.com/Shopify/toxiproxy/v2/cmd/server
 fi
 ln -sfn "toxiproxy-server-$TOXIPROXY_VERSION" "$BIN_DIR/toxiproxy-server"
-log "test tools: $(readlink "$BIN_DIR/toxiproxy-server")"
+
+out="$BIN_DIR/kube-score-$KUBE_SCORE_VERSION"
+if [ ! -x "$out" ]; then
+  command -v "$GO" >/dev/null || die "Go is needed to build kube-score ($GO not found)"
+  EXTRA_LDFLAGS="-X main.version=$KUBE_SCORE_VERSION" run_logged "tool-kube-score-$KUBE_SCORE_VERSION" \
+    go_build_mod kube-score github.com/zegl/kube-score "$KUBE_SCORE_VERSION" "$out" \
+    github.com/zegl/kube-score/cmd/kube-score
+fi
+ln -sfn "kube-score-$KUBE_SCORE_VERSION" "$BIN_DIR/kube-score"
+
+CHECKOV_VERSION="$(sed -n 's/.*"checkov==\([0-9.]*\)".*/\1/p' "$HACK_DIR/../pyproject.toml")"
+[ -n "$CHECKOV_VERSION" ] || die "no checkov==X pin in pyproject.toml's chartlint extra"
+venv="$QSCALE_CACHE/venvs/checkov-$CHECKOV_VERSION"
+if [ ! -x "$venv/bin/checkov" ]; then
+  rm -rf "$venv"
+  run_logged "tool-checkov-$CHECKOV_VERSION" bash -c \
+    "python3 -m venv '$venv' && '$venv/bin/pip' install -q -U pip && '$venv/bin/pip' install -q 'checkov==$CHECKOV_VERSION'"
+fi
+ln -sfn "$venv/bin/checkov" "$BIN_DIR/checkov"
+log "test tools: $(readlink "$BIN_DIR/toxiproxy-server") $(readlink "$BIN_DIR/kube-score") checkov-$CHECKOV_VERSION"

@@ -17,7 +17,7 @@ def test_no_operator_resources_without_the_capability(render: Render) -> None:
 
 def test_operator_resources_with_the_capability(render: Render) -> None:
     docs = render("--api-versions", "monitoring.coreos.com/v1")
-    assert {d["kind"] for d in docs} >= OPERATOR_KINDS
+    assert {d["kind"] for d in docs} >= {"PodMonitor", "PrometheusRule"}
     rule = by_kind(docs, "PrometheusRule")[0]
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
     assert alerts == {"QscaleQueueBacklogGrowing", "QscaleQueueWaitHigh",
@@ -83,3 +83,26 @@ def test_dashboard_uses_metrics_the_code_exports(render: Render) -> None:
                  "qscale_controller_desired_replicas"):
         assert name in exprs
         assert name.removesuffix("_total") in source, f"{name} is not exported by the code"
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_each_controller_pod_is_scraped_once_by_the_operator(render: Render) -> None:
+    """Issue #10, item 9: a ServiceMonitor matching two Services (the ClusterIP one and
+    the headless scrape one) scraped every controller pod twice, doubling sums."""
+    docs = render("--api-versions", "monitoring.coreos.com/v1", "--set",
+                  "controller.replicas=2")
+    controller = named(docs, "Deployment", "qscale-controller")
+    pod_labels = controller["spec"]["template"]["metadata"]["labels"]
+    targets = sum(1 for m in by_kind(docs, "PodMonitor")
+                  if _selects(m["spec"]["selector"]["matchLabels"], pod_labels))
+    services = [s for s in by_kind(docs, "Service")
+                if _selects(s["spec"].get("selector") or {"-": "-"}, pod_labels)]
+    for monitor in by_kind(docs, "ServiceMonitor"):
+        matched = [s for s in services
+                   if _selects(monitor["spec"]["selector"]["matchLabels"],
+                               s["metadata"]["labels"])]
+        targets += len(matched) * len(monitor["spec"]["endpoints"])
+    assert targets == 1, f"each controller pod is scraped {targets} times"

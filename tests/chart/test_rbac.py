@@ -1,4 +1,5 @@
-"""The controller's Role equals the canonical rules in controller/rbac.yaml."""
+"""Least privilege, derived: the controller's Roles equal the API calls its code makes
+(tests/chart/rbac_derive.py), in controller/rbac.yaml and in the chart's render."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import yaml
 
 from tests.chart.conftest import REPO_ROOT, Render, by_kind, helm_template, named
+from tests.chart.rbac_derive import derived_calls
 
 CANONICAL = REPO_ROOT / "controller" / "rbac.yaml"
 
@@ -24,14 +26,42 @@ def normalize(rules: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
     return atoms
 
 
-def canonical_rules() -> list[dict[str, Any]]:
+def canonical_roles() -> dict[str, list[dict[str, Any]]]:
     if not CANONICAL.exists():
         pytest.fail(f"{CANONICAL} is missing: the controller's canonical RBAC rules",
                     pytrace=False)
-    roles = [d for d in yaml.safe_load_all(CANONICAL.read_text())
-             if d and d.get("kind") in ("Role", "ClusterRole")]
+    roles = {d["metadata"]["name"]: d["rules"] for d in yaml.safe_load_all(CANONICAL.read_text())
+             if d and d.get("kind") in ("Role", "ClusterRole")}
     assert roles, f"no Role in {CANONICAL}"
-    return [rule for role in roles for rule in role["rules"]]
+    return roles
+
+
+def canonical_rules() -> list[dict[str, Any]]:
+    return [rule for rules in canonical_roles().values() for rule in rules]
+
+
+def unnamed(atoms: set[tuple[str, str, str, str]]) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for g, r, v, _ in atoms}
+
+
+# Resources the Role must restrict by name (create cannot be, so it must not be called).
+NAMED = {"leases", "secrets"}
+
+
+def test_canonical_roles_equal_the_calls_the_code_makes() -> None:
+    derived = derived_calls()
+    roles = canonical_roles()
+    main, proxy = normalize(roles["qscale-controller"]), normalize(
+        roles["qscale-controller-pod-proxy"])
+    wanted = set(derived)
+    where = "\n".join(f"  {a}: {sorted(w)[0]}" for a, w in sorted(derived.items()))
+    assert unnamed(main) == {a for a in wanted if a[1] != "pods/proxy"}, \
+        f"controller/rbac.yaml differs from the calls under controller/:\n{where}"
+    assert unnamed(proxy) == {a for a in wanted if a[1] == "pods/proxy"}
+    for group, resource, verb, name in main:
+        assert (resource in NAMED) == (name != "*"), (group, resource, verb, name)
+    assert not {a for a in wanted if a[1] in NAMED and a[2] in ("create", "list", "watch")}, \
+        "named resources must not be created, listed or watched (RBAC cannot name those)"
 
 
 def test_chart_role_mirrors_controller_rbac(render: Render) -> None:
@@ -41,15 +71,13 @@ def test_chart_role_mirrors_controller_rbac(render: Render) -> None:
     canonical = normalize(canonical_rules())
     # The chart narrows the Secret rule to the broker Secret; pods/proxy is only for
     # running the controller outside the cluster and stays out of the chart.
-    canonical_secrets = {a for a in canonical if a[1] == "secrets"}
-    chart_secrets = {a for a in chart if a[1] == "secrets"}
-    def unnamed(atoms: set[tuple[str, str, str, str]]) -> set[tuple[str, str, str]]:
-        return {(g, r, v) for g, r, v, _ in atoms}
-
-    assert unnamed(chart_secrets) == unnamed(canonical_secrets)
-    assert {n for *_, n in chart_secrets} == {"qscale-redis"}
+    canonical_named = {a for a in canonical if a[1] in NAMED}
+    chart_named = {a for a in chart if a[1] in NAMED}
+    assert unnamed(chart_named) == unnamed(canonical_named)
+    assert {(r, n) for _, r, _, n in chart_named} == {("secrets", "qscale-redis"),
+                                                       ("leases", "qscale-controller")}
     out_of_cluster_only = {a for a in canonical if a[1] == "pods/proxy"}
-    assert chart - chart_secrets == canonical - canonical_secrets - out_of_cluster_only
+    assert chart - chart_named == canonical - canonical_named - out_of_cluster_only
 
 
 def test_binding_and_service_account(render: Render) -> None:

@@ -21,11 +21,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from kubernetes import client
 
 from controller.loop import LoopDeps, PoolLoop
 from controller.metrics import ControllerMetrics
-from controller.podstate import PodStateReader
+from controller.podreader import PodStateReader
 from controller.policy import PolicyConfig
 from controller.pool import PoolSpec
 from controller.sources import BrokerDepthSource
@@ -87,20 +86,19 @@ class Producer:
 
 
 class OnePodList:
-    """CoreV1Api stand-in for the pod list only: one Ready pod at 127.0.0.1."""
+    """KubeApi stand-in for the pod list only: one Ready pod at 127.0.0.1."""
 
     def __init__(self, name: str) -> None:
-        now = datetime.now(UTC)
-        self.pod = client.V1Pod(
-            metadata=client.V1ObjectMeta(name=name, namespace="ns", creation_timestamp=now,
-                                         labels={"app": "w"}),
-            status=client.V1PodStatus(
-                phase="Running", pod_ip="127.0.0.1",
-                conditions=[client.V1PodCondition(type="Ready", status="True",
-                                                  last_transition_time=now)]))
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.pod = {
+            "metadata": {"name": name, "namespace": "ns", "creationTimestamp": now,
+                         "labels": {"app": "w"}},
+            "status": {"phase": "Running", "podIP": "127.0.0.1",
+                       "conditions": [{"type": "Ready", "status": "True",
+                                       "lastTransitionTime": now}]}}
 
-    def list_namespaced_pod(self, namespace: str, **_: Any) -> client.V1PodList:
-        return client.V1PodList(items=[self.pod])
+    def list_pods(self, namespace: str, label_selector: str) -> dict[str, Any]:
+        return {"items": [self.pod]}
 
 
 def _pool(queue: str, broker_url: str, port: int) -> PoolSpec:

@@ -158,6 +158,14 @@ class Controller:
         })
         full.update(env)
         self.identity = full["QSCALE_CONTROLLER_IDENTITY"]
+        if full.get("QSCALE_CONTROLLER_LEADER_ELECTION", "true").lower() != "false":
+            # The Lease is part of the install (the chart ships it); the controller
+            # only reads and renews it (RBAC: get/update by name, no create).
+            lease = full.get("QSCALE_CONTROLLER_LEASE_NAME", "qscale-controller")
+            cluster.apply(json.dumps({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": lease, "namespace": namespace}, "spec": {}}),
+                namespace=namespace)
         self._out = self.log.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "controller", "run", "--kubeconfig",

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from controller.podstate import PodState, PodStateReader
+from controller.kubeapi import KubeApi
+from controller.podreader import PodStateReader
+from controller.podstate import PodState
 from tests.k8s.harness import apply
 from tests.plugins.kind import KubeCluster
 from worker.brokers import open_broker
@@ -90,12 +92,12 @@ class Pods:
     """The workers' pods and their /state, read the way the controller reads them."""
 
     def __init__(self, api: client.ApiClient, ns: str) -> None:
-        self.reader = PodStateReader(client.CoreV1Api(api), access="apiserver-proxy",
+        self.reader = PodStateReader(KubeApi(api), access="apiserver-proxy",
                                      timeout=3.0)
         self.ns = ns
 
     def all(self) -> dict[str, PodState]:
-        return {p.name: p for p in self.reader.read(self.ns, {"app": "workers"}, 8080)}
+        return {p.name: p for p in self.reader.read(self.ns, "app=workers", 8080)}
 
     def ready(self) -> list[PodState]:
         return sorted((p for p in self.all().values()

@@ -16,26 +16,31 @@ REPO = Path(__file__).resolve().parents[2]
 RBAC = REPO / "controller" / "rbac.yaml"
 CRD = REPO / "helm" / "qscale" / "crds" / "workerpool.yaml"
 
-ALLOWED = [
+ALLOWED = [  # the calls the code makes (tests/chart/rbac_derive.py derives the same list)
     ("get", "deployments.apps"), ("list", "deployments.apps"), ("watch", "deployments.apps"),
-    ("get", "deployments.apps --subresource=scale"),
     ("patch", "deployments.apps --subresource=scale"),
-    ("list", "pods"), ("watch", "pods"), ("patch", "pods"),
-    ("create", "leases.coordination.k8s.io"), ("get", "leases.coordination.k8s.io"),
-    ("update", "leases.coordination.k8s.io"),
-    ("get", "workerpools.qscale.io"), ("list", "workerpools.qscale.io"),
-    ("watch", "workerpools.qscale.io"),
+    ("list", "pods"), ("patch", "pods"),
+    ("list", "horizontalpodautoscalers.autoscaling"),
+    ("get", "leases.coordination.k8s.io/qscale-controller"),
+    ("update", "leases.coordination.k8s.io/qscale-controller"),
+    ("list", "workerpools.qscale.io"), ("watch", "workerpools.qscale.io"),
     ("patch", "workerpools.qscale.io --subresource=status"),
-    ("update", "workerpools.qscale.io --subresource=status"),
-    ("create", "events"), ("patch", "events"), ("create", "events.events.k8s.io"),
+    ("create", "events"), ("patch", "events"),
     ("get", "secrets/qscale-broker"),
 ]
 
 FORBIDDEN = [
     ("delete", "deployments.apps"), ("patch", "deployments.apps"), ("create", "pods"),
-    ("delete", "pods"), ("list", "secrets"), ("get", "secrets/other-secret"),
-    ("delete", "leases.coordination.k8s.io"), ("patch", "workerpools.qscale.io"),
+    ("delete", "pods"), ("watch", "pods"), ("list", "secrets"), ("get", "secrets/other-secret"),
+    ("get", "deployments.apps --subresource=scale"),
+    ("update", "deployments.apps --subresource=scale"),
+    ("create", "leases.coordination.k8s.io"), ("get", "leases.coordination.k8s.io/other"),
+    ("update", "leases.coordination.k8s.io/other"), ("delete", "leases.coordination.k8s.io"),
+    ("get", "workerpools.qscale.io"), ("patch", "workerpools.qscale.io"),
     ("delete", "workerpools.qscale.io"),
+    ("get", "workerpools.qscale.io --subresource=status"),
+    ("update", "workerpools.qscale.io --subresource=status"),
+    ("create", "events.events.k8s.io"), ("watch", "horizontalpodautoscalers.autoscaling"),
     # Out-of-cluster extra, only with the separate qscale-controller-pod-proxy Role:
     ("get", "pods --subresource=proxy"), ("create", "pods --subresource=proxy"),
 ]

@@ -1,6 +1,6 @@
 """The loop's back-off after Kubernetes API errors (the real API server: tests/k8s).
 
-The real Actuator over a stand-in AppsV1Api whose scale patch raises
+The real Actuator over a stand-in KubeApi whose scale patch raises
 `ApiException` a set number of times: the Actuator turns it into ActuationError,
 the loop then holds its writes for 1, 2, 4, ... 30 s (no call while holding),
 keeps deciding meanwhile, and writes its latest decision on the first tick after
@@ -10,7 +10,6 @@ the hold; a success resets the back-off.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import pytest
 from kubernetes.client import ApiException
@@ -23,22 +22,20 @@ TICK = 0.25  # the loop's poll interval in these tests (seconds of the fake cloc
 
 
 class FlakyApps:
-    """AppsV1Api stand-in: the scale patch fails with the given statuses, then succeeds."""
+    """KubeApi stand-in: the scale patch fails with the given statuses, then succeeds."""
 
     def __init__(self, clock: Clock, statuses: list[int]) -> None:
         self.clock = clock
         self.statuses = list(statuses)
         self.calls: list[tuple[float, int]] = []  # (clock time, replicas asked for)
 
-    def patch_namespaced_deployment_scale(self, name: str, namespace: str,
-                                          body: dict[str, Any], **_: Any) -> dict[str, Any]:
-        self.calls.append((self.clock.now, int(body["spec"]["replicas"])))
+    def patch_deployment_scale(self, namespace: str, name: str, replicas: int) -> None:
+        self.calls.append((self.clock.now, replicas))
         if self.statuses:
             status = self.statuses.pop(0)
             raise ApiException(status=status, reason={500: "Internal Server Error",
                                                       409: "Conflict",
                                                       403: "Forbidden"}[status])
-        return body
 
 
 class SyncedActuator(Actuator):
@@ -46,7 +43,7 @@ class SyncedActuator(Actuator):
 
     def start(self) -> SyncedActuator:
         self.watcher.set(DeploymentView(exists=True, spec_replicas=1, status_replicas=1,
-                                        ready_replicas=1, match_labels={"app": "w"}))
+                                        ready_replicas=1, selector="app=w"))
         return self
 
 
@@ -54,7 +51,7 @@ def _flaky_loop(statuses: list[int]) -> tuple[PoolLoop, FakeSource, FlakyApps, S
                                               FakeEvents, Clock]:
     loop, source, _, _, events, clock = _loop(_pool())
     apps = FlakyApps(clock, statuses)
-    actuator = SyncedActuator(apps, None, "ns", "w")  # type: ignore[arg-type]
+    actuator = SyncedActuator(apps, "ns", "w")  # type: ignore[arg-type]
     loop.deps.make_actuator = lambda _spec: actuator
     return loop, source, apps, actuator, events, clock
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from controller.policy import PolicyConfig
+from controller.policyconfig import BOUNDS
 from controller.pool import policy_from_spec
 from controller.settings import load_settings
 
@@ -41,8 +42,11 @@ def test_crd_defaults_equal_policy_defaults() -> None:
     policy = _policy_fields()
     checked = {name: field["default"] for name, field in crd.items()
                if "default" in field and _snake(name) in policy}
-    assert {"mode", "targetWaitSeconds", "scaleDownWindowSeconds", "podStartupSeconds",
-            "flapBackoffMax"} <= set(checked)
+    assert {"mode", "targetWaitSeconds", "podStartupSeconds", "flapBackoffMax",
+            "fallbackFailureThreshold"} <= set(checked)
+    # Automatic (None) knobs carry no default: unset means "automatic", said at the knob.
+    for name in ("scaleDownWindowSeconds", "cooldownSeconds"):
+        assert "default" not in crd[name] and "automatic" in crd[name]["description"]
     assert checked == {name: policy[_snake(name)] for name in checked}
     # Every policy knob is in the CRD (optional ones, default None, carry no default).
     assert {_snake(name) for name in crd} >= set(policy)
@@ -69,3 +73,14 @@ def test_empty_spec_and_env_take_policy_defaults(monkeypatch: pytest.MonkeyPatch
 def test_new_spec_fields_reach_the_policy() -> None:
     config = policy_from_spec({"podStartupSeconds": 42, "flapBackoffMax": 0})
     assert (config.pod_startup_seconds, config.flap_backoff_max) == (42.0, 0)
+
+
+def test_crd_bounds_lie_within_the_policy_bounds() -> None:
+    """Total policy: everything the CRD accepts, PolicyConfig accepts (and decides on)."""
+    crd = _crd_spec_fields()
+    by_field = {_snake(name): field for name, field in crd.items()}
+    for name, (low, high, exclusive) in BOUNDS.items():
+        field = by_field[name]
+        assert "minimum" in field and "maximum" in field, f"{name}: unbounded in the CRD"
+        assert field["minimum"] > low if exclusive else field["minimum"] >= low, name
+        assert field["maximum"] <= high, name

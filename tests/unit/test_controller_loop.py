@@ -6,7 +6,7 @@ scale-down, nothing written by a standby, a paused pool or a dry run, errors hel
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from controller.actuator import DeploymentView
@@ -58,7 +58,7 @@ class FakeActuator:
         ready = self.replicas if self.ready is None else self.ready
         return DeploymentView(exists=True, spec_replicas=self.replicas,
                               status_replicas=self.replicas, ready_replicas=ready,
-                              match_labels={"app": "w"})
+                              selector="app=w")
 
     def scale(self, replicas: int) -> bool:
         self.calls.append(("scale", replicas))
@@ -74,9 +74,17 @@ class FakeActuator:
 @dataclass
 class FakePods:
     pods: list[PodState] = field(default_factory=list)
+    cordoner: Any = None  # a FakeCordoner: pods it cordoned report the cordon
 
-    def read(self, namespace: str, labels: Any, port: int) -> list[PodState]:
+    def read(self, namespace: str, selector: Any, port: int) -> list[PodState]:
         return self.pods
+
+    def refresh(self, namespace: str, pods: list[PodState], port: int) -> list[PodState]:
+        held = self.cordoner.held if self.cordoner is not None else set()
+        by_name = {p.name: p for p in self.pods}
+        return [replace(by_name.get(p.name, p), state={
+            **(by_name.get(p.name, p).state or {}), "cordoned": p.name in held})
+            for p in pods]
 
 
 @dataclass
@@ -100,6 +108,7 @@ def _loop(spec: PoolSpec, *, leader: bool = True, dry_run: bool = False,
                                                             FakePods, FakeEvents, Clock]:
     source, actuator, pods, events, clock = (FakeSource(), FakeActuator(replicas), FakePods(),
                                              FakeEvents(), Clock())
+    pods.cordoner = cordoner
     deps = LoopDeps(make_source=lambda _s: source, make_actuator=lambda _s: actuator,  # type: ignore[arg-type,return-value]
                     pod_reader=pods, events=events, make_status=None,  # type: ignore[arg-type]
                     metrics=ControllerMetrics(), is_leader=lambda: leader, dry_run=dry_run,
@@ -224,9 +233,12 @@ class FakeCordoner:
     """Accepts every request; records (cordon, uncordon) names per call."""
 
     calls: list[tuple[list[str], list[str]]] = field(default_factory=list)
+    held: set[str] = field(default_factory=set)
 
     def apply(self, namespace: str, port: int, plan: CordonPlan, before: Any) -> CordonResult:
         self.calls.append(([p.name for p in plan.cordon], [p.name for p in plan.uncordon]))
+        self.held |= {p.name for p in plan.cordon}
+        self.held -= {p.name for p in plan.uncordon}
         return CordonResult(frozenset(p.name for p in plan.cordon), 0)
 
 
@@ -239,8 +251,11 @@ def test_busy_floor_cordons_the_least_busy_pods_then_removes_them_once_idle() ->
     result = loop.tick()             # queue empty, three pods busy: floor at 3, need 1
     assert result.decision is not None and result.decision.desired == 3
     assert result.decision.drain_pods == 2
-    assert cordoner.calls[-1] == (["b", "c"], [])     # the two least busy
-    assert result.fields["drain"] == 2 and result.fields["cordoned"] == "b,c"
+    # The idle pod that goes is cordoned and confirmed first (controller.scaledown),
+    # then kept cordoned with the two least busy ones, which drain.
+    assert cordoner.calls[-2] == (["d"], [])
+    assert cordoner.calls[-1] == (["d", "b", "c"], [])
+    assert result.fields["drain"] == 2 and result.fields["cordoned"] == "b,c,d"
     costs = actuator.calls[0][1]
     assert costs["d"] < costs["b"] < costs["c"] < costs["a"]  # cordoned go before "a"
     pods.pods = [_pod("a", 3, 1.0), _pod("b", 0, 2.0), _pod("c", 2, 3.0)]  # "d" removed

@@ -122,3 +122,20 @@ def test_stop_ends_the_thread_while_it_backs_off() -> None:
     w._thread.join(5)
     assert not w._thread.is_alive()
     assert len(w.rounds) >= 97                # it waited between attempts, not spun
+
+
+def test_a_410_loop_backs_off() -> None:
+    """An API server that answers every watch with 410 Gone (issue #10, item 8): the
+    first re-list is immediate, the next ones back off instead of spinning."""
+    gone = {"type": "ERROR", "object": {"code": 410, "reason": "Expired",
+                                        "message": "too old resource version"}}
+    w = Scripted([(str(v), [gone]) for v in range(1, 8)])
+    w._run()
+    assert w.waits == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0], w.waits
+
+
+def test_a_stuck_watcher_reports_stalled() -> None:
+    from controller.watch import STALL_SECONDS
+    w = Scripted([])
+    assert not w.stalled()
+    assert w.stalled(now=w.last_alive + STALL_SECONDS + 1)

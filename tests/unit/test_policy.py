@@ -304,13 +304,16 @@ def test_ok_without_ready_depth_is_an_error() -> None:
 
 
 def test_error_fallback_uses_the_fixed_size() -> None:
-    cfg = queue_cfg(on_error="fallback", fallback_replicas=4, max_replicas=10)
+    # Threshold and window off: the fallback size at once (the defaults: test_failsafe_policy).
+    cfg = queue_cfg(on_error="fallback", fallback_replicas=4, max_replicas=10,
+                    fallback_failure_threshold=1, scale_down_window_seconds=0)
     d = decide(Observation(ok=False), 9, cfg)
     assert (d.desired, d.reason) == (4, "fallback:metrics-error")
 
 
 def test_error_fallback_respects_busy_pods() -> None:
-    cfg = queue_cfg(on_error="fallback", fallback_replicas=2)
+    cfg = queue_cfg(on_error="fallback", fallback_replicas=2, fallback_failure_threshold=1,
+                    scale_down_window_seconds=0)
     d = decide(Observation(ok=False, busy_pods=5), 8, cfg)
     assert (d.desired, d.reason) == (5, "floor:busy-pods")
 

@@ -59,8 +59,7 @@ def test_latency_mode_trusts_busy_slots_over_a_stale_rate_when_nothing_waits() -
 
 
 def test_latency_mode_releases_idle_capacity_after_one_start_up_time() -> None:
-    cfg = PolicyConfig(max_replicas=100, scale_down_window_seconds=15,
-                       pod_startup_seconds=10)
+    cfg = PolicyConfig(max_replicas=100, pod_startup_seconds=10)  # automatic 15 s window
     h = History(recommendations=((989.0, 12),))  # 11 s ago, inside the 15 s window
     burst_over = decide(latency(ready=0, in_flight=4), 12, cfg, h)
     assert (burst_over.desired, burst_over.reason) == (1, "scale-down:stabilized")
@@ -83,7 +82,7 @@ def test_latency_mode_releases_idle_capacity_after_one_start_up_time() -> None:
 ])
 def test_latency_mode_cooldown_is_one_start_up_when_a_cold_start_meets_the_target(
         target: float, idle: float, desired: int) -> None:
-    cfg = PolicyConfig(min_replicas=0, target_wait_seconds=target, cooldown_seconds=60,
+    cfg = PolicyConfig(min_replicas=0, target_wait_seconds=target,  # automatic cooldown
                        scale_down_window_seconds=0, pod_startup_seconds=10)
     d = decide(latency(ready=0, in_flight=0), 1, cfg, History(last_active_at=1000.0 - idle))
     assert d.desired == desired

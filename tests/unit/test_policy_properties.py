@@ -13,45 +13,84 @@ from hypothesis import strategies as st
 from controller.policy import History, Observation, PolicyConfig, desired_replicas
 from tests.unit.test_policy import obs, queue_cfg
 
+
+def edged(low: float, high: float, *extra: float) -> st.SearchStrategy[float]:
+    """Floats in [low, high], plus the extremes a user or a pod can write: the smallest
+    subnormal, values next to the bounds, the largest double (issue #10, item 4)."""
+    edges = [x for x in (low, high, 5e-324, 1e-320, 1e-300, 1e-9, 1e300, 1e308, *extra)
+             if low <= x <= high]
+    return st.floats(low, high) | st.sampled_from(edges)
+
+
+def positive(high: float) -> st.SearchStrategy[float]:
+    return edged(0.0, high).filter(lambda x: x > 0)
+
+
+SECONDS = 86_400.0  # controller.policyconfig.SECONDS_BOUND
 configs = st.builds(
     PolicyConfig,
     mode=st.sampled_from(["queue", "latency"]),
     min_replicas=st.integers(0, 5),
-    max_replicas=st.integers(5, 60),
-    target_per_slot=st.floats(0.25, 8),
-    target_wait_seconds=st.floats(1, 120),
-    activation_threshold=st.integers(0, 10),
-    tolerance=st.floats(0, 0.5),
+    max_replicas=st.integers(5, 60) | st.just(10_000),
+    target_per_slot=st.floats(0.25, 8) | positive(1e6),
+    target_wait_seconds=st.floats(1, 120) | positive(SECONDS),
+    activation_threshold=st.integers(0, 10) | st.just(10**9),
+    tolerance=st.floats(0, 0.5) | st.just(0.99),
     max_step_up=st.none() | st.integers(1, 20),
-    scale_down_window_seconds=st.floats(0, 120),
+    scale_down_window_seconds=st.none() | st.floats(0, 120) | edged(0.0, SECONDS),
     scale_down_step=st.none() | st.integers(1, 10),
-    cooldown_seconds=st.floats(0, 600),
-    pod_startup_seconds=st.floats(0, 120),
-    batch_seconds=st.just(0.0) | st.floats(0, 120),
+    flap_backoff_max=st.integers(0, 16),
+    cooldown_seconds=st.none() | st.floats(0, 600) | edged(0.0, SECONDS),
+    pod_startup_seconds=st.floats(0, 120) | edged(0.0, SECONDS),
+    batch_seconds=st.just(0.0) | st.floats(0, 120) | edged(0.0, SECONDS),
 )
 observations = st.builds(
     Observation,
     ok=st.just(True),
-    ready=st.integers(0, 5000),
-    in_flight=st.integers(0, 500),
-    arrival_rate=st.none() | st.floats(0, 200) | st.sampled_from([math.nan, math.inf]),
-    completion_rate=st.none() | st.floats(0, 200),
-    service_time_seconds=st.none() | st.floats(0, 600) | st.just(math.nan),
+    ready=st.integers(0, 5000) | st.just(10**12),
+    in_flight=st.integers(0, 500) | st.just(10**12),
+    arrival_rate=st.none() | st.floats(0, 200) | edged(0.0, 1e308)
+    | st.sampled_from([math.nan, math.inf]),
+    completion_rate=st.none() | st.floats(0, 200) | edged(0.0, 1e308),
+    service_time_seconds=st.none() | st.floats(0, 600) | edged(0.0, 1e308)
+    | st.just(math.nan),
     busy_pods=st.integers(0, 80),
     starting_pods=st.integers(0, 80),
-    pod_startup_seconds=st.none() | st.floats(0, 300) | st.just(math.nan),
+    pod_startup_seconds=st.none() | st.floats(0, 300) | edged(0.0, 1e308) | st.just(math.nan),
     draining_deadline_passed=st.booleans(),
+    unknown=st.just(()) | st.sampled_from([("pods",), ("in-flight",), ("pod-state",)]),
 )
 histories = st.builds(
     History,
     recommendations=st.lists(st.tuples(st.floats(0, 1000), st.integers(0, 80)),
                              max_size=5).map(tuple),
     last_active_at=st.none() | st.floats(0, 1000),
+    last_scale_at=st.none() | st.floats(0, 1000),
+    last_scale_down_at=st.none() | st.floats(0, 1000),
+    flap_level=st.integers(0, 20),
+    flap_level_at=st.none() | st.floats(0, 1000),
     queued_since=st.none() | st.floats(0, 1000),
     batch_releasing=st.booleans(),
+    failed_reads=st.integers(0, 10),
 )
 currents = st.integers(0, 80)
 concurrencies = st.integers(1, 16)
+
+
+@settings(deadline=None, max_examples=400)
+@given(observations, currents | st.just(10_000), st.integers(1, 1024), configs, histories,
+       st.floats(0, 1e12))
+def test_total_over_everything_the_crd_and_state_can_carry(
+        o: Observation, current: int, c: int, cfg: PolicyConfig, h: History,
+        now: float) -> None:
+    """Never raises; an int in range; every number it reports is finite."""
+    d = desired_replicas(o, current, c, cfg, h, now)
+    assert isinstance(d.desired, int)
+    assert cfg.min_replicas <= d.desired <= max(cfg.max_replicas, current)
+    for key, value in d.details.items():
+        assert not isinstance(value, float) or math.isfinite(value), (key, value)
+    if o.unknown:
+        assert d.desired >= current and d.drain_pods == 0
 
 
 @settings(deadline=None)
@@ -59,7 +98,8 @@ concurrencies = st.integers(1, 16)
 def test_bounds(o: Observation, current: int, c: int, cfg: PolicyConfig, h: History) -> None:
     d = desired_replicas(o, current, c, cfg, h, 1000.0)
     assert d.desired >= cfg.min_replicas
-    if d.reason != "floor:busy-pods":
+    # Busy pods and unknown inputs may hold a pool above a lowered max, never raise it.
+    if d.reason != "floor:busy-pods" and not d.reason.startswith("hold:unknown-"):
         assert d.desired <= cfg.max_replicas
     assert d.desired <= max(cfg.max_replicas, current)
     assert d.reason and d.details
@@ -84,11 +124,12 @@ def test_error_never_scales_to_zero(current: int, c: int, cfg: PolicyConfig, h: 
     if fallback:
         cfg = replace(cfg, on_error="fallback", fallback_replicas=max(1, cfg.min_replicas))
     d = desired_replicas(Observation(ok=False, busy_pods=busy), current, c, cfg, h, 1000.0)
-    if current > 0 or fallback:
+    if current > 0 or (fallback and h.failed_reads + 1 >= cfg.fallback_failure_threshold):
         assert d.desired >= 1
     if not fallback:
         assert d.desired == current
-    assert d.reason.endswith(":metrics-error") or d.reason == "floor:busy-pods"
+    assert d.reason in ("hold:metrics-error", "fallback:metrics-error",
+                        "fallback:stabilizing", "floor:busy-pods"), d.reason
 
 
 @settings(deadline=None)
@@ -108,7 +149,7 @@ def test_scale_up_is_one_step_to_the_need(ready: int, in_flight: int, current: i
     cfg = replace(cfg, mode="queue", max_step_up=None)
     d = desired_replicas(obs(ready, in_flight), current, c, cfg, History(), 1000.0)
     exact_need = (ready + in_flight) / (cfg.target_per_slot * c)
-    need = math.ceil(exact_need - 1e-9)
+    need = math.ceil(exact_need - 1e-9) if exact_need < 1e15 else 10**15  # tiny targetPerSlot
     if d.desired > current:
         assert d.desired == min(need, cfg.max_replicas) or d.reason == "clamp:min"
     # The tolerance band compares the fractional need (11.01 of 9 is within 25%).

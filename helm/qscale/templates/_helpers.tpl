@@ -203,6 +203,10 @@ qscale.io/pool: {{ .pool.name }}
 {{- add (int (ceil .drainSeconds)) (int .terminationGraceMarginSeconds) }}
 {{- end }}
 
+{{- define "qscale.controller.name" -}}
+{{- .Values.controller.name | default (include "qscale.controller.fullname" .) }}
+{{- end }}
+
 {{- define "qscale.controller.fullname" -}}
 {{- include "qscale.componentName" (dict "root" . "component" "controller") }}
 {{- end }}

@@ -1,7 +1,7 @@
 {{/*
 The controller's Role rules. Keep equal to controller/rbac.yaml (the controller's
-canonical list; tests/chart/test_rbac.py compares them), except that the Secret
-rule is narrowed to the broker Secret with resourceNames.
+canonical list, derived from its API calls; tests/chart/test_rbac.py compares them),
+except that the Secret and Lease rules name this release's objects.
 */}}
 {{- define "qscale.controller.rbacRules" -}}
 - apiGroups: ["apps"]
@@ -9,20 +9,24 @@ rule is narrowed to the broker Secret with resourceNames.
   verbs: ["get", "list", "watch"]
 - apiGroups: ["apps"]
   resources: ["deployments/scale"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["list", "patch"]
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["list"]
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["create", "get", "update"]
+  resourceNames: [{{ include "qscale.controller.fullname" . | quote }}]
+  verbs: ["get", "update"]
 - apiGroups: ["qscale.io"]
   resources: ["workerpools"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["qscale.io"]
   resources: ["workerpools/status"]
-  verbs: ["get", "patch", "update"]
-- apiGroups: ["", "events.k8s.io"]
+  verbs: ["patch"]
+- apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
 - apiGroups: [""]
