@@ -139,6 +139,17 @@ def quiet() -> str:
     return "nobody reads this"
 
 
+FIXED = {"on": False}
+
+
+@task(name="apitasks.fixable", max_retries=0)
+def fixable(value: int) -> int:
+    """Fails until a fix is "deployed" (FIXED["on"] = True in this process)."""
+    if not FIXED["on"]:
+        raise RuntimeError("a bug, fixed in the next release")
+    return value
+
+
 @task(name="apitasks.unserializable", max_retries=3)
 def unserializable() -> object:
     return object()

@@ -12,6 +12,8 @@ same image; only broker bodies, which stay opaque bytes here, come from outside)
     child -> supervisor   ("limit", seq, s)   the job about to run has this hard time
                                               limit (sent only when it differs from
                                               QSCALE_HARD_TIME_LIMIT)
+                          ("ran", seq, None)  a hard-limited task returned: what is left
+                                              (recording its outcome) gets SETTLE_GRACE
                           ("done", seq, compact(Outcome), over_rss)
                           ("cancelled", seqs) jobs handed back unstarted (after CANCEL, or
                                               on its own once over max RSS)
@@ -50,7 +52,7 @@ _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 class ExecutorLike(Protocol):
     def execute(self, body: bytes,
-                report_limit: Callable[[float | None], None] | None = None) -> Outcome: ...
+                report: Callable[[str, float | None], None] | None = None) -> Outcome: ...
 
     def settle_unrun(self, body: bytes, reason: str, *, may_retry: bool) -> Outcome: ...
 
@@ -142,10 +144,10 @@ def child_main(conn: Connection, settings: WorkerSettings, parent_pid: int,
                 give_back()
 
     waiting = ready_check(conn)
-    running = 0  # seq of the job being executed, for its "limit" report
+    running = 0  # seq of the job being executed, for its reports
 
-    def report_limit(seconds: float | None) -> None:
-        conn.send(("limit", running, seconds))
+    def report(what: str, value: float | None) -> None:
+        conn.send((what, running, value))
 
     try:
         while True:
@@ -160,7 +162,7 @@ def child_main(conn: Connection, settings: WorkerSettings, parent_pid: int,
             seq, body, unrun = queued.popleft()
             if unrun is None:
                 running = seq
-                outcome = executor.execute(body, report_limit)
+                outcome = executor.execute(body, report)
             else:
                 outcome = executor.settle_unrun(body, unrun[0], may_retry=unrun[1])
             over = max_rss > 0 and rss_bytes() > max_rss

@@ -13,15 +13,16 @@ import math
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from worker import registry
 from worker.brokers import Broker, DeadLetter, QueueStats, redact_url
 from worker.cli import fail
 from worker.client import Client, open_settings_broker
-from worker.envelope import Envelope
-from worker.errors import ConfigError, QscaleError
+from worker.envelope import SIZE_HEADROOM, Envelope, decode
+from worker.errors import BadMessage, ConfigError, QscaleError
+from worker.results import ResultStore
 from worker.settings import WorkerSettings, load_settings
 
 MAX_COUNTDOWN = 366 * 86_400  # a year and a day
@@ -169,12 +170,31 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                 rows = [_describe(d) for d in broker.dead_letters(queue, args.limit or 100)]
                 _print_dead(rows, as_json=args.json)
             elif args.action == "requeue":
-                print(f"requeued {broker.requeue_dead(queue, args.limit)} messages to {queue}")
+                moved = broker.requeue_dead(queue, args.limit, before=_reopener(settings))
+                print(f"requeued {moved} messages to {queue}")
             else:
                 print(f"purged {broker.purge_dead(queue)} dead letters of {queue}")
     except QscaleError as exc:
         return fail(str(exc))
     return 0
+
+
+def _reopener(settings: WorkerSettings) -> Callable[[bytes], None] | None:
+    """Requeueing a dead letter reopens its result (and its chain's and chord's), so it
+    may end SUCCESS this time; bodies that do not decode have no result to reopen."""
+    url = settings.effective_result_url
+    if url is None:
+        return None
+    store = ResultStore(url, settings.result_ttl)
+
+    def reopen(body: bytes) -> None:
+        try:
+            env = decode(body, settings.max_message_bytes + SIZE_HEADROOM)
+        except BadMessage:
+            return
+        store.reopen(env)
+
+    return reopen
 
 
 def _print_dead(rows: Sequence[dict[str, Any]], *, as_json: bool) -> None:

@@ -46,6 +46,11 @@ MAX_ATTEMPT = 1_000_000
 MAX_LINKS = 10_000             # chain steps carried by one message
 MAX_CHORD_SIZE = 1_000_000
 MAX_TIMESTAMP = 1e11           # epoch seconds (year 5138): enqueued_at, deadline
+MAX_DELAY = 366 * 86_400.0     # seconds: the longest countdown or retry delay
+# A retry rewrites attempt and enqueued_at, so its body may be a few dozen bytes longer
+# than the delivery it replaces. Workers accept this much over QSCALE_MAX_MESSAGE_BYTES
+# (producers may not use it), so a message that fit always fits again when retried.
+SIZE_HEADROOM = 256
 
 JsonDict = dict[str, Any]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import inspect
 import logging
+import math
 import signal
 import threading
 import time
@@ -32,9 +33,18 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+import redis
+
 from worker import registry
 from worker.context import Retry, SoftTimeLimitExceeded, TaskContext
-from worker.envelope import Envelope, Signature, check_json_value, decode
+from worker.envelope import (
+    MAX_DELAY,
+    SIZE_HEADROOM,
+    Envelope,
+    Signature,
+    check_json_value,
+    decode,
+)
 from worker.errors import BadMessage
 from worker.outcome import FailurePlan, FollowUp, Outcome, Settle
 from worker.registry import NonRetryable, TaskSpec, backoff_delay
@@ -44,7 +54,10 @@ from worker.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 STORE_TROUBLE_DELAY = 5.0   # seconds before a message whose outcome could not be recorded
-LimitReport = Callable[[float | None], None]
+# (what, value) told to the supervisor about the run in progress: ("limit", seconds) before
+# the task starts, when its hard limit differs from QSCALE_HARD_TIME_LIMIT; ("ran", None)
+# once a hard-limited task returned, so recording its outcome is not cut short by it.
+RunReport = Callable[[str, float | None], None]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -85,21 +98,28 @@ class Executor:
 
     # -- the two entry points: total, they return an Outcome whatever happens --
 
-    def execute(self, body: bytes, report_limit: LimitReport | None = None) -> Outcome:
-        """Run the message's task. `report_limit(seconds)` is told the task's hard time
-        limit before it starts, when that differs from QSCALE_HARD_TIME_LIMIT."""
+    @property
+    def _accepted_bytes(self) -> int:
+        return self.settings.max_message_bytes + SIZE_HEADROOM
+
+    def execute(self, body: bytes, report: RunReport | None = None) -> Outcome:
+        """Run the message's task, telling `report` about its hard time limit (RunReport)."""
         try:
-            return self._execute(body, report_limit)
-        except Exception as exc:  # the result store failed: the message comes back later
+            return self._execute(body, report)
+        except (redis.RedisError, OSError) as exc:  # the store: it comes back later
             return self._store_trouble(body, exc)
+        except Exception as exc:
+            return self._internal_error(body, exc)
 
     def settle_unrun(self, body: bytes, reason: str, *, may_retry: bool) -> Outcome:
         """A message whose run was lost (`may_retry`: retry while retries remain) or that
         must not run at all: the task does not run; a dead one records FAILURE."""
         try:
             return self._settle_unrun(body, reason, may_retry)
-        except Exception as exc:
+        except (redis.RedisError, OSError) as exc:
             return self._store_trouble(body, exc)
+        except Exception as exc:
+            return self._internal_error(body, exc)
 
     def _store_trouble(self, body: bytes, exc: Exception) -> Outcome:
         log.warning("could not record an outcome (%s: %s); the message comes back in %.0fs",
@@ -107,11 +127,27 @@ class Executor:
         return Outcome(settle=Settle.RETRY, status="store_error", retry_body=body,
                        retry_delay=STORE_TROUBLE_DELAY, reason=f"result store: {exc}")
 
+    def _internal_error(self, body: bytes, exc: Exception) -> Outcome:
+        """A bug of ours, not the store: dead-letter the message with the reason (it would
+        fail the same way again), recording FAILURE when the body says for whom."""
+        log.exception("internal error on a message; dead-lettering it")
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+        bad = BadMessage(reason)
+        try:
+            env = decode(body, self._accepted_bytes)
+        except BadMessage as undecodable:
+            bad = undecodable
+            bad.reason = reason
+        else:
+            bad.task_id, bad.task, bad.dependents, bad.chord = (
+                env.id, env.task, env.chain_dependents, env.chord)
+        return self._bad_message(bad, status="dead")
+
     # -- running --
 
-    def _execute(self, body: bytes, report_limit: LimitReport | None) -> Outcome:
+    def _execute(self, body: bytes, report: RunReport | None) -> Outcome:
         try:
-            env = decode(body, self.settings.max_message_bytes)
+            env = decode(body, self._accepted_bytes)
         except BadMessage as bad:
             return self._bad_message(bad)
         now = time.time()
@@ -131,8 +167,8 @@ class Executor:
         except TypeError as exc:
             return self._dead(env, "TypeError", f"bad arguments: {exc}", "bad_message", ident)
         limit = registry.hard_time_limit(spec.name, self.settings.hard_time_limit)
-        if report_limit is not None and limit != self._default_limit:
-            report_limit(limit)
+        if report is not None and limit != self._default_limit:
+            report("limit", limit)
         if spec.track_started and not (spec.ignore_result or env.ignore_result):
             store = self.results()
             if store is not None:
@@ -142,9 +178,18 @@ class Executor:
             result = self._call(spec, call_args, env.kwargs)
             _check_json(result)
         except (Exception, SystemExit) as exc:
+            self._ran(report, limit)
             return self._failed(env, spec, exc, time.monotonic() - started, ident)
+        self._ran(report, limit)
         runtime = time.monotonic() - started
         return self._succeeded(env, spec, ctx, result, runtime=runtime, ident=ident)
+
+    @staticmethod
+    def _ran(report: RunReport | None, limit: float | None) -> None:
+        """The hard limit is for the task: a result store that hangs afterwards makes the
+        outcome come back later (store trouble), not a lost run."""
+        if report is not None and limit is not None:
+            report("ran", None)
 
     def _call(self, spec: TaskSpec, args: list[Any], kwargs: dict[str, Any]) -> Any:
         limit = registry.soft_time_limit(spec.name, self.settings.soft_time_limit)
@@ -243,10 +288,21 @@ class Executor:
 
     def _retry(self, env: Envelope, delay: float, reason: str, detail: str, runtime: float,
                ident: dict[str, Any]) -> Outcome:
-        # The next attempt is stamped as enqueued when its delay ends: queue-wait metrics
-        # (and latency-based scaling) must not count a deliberate backoff as backlog.
-        return Outcome(settle=Settle.RETRY, status="retry",
-                       retry_body=env.next_attempt(now=time.time() + delay).encode(),
+        """The next attempt, stamped as enqueued when its delay ends (queue-wait metrics,
+        and latency-based scaling, must not count a deliberate backoff as backlog). A
+        retry that cannot be sent (a delay that is no number of seconds, or beyond
+        MAX_DELAY; an attempt past the envelope's bound) ends the task instead."""
+        try:
+            if not (isinstance(delay, int | float) and math.isfinite(delay)
+                    and 0 <= delay <= MAX_DELAY):
+                raise BadMessage(f"retry delay {delay!r} is not 0-{MAX_DELAY:g} seconds")
+            body = env.next_attempt(now=time.time() + delay).encode()
+        except BadMessage as bad:
+            why = f"{reason}; cannot retry: {bad.reason}"
+            self._record_final(env, error_record("RetryImpossible", why, detail))
+            return Outcome(settle=Settle.DEAD, status="failure", reason=why, detail=detail,
+                           runtime_s=runtime, plan=plan_for(env), **ident)
+        return Outcome(settle=Settle.RETRY, status="retry", retry_body=body,
                        retry_delay=delay, reason=reason, detail=detail, runtime_s=runtime,
                        plan=plan_for(env), **ident)
 
@@ -256,14 +312,14 @@ class Executor:
         return Outcome(settle=Settle.DEAD, status=status, reason=reason, plan=plan_for(env),
                        **ident)
 
-    def _bad_message(self, bad: BadMessage) -> Outcome:
+    def _bad_message(self, bad: BadMessage, status: str = "bad_message") -> Outcome:
         """Dead-letter an undecodable body, recording FAILURE for what it salvaged."""
         store = self.results()
         if store is not None and bad.task_id is not None:
             store.record_failure(bad.task_id, bad.task or "?", 1,
                                  error_record("BadMessage", bad.reason, ""),
                                  chain=bad.dependents, chord=bad.chord)
-        return Outcome(settle=Settle.DEAD, status="bad_message", reason=bad.reason,
+        return Outcome(settle=Settle.DEAD, status=status, reason=bad.reason,
                        task=bad.task or "unknown", task_id=bad.task_id)
 
     def _record_final(self, env: Envelope, error: dict[str, str]) -> None:
@@ -273,7 +329,7 @@ class Executor:
 
     def _settle_unrun(self, body: bytes, reason: str, may_retry: bool) -> Outcome:
         try:
-            env = decode(body, self.settings.max_message_bytes)
+            env = decode(body, self._accepted_bytes)
         except BadMessage as bad:
             return self._bad_message(bad)
         spec = registry.lookup(env.task)

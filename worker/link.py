@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from worker.brokers import Broker, Delivery, open_broker, redact_url
-from worker.errors import BrokerUnavailable, MessageRefused
+from worker.errors import MessageRefused
 from worker.outcome import FailurePlan, FollowUp, Outcome, Settle
 from worker.results import ResultStore, error_record
 from worker.settings import WorkerSettings
@@ -131,10 +131,11 @@ class BrokerLink:
             return False
         try:
             op(self.broker)
-        except MessageRefused:
+        except MessageRefused as refusal:
             if refusable:
                 raise
-            self._failed(what, BrokerUnavailable(f"{what} refused"))
+            # Refused, not disconnected: the connection stays, settlements go on.
+            log.warning("broker refused %s: %s", what, refusal)
             return False
         except Exception as exc:
             self._failed(what, exc)

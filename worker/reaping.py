@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # provided by the Supervisor
 log = logging.getLogger(__name__)
 
 REAP_GRACE = 5.0           # seconds to wait for children to exit at shutdown
-UNRUN_DEATHS = 2           # children lost settling one message unrun: dead-letter it raw
+UNRUN_DEATHS = 2           # children lost settling one message unrun: it comes back later
+COME_BACK_AFTER = 5.0      # seconds (as when the result store fails)
 
 
 class ChildDeaths:
@@ -83,16 +84,19 @@ class ChildDeaths:
 
     def _lost(self, job: Job, reason: str) -> None:
         """A run died: a child settles the message without running it (retry or FAILURE).
-        If children keep dying at that too, it is dead-lettered as it is."""
+
+        If children keep dying at that too (settling needs only decode and the result
+        store: most likely the store hangs), the message goes back to the broker as it
+        is, to come again in a while; never dead-lettered without its FAILURE."""
         if job.unrun is not None:
             job.unrun_deaths += 1
             if job.unrun_deaths >= UNRUN_DEATHS:
-                log.error("dead-lettering a message whose settlement killed %d children",
-                          job.unrun_deaths)
+                log.error("settling a message unrun killed %d children (%s); it comes back "
+                          "in %.0fs", job.unrun_deaths, reason, COME_BACK_AFTER)
                 self.link.settle(job.delivery, Outcome(
-                    settle=Settle.DEAD, status="dead",
-                    reason=f"{job.unrun[0]}; settling it killed {job.unrun_deaths} children "
-                    f"({reason})"))
+                    settle=Settle.RETRY, status="store_error", retry_body=job.delivery.body,
+                    retry_delay=COME_BACK_AFTER,
+                    reason=f"settling it killed {job.unrun_deaths} children ({reason})"))
                 return
         else:
             job.unrun = (reason, True)

@@ -10,6 +10,9 @@ alone. A duplicate run can therefore neither flip a finished SUCCESS to FAILURE 
 mark chain steps that ran as "did not run" (`record_failure` stops at a task whose
 own result was already final).
 
+An operator's `dlq requeue` is the one way back: it removes the FAILURE of the task it
+requeues (and the FAILURE that failure gave its chain and its chord), see `reopen`.
+
 Chords fire once. Members are stored by index (a redelivered member overwrites its
 own slot); the member that completes the set marks the chord fired (by its index)
 and gets every result back. A later run of another member finds the marker and
@@ -82,12 +85,30 @@ return redis.call('HGETALL', KEYS[1])
 """
 
 # KEYS: state, done, callback result. ARGV: callback record, result ttl, done ttl.
-# A chord that has not fired is failed for good: its callback records FAILURE.
+# A chord that has not fired is failed: its callback records FAILURE. The members'
+# results stay (for the done ttl) in case an operator requeues the failed member.
 _CHORD_FAILED = _FINAL_CHECK + """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('SET', KEYS[2], 'failed', 'EX', ARGV[3])
-redis.call('DEL', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
 if not is_final(KEYS[3]) then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2]) end
+return 1
+"""
+
+# KEYS: results to reopen (their FAILURE is removed), then optionally state, done of a
+# chord to reopen. ARGV: 1 when the last two keys are a chord's. Only FAILURE goes.
+_REOPEN = """
+local chord = ARGV[1] == '1'
+local results = chord and #KEYS - 2 or #KEYS
+for i = 1, results do
+  if string.find(redis.call('GETRANGE', KEYS[i], 0, 24), '^{"status":"FAILURE"') then
+    redis.call('DEL', KEYS[i])
+  end
+end
+if chord and redis.call('GET', KEYS[#KEYS]) == 'failed' then
+  redis.call('DEL', KEYS[#KEYS])
+  redis.call('PERSIST', KEYS[#KEYS - 1])
+end
 return 1
 """
 
@@ -128,6 +149,7 @@ class ResultStore:
         self._write = self._redis.register_script(_WRITE)
         self._chord_member = self._redis.register_script(_CHORD_MEMBER_DONE)
         self._chord_failed = self._redis.register_script(_CHORD_FAILED)
+        self._reopen = self._redis.register_script(_REOPEN)
 
     # -- task results (status first in every record: see _FINAL_CHECK) --
 
@@ -187,6 +209,17 @@ class ResultStore:
     def record_envelope_failure(self, env: Envelope, error: dict[str, str]) -> bool:
         return self.record_failure(env.id, env.task, env.attempt, error,
                                    chain=env.chain_dependents, chord=env.chord)
+
+    def reopen(self, env: Envelope) -> None:
+        """An operator requeued a dead letter (`dlq requeue`): its FAILURE, the FAILURE it
+        gave the chain's later steps and its chord's callback go, and a chord it failed
+        can complete again. Duplicates never come this way: only a deliberate requeue
+        gives a final state a second chance."""
+        keys = [RESULT_KEY + env.id, *(RESULT_KEY + sid for sid, _ in env.chain_dependents)]
+        if env.chord is not None:
+            keys += [RESULT_KEY + env.chord.result_id, CHORD_KEY + env.chord.id,
+                     CHORD_DONE_KEY + env.chord.id]
+        self._reopen(keys=keys, args=[1 if env.chord is not None else 0])
 
     # -- checkpoints --
 

@@ -88,7 +88,9 @@ class WorkerSettings(BaseSettings):
     retry_backoff_max: Annotated[float, _seconds(gt=0, le=WEEK)] = 300.0
     http_host: str = "0.0.0.0"
     http_port: Annotated[int, Field(ge=0, le=65535)] = 8080
-    pod_name: str = Field(default_factory=socket.gethostname)
+    # Part of every consumer's name (an AMQP consumer tag holds at most 255 bytes).
+    pod_name: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        default_factory=socket.gethostname)
     # Bearer token for POST/DELETE /cordon (the controller's "stop taking new tasks").
     # Empty: those endpoints answer 403, nobody can change the worker's behaviour.
     control_token: SecretStr = SecretStr("")
@@ -155,8 +157,12 @@ def load_settings(**overrides: object) -> WorkerSettings:
         field = str(first["loc"][0]) if first["loc"] else "?"
         reason = first["msg"].removeprefix("Value error, ")
         raise ConfigError(f"QSCALE_{field.upper()}: {reason}") from None
-    if settings.amqp_queue_type == "quorum" and settings.max_priority \
-            and urlsplit(settings.broker_url).scheme in ("amqp", "amqps", "pyamqp"):
+    amqp = urlsplit(settings.broker_url).scheme in ("amqp", "amqps", "pyamqp")
+    if settings.amqp_queue_type == "quorum" and settings.max_priority and amqp:
         raise ConfigError("QSCALE_AMQP_QUEUE_TYPE: quorum queues have no message priorities "
                           "(RabbitMQ 3.x); set QSCALE_MAX_PRIORITY=0 or use classic queues")
+    reserved = [q for q in settings.queues if q.startswith("amq.")]
+    if amqp and reserved:
+        raise ConfigError(f"QSCALE_QUEUES: RabbitMQ reserves names starting with 'amq.', "
+                          f"got {reserved[0]!r}")
     return settings

@@ -51,6 +51,7 @@ GAUGE_EVERY = 0.5          # seconds between gauge refreshes
 IDLE_CLAIM_WAIT = 0.25     # a claim with nothing in flight blocks this long at most
 MAX_POLL_DELAY = 0.05      # claim polling back-off while partly busy and the queue is empty
 EXIT_LOOP_FAILED = 70      # EX_SOFTWARE: the supervisor's own loop failed
+SETTLE_GRACE = 60.0        # seconds a task that returned has to record its outcome
 UNREGISTERED = "unregistered"  # the metrics label of task names no module registered
 
 
@@ -329,6 +330,11 @@ class Supervisor(ChildDeaths, Reconciler):
             _, seq, seconds = message
             if child.jobs and child.jobs[0].seq == seq:
                 child.jobs[0].hard_limit = seconds
+        elif kind == "ran":  # its task returned: recording the outcome gets a grace period
+            _, seq, _ = message
+            if child.jobs and child.jobs[0].seq == seq and child.jobs[0].hard_limit:
+                head = child.jobs[0]
+                head.hard_limit = now - head.started + SETTLE_GRACE
         elif kind == "cancelled":
             self._give_back(child.take_back(set(message[1]), now))
 

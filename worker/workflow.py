@@ -4,13 +4,14 @@ Everything travels in the envelope, so no coordinator process is needed: a chain
 carries its remaining steps in `link`; chord members carry a ChordRef, and the
 member that completes the set (atomic count in the result store) sends the callback.
 
-A chord member that ends in the dead-letter queue leaves the chord unfinished: the
-callback never runs and the chord's result is marked FAILURE with a ChordError
-naming the member. Requeueing that member from the DLQ and letting it succeed
-completes the chord after all.
+A chord member that ends in the dead-letter queue fails the chord: the callback
+does not run and the chord's result is FAILURE with a ChordError naming the member.
+Requeueing that member with `dlq requeue` reopens the chord (worker.results.reopen):
+if it succeeds now, the chord completes after all.
 
-Delivery is at-least-once: a member redelivered after the chord completed (its
-worker died before the ack) sends the callback again, under the same task id.
+Delivery is at-least-once: a chord's callback is sent by the member that completed
+it; only a rerun of that member (its ack was lost) may send it again, while the
+callback has left no record.
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ from worker.settings import load_settings
 pytestmark = [pytest.mark.redis]
 
 
-def run_cli(broker_url: str, *argv: str) -> subprocess.CompletedProcess[str]:
+def run_cli(broker_url: str, *argv: str, **extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "QSCALE_BROKER_URL": broker_url,
-           "QSCALE_IMPORTS": "tests.apitasks", "QSCALE_QUEUES": "default"}
+           "QSCALE_IMPORTS": "tests.apitasks", "QSCALE_QUEUES": "default", **extra}
     return subprocess.run([sys.executable, "-m", "worker", *argv], env=env, text=True,
                           capture_output=True, timeout=120, check=False)
 
@@ -133,3 +133,28 @@ def test_bad_broker_url_is_a_one_line_error(queue_name: str) -> None:
     done = run_cli("ftp://nowhere", "status", "--queue", queue_name)
     assert done.returncode == 2
     assert done.stderr.startswith("qscale-worker: QSCALE_BROKER_URL:")
+
+
+def test_dlq_requeue_gives_a_failed_task_a_second_chance(
+        broker_url: str, redis_url: str, broker: Broker, queue_name: str) -> None:
+    """The operator's fix: `dlq requeue` reopens the FAILURE it recorded, so the task can
+    end SUCCESS after the fix is deployed (a duplicate run, without the requeue, cannot)."""
+    from tests import apitasks
+    from worker import Client
+
+    executor = Executor(load_settings(broker_url=broker_url, result_url=redis_url))
+    with Client(broker_url, result_url=redis_url) as client:
+        handle = apitasks.fixable.apply_async([7], queue=queue_name, client=client)
+        apitasks.FIXED["on"] = False
+        drain(broker, [queue_name], executor, until=lambda: broker.stats(queue_name).dead == 1)
+        assert handle.status == "FAILURE"
+        apitasks.FIXED["on"] = True
+        try:
+            done = run_cli(broker_url, "dlq", "requeue", "--queue", queue_name,
+                           QSCALE_RESULT_URL=redis_url)
+            assert done.returncode == 0, done.stderr
+            assert handle.status == "PENDING"
+            drain(broker, [queue_name], executor, until=handle.ready)
+            assert handle.get(timeout=5) == 7
+        finally:
+            apitasks.FIXED["on"] = False

@@ -77,10 +77,11 @@ def test_malformed_messages_are_dead_lettered_with_a_reason(
 
 
 def test_oversized_message_is_dead_lettered(redis_url: str) -> None:
+    """Workers take QSCALE_MAX_MESSAGE_BYTES plus the retry headroom (256 bytes)."""
     executor = Executor(load_settings(broker_url=redis_url, max_message_bytes=256))
-    outcome = executor.execute(body("apitasks.echo", "x" * 300))
+    outcome = executor.execute(body("apitasks.echo", "x" * 600))
     assert outcome.settle is Settle.DEAD
-    assert "exceeds the 256-byte limit" in outcome.reason
+    assert "exceeds the 512-byte limit" in outcome.reason
 
 
 def test_expired_deadline_is_dead_lettered_and_recorded(executor: Executor,
@@ -271,17 +272,24 @@ def test_ignore_result_stores_nothing(executor: Executor, store: ResultStore) ->
 
 def test_a_task_reports_its_own_hard_limit_before_it_runs(redis_url: str) -> None:
     """The child tells the supervisor a task's limit only when it differs from the
-    setting; the supervisor never decodes a body to find it."""
+    setting (the supervisor never decodes a body to find it), and when a hard-limited
+    task has returned (recording its outcome is not cut short by the limit)."""
     with_default = Executor(load_settings(broker_url=redis_url, hard_time_limit=60))
     no_default = Executor(load_settings(broker_url=redis_url, hard_time_limit=0))
-    reported: list[float | None] = []
-    with_default.execute(body("apitasks.add", 1, 2), reported.append)
-    no_default.execute(body("apitasks.add", 1, 2), reported.append)
+    reported: list[tuple[str, float | None]] = []
+
+    def report(what: str, value: float | None) -> None:
+        reported.append((what, value))
+
+    no_default.execute(body("apitasks.add", 1, 2), report)
     assert reported == []
-    with_default.execute(body("apitasks.sleepy", 0), reported.append)
-    no_default.execute(body("apitasks.sleepy", 0), reported.append)
-    with_default.execute(b"not json", reported.append)
-    assert reported == [5, 5]
+    with_default.execute(body("apitasks.add", 1, 2), report)
+    assert reported == [("ran", None)]
+    reported.clear()
+    with_default.execute(body("apitasks.sleepy", 0), report)
+    no_default.execute(body("apitasks.sleepy", 0), report)
+    with_default.execute(b"not json", report)
+    assert reported == [("limit", 5), ("ran", None), ("limit", 5), ("ran", None)]
 
 
 def test_checkpoints_without_a_result_store_fail_clearly(amqp_url: str) -> None:

@@ -7,6 +7,7 @@ the reason in headers (ours) or in x-death (a quorum queue's delivery limit).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,8 @@ class AmqpInspection:
             else 0
         return [dead_letter_of(queue, m, delivery_limit) for m in got]
 
-    def requeue_dead(self, queue: str, limit: int | None = None) -> int:
+    def requeue_dead(self, queue: str, limit: int | None = None,
+                     before: Callable[[bytes], None] | None = None) -> int:
         moved = 0
         with self._op("requeue_dead") as channel:
             self._declare_queue(queue)
@@ -66,8 +68,10 @@ class AmqpInspection:
                 want = CONFIRM_WINDOW if limit is None else min(CONFIRM_WINDOW, limit - moved)
                 got = self._get_dead(queue, want)
                 for message in got:
+                    if before is not None:
+                        before(as_bytes(message.body))
                     self._session.send(queue, as_bytes(message.body),
-                               message.properties.get("priority"))
+                                       message.properties.get("priority"))
                 self._session.wait_confirms()
                 for message in got:
                     channel.basic_ack(message.delivery_tag)

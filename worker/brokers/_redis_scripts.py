@@ -16,21 +16,21 @@ from __future__ import annotations
 # program's key) refuses the whole operation with WRONGTYPE, which the broker turns
 # into MessageRefused.
 _HELPERS = """
-local function expect(key, kind)
+local function wrong(key, kind)
   local t = redis.call('TYPE', key)['ok']
-  if t ~= 'none' and t ~= kind then
-    error({err = 'WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. kind})
-  end
+  if t ~= 'none' and t ~= kind then return t end
+  return false
 end
-local function expect_queue(base, owner)
-  for p = 1, 9 do expect(base .. 'ready:' .. p, 'list') end
-  expect(base .. 'ready', 'list')
-  expect(base .. 'redelivered', 'list')
-  expect(base .. 'delayed', 'zset')
-  expect(base .. 'dead', 'list')
-  expect(base .. 'owners', 'set')
-  expect(base .. 'redeliveries', 'hash')
-  if owner then expect(base .. 'inflight:' .. owner, 'hash') end
+local function expect(key, kind)
+  local t = wrong(key, kind)
+  if t then error({err = 'WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. kind}) end
+end
+local function queue_ok(base, owner)
+  for p = 1, 9 do if wrong(base .. 'ready:' .. p, 'list') then return false end end
+  return not (wrong(base .. 'ready', 'list') or wrong(base .. 'redelivered', 'list')
+    or wrong(base .. 'delayed', 'zset') or wrong(base .. 'dead', 'list')
+    or wrong(base .. 'owners', 'set') or wrong(base .. 'redeliveries', 'hash')
+    or wrong(base .. 'inflight:' .. owner, 'hash'))
 end
 local function now_ms()
   local t = redis.call('TIME')
@@ -44,10 +44,12 @@ end
 
 # ARGV: owner, lease_ms, max_count, first_seq, reclaim(0/1), due_limit,
 #       max_redeliveries (0 = no cap), max_bytes, prefix...
-# Returns {reclaimed_count, over_cap_count, tag1, body1, redelivered1, queue_index1,
-# times_redelivered1, tag2, ...}. A reclaimed message (its owner died, most likely while
-# running it: the whole pod was OOM-killed) counts one redelivery in `redeliveries`
-# (field: SHA-1 of the body) and goes first in line. One taken while its count is over
+# Returns {reclaimed_count, over_cap_count, skipped queue indexes ("2,5"), tag1, body1,
+# redelivered1, queue_index1, times_redelivered1, tag2, ...}. A queue with a key of
+# another type (another program's) is skipped, the others are served. A reclaimed
+# message (its owner died, most likely while running it: the whole pod was OOM-killed)
+# counts one redelivery in `redeliveries` (field: SHA-1 of the body) and goes first in
+# line. One taken while its count is over
 # the cap comes back with that count, and the worker settles it dead (recording
 # FAILURE) without running it. A claim stops once its bodies reach max_bytes (always
 # at least one message), putting the rest back where it was.
@@ -59,10 +61,9 @@ local reclaim = ARGV[5] == '1'
 local due_limit = tonumber(ARGV[6])
 local max_redeliveries = tonumber(ARGV[7])
 local budget = tonumber(ARGV[8])
-for i = 9, #ARGV do expect_queue(ARGV[i], owner) end
 redis.call('SET', 'qscale:alive:' .. owner, '1', 'PX', ARGV[2])
 local now = now_ms()
-local out = {0, 0}
+local out = {0, 0, ''}
 
 local function reclaim_dead(base)
   local owners = redis.call('SMEMBERS', base .. 'owners')
@@ -98,7 +99,7 @@ local function take(qi, base, key, prio, redelivered, fields)
   if not items then return end
   local taken = 0
   for _, item in ipairs(items) do
-    if budget <= 0 and #out > 2 then break end
+    if budget <= 0 and #out > 3 then break end
     taken = taken + 1
     local p, body = prio, item
     if redelivered == 1 then
@@ -129,6 +130,9 @@ end
 
 for i = 9, #ARGV do
   local base = ARGV[i]
+  if not queue_ok(base, owner) then
+    out[3] = out[3] .. (out[3] == '' and '' or ',') .. (i - 8)
+  else
   if reclaim then reclaim_dead(base) end
   promote_due(base)
   if want > 0 then
@@ -142,6 +146,7 @@ for i = 9, #ARGV do
       redis.call('HSET', base .. 'inflight:' .. owner, unpack(fields))
       redis.call('SADD', base .. 'owners', owner)
     end
+  end
   end
 end
 return out

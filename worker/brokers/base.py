@@ -9,7 +9,7 @@ removed from the broker before the task's outcome is recorded.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -144,8 +144,10 @@ class Broker(abc.ABC):
         """The oldest `limit` dead-lettered messages of `queue`, without removing them."""
 
     @abc.abstractmethod
-    def requeue_dead(self, queue: str, limit: int | None = None) -> int:
-        """Move dead-lettered messages back to `queue`; returns how many moved."""
+    def requeue_dead(self, queue: str, limit: int | None = None,
+                     before: Callable[[bytes], None] | None = None) -> int:
+        """Move dead-lettered messages back to `queue`, calling `before(body)` for each
+        before it goes (the CLI reopens its result); returns how many moved."""
 
     @abc.abstractmethod
     def purge_dead(self, queue: str) -> int:

@@ -52,7 +52,7 @@ import os
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -74,6 +74,11 @@ RECLAIM_INTERVAL = 1.0    # seconds between dead-owner sweeps from one consumer
 POLL_MIN, POLL_MAX = 0.002, 0.02  # idle claim polling, growing to POLL_MAX
 PUBLISH_CHUNK = 1000      # bodies per LPUSH in publish_many
 OUTAGE_PAUSE = 1.0        # a failed claim waits this long (within its timeout) to raise
+# Refusals that clear by themselves (a full memory, a script running, a restart, a
+# failover, a lagging replica under min-replicas-to-write, a failed save): the broker is
+# unavailable for now, not refusing this message.
+_TRANSIENT = ("OOM", "BUSY", "LOADING", "MASTERDOWN", "READONLY", "NOREPLICAS", "MISCONF",
+              "TRYAGAIN", "CLUSTERDOWN", "NOTREADY")
 
 
 def key_prefix(queue: str) -> str:
@@ -148,6 +153,7 @@ class RedisBroker(Broker):
         self._purge_dead = self._redis.register_script(scripts.PURGE_DEAD)
         self._seq = 0
         self._last_reclaim = 0.0
+        self._last_skip_log = -1e9
         self._uncertain: list[tuple[int, int, tuple[str, ...]]] = []
         self._rotation = 0
         self._connected = True
@@ -167,7 +173,7 @@ class RedisBroker(Broker):
             raise BrokerUnavailable(f"redis {what} failed: {exc}") from exc
         except redis.ResponseError as exc:
             text = str(exc)
-            if text.startswith(("OOM", "BUSY", "LOADING", "MASTERDOWN", "READONLY")):
+            if text.startswith(_TRANSIENT):
                 self._connected = False
                 raise BrokerUnavailable(f"redis {what} refused: {text}") from exc
             raise MessageRefused(f"redis refused {what}: {text}") from exc
@@ -260,6 +266,12 @@ class RedisBroker(Broker):
             log.warning("%d claimed messages were redelivered more than %d times, each "
                         "time their worker died: they are settled dead, not run", reply[1],
                         self.max_redeliveries)
+        if reply[2]:
+            skipped = [ordered[int(i) - 1] for i in reply[2].decode().split(",")]
+            if now - self._last_skip_log > 30:
+                self._last_skip_log = now
+                log.error("queue(s) %s not served: a key of another type holds their name "
+                          "(another program's?); the other queues are", ",".join(skipped))
         return self._deliveries(ordered, reply)
 
     @staticmethod
@@ -268,7 +280,7 @@ class RedisBroker(Broker):
                          tag=reply[i].decode(), redelivered=bool(reply[i + 2]),
                          dead_reason=f"redelivered {reply[i + 4] - 1} times: the worker "
                          "died while running it" if reply[i + 4] else "")
-                for i in range(2, len(reply), 5)]
+                for i in range(3, len(reply), 5)]
 
     def held(self, queues: Sequence[str]) -> list[Delivery]:
         with self._op("held"):
@@ -360,7 +372,8 @@ class RedisBroker(Broker):
             raw = self._redis.lrange(f"{key_prefix(queue)}dead", 0, limit - 1)
         return [_decode_record(queue, item) for item in raw]
 
-    def requeue_dead(self, queue: str, limit: int | None = None) -> int:
+    def requeue_dead(self, queue: str, limit: int | None = None,
+                     before: Callable[[bytes], None] | None = None) -> int:
         """Move the oldest dead letters back to the tail of `queue` (one transaction)."""
         dead = f"{key_prefix(queue)}dead"
         end = -1 if limit is None else limit - 1
@@ -375,6 +388,9 @@ class RedisBroker(Broker):
                         pipe.unwatch()
                         return 0
                     bodies = [_decode_record(queue, r).body for r in records]
+                    if before is not None:
+                        for body in bodies:
+                            before(body)
                     pipe.multi()
                     pipe.ltrim(dead, len(records), -1)
                     for start in range(0, len(bodies), PUBLISH_CHUNK):
