@@ -29,7 +29,13 @@ import amqp
 import kombu as _kombu_module
 from amqp.exceptions import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 
-from worker.brokers._amqp_frames import ACK, FRAME_END, OnDelivery, parse_delivery
+from worker.brokers._amqp_frames import (
+    ACK,
+    FRAME_END,
+    DeliveryFrames,
+    OnDelivery,
+    parse_delivery,
+)
 from worker.errors import BrokerUnavailable, ConfigError, MessageRefused
 
 log = logging.getLogger(__name__)
@@ -116,6 +122,14 @@ class AmqpSession:
         # py-amqp polls the socket before every publish when the server may send
         # connection.blocked; our own drains still handle that notification.
         self._amqp.client_properties.get("capabilities", {})["connection.blocked"] = False
+        if self.on_delivery is not None:  # py-amqp never decodes a delivery's properties
+            handler = self._amqp.on_inbound_frame
+
+            def count(frames: int) -> None:
+                self._amqp.bytes_recv += frames
+
+            self._amqp.on_inbound_frame = DeliveryFrames(
+                channel.channel_id, self.on_delivery, handler, count)
         self.consumer_closed = False
         on_close = channel._callbacks[amqp.spec.Channel.Close]
 
@@ -268,16 +282,15 @@ class AmqpSession:
         reads, and builds a Message per delivery: most of a consumer's CPU."""
         transport = self._transport
         buf, channel = transport._read_buffer, self.channel.channel_id
-        pos = taken = frames = 0
+        pos = taken = 0
         while (got := parse_delivery(buf, pos, channel)) is not None:
-            end, consumer_tag, delivery_tag, redelivered, priority, body = got
-            if not on_delivery(consumer_tag, delivery_tag, redelivered, priority, body):
+            end, consumer_tag, delivery_tag, redelivered, priority, count, body = got
+            if not on_delivery(consumer_tag, delivery_tag, redelivered, priority, count, body):
                 break
-            frames += 3 if body else 2
             pos, taken = end, taken + 1
         if taken:
             transport._read_buffer = buf[pos:]
-            self._amqp.bytes_recv += frames  # py-amqp's heartbeat check counts frames
+            self._amqp.bytes_recv += taken  # py-amqp's heartbeat check: "anything came"
         return taken
 
     def send_acks(self, acks: list[tuple[int, bool]]) -> None:

@@ -69,7 +69,7 @@ from worker.brokers._amqp_publish import AmqpPublishing
 from worker.brokers._amqp_session import DRAIN_SLICE, AmqpSession
 from worker.brokers._amqp_window import PrefetchWindow
 from worker.brokers._rabbitmq_api import ManagementApi, api_url_from_amqp, vhost_from_amqp
-from worker.brokers.base import Broker, Delivery
+from worker.brokers.base import DETAIL_BYTES, REASON_BYTES, Broker, Delivery, clip
 from worker.errors import BrokerUnavailable, ConfigError, MessageRefused
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,13 @@ class AmqpBroker(AmqpInspection, AmqpPublishing, Broker):
         """The consumer channel was closed over `exc`: its deliveries are back in their
         queues, so the connection starts over (a mismatch names the variable)."""
         self._lost()
+        text = str(exc)
+        if "acknowledgement" in text and "timed out" in text:
+            log.error("RabbitMQ's consumer_timeout closed the channel: a task ran longer "
+                      "than it, and it runs again elsewhere (at-least-once). Raise "
+                      "consumer_timeout above the longest task (chart: "
+                      "rabbitmq.consumerTimeoutMs): %s", text)
+            raise BrokerUnavailable(f"rabbitmq consumer_timeout: {text}") from exc
         if isinstance(exc, PreconditionFailed):
             variable = mismatch_variable(str(exc))
             raise ConfigError(
@@ -195,14 +202,13 @@ class AmqpBroker(AmqpInspection, AmqpPublishing, Broker):
                      count if isinstance(count, int) else 0)
 
     def _on_delivery(self, consumer_tag: str, tag: int, redelivered: bool, priority: int,
-                     body: bytes) -> bool:
-        """The session's fast path (whole deliveries parsed straight from the buffer)."""
+                     delivery_count: int, body: bytes) -> bool:
+        """Every delivery to our consumers (the session parses them itself: whole ones
+        from its read-ahead buffer, the rest frame by frame before py-amqp sees them)."""
         queue = self._queue_of.get(consumer_tag)
         if queue is None or self._consumers.get(queue) != consumer_tag:
             return False  # a cancelled consumer's: py-amqp's own handling applies
-        if redelivered and self.quorum and self.max_redeliveries:
-            return False  # py-amqp parses its headers: the delivery count decides
-        self._buffer(queue, tag, redelivered, priority, body, 0)
+        self._buffer(queue, tag, redelivered, priority, body, delivery_count)
         return True
 
     def _buffer(self, queue: str, tag: int, redelivered: bool, priority: int,
@@ -333,14 +339,16 @@ class AmqpBroker(AmqpInspection, AmqpPublishing, Broker):
             channel.basic_ack(live[0])
             self._outstanding.pop(live[0], None)
 
-    def dead_letter(self, delivery: Delivery, reason: str, detail: str = "") -> None:
+    def dead_letter(self, delivery: Delivery, reason: str, detail: str = "",
+                    body: bytes | None = None) -> None:
         with self._op("dead_letter", publishing=True) as channel:
             live = self._live_tag(delivery)
             if not live:
                 return
-            self._session.send(self._target(dead_queue(delivery.queue), None), delivery.body,
-                               live[1], {
-                f"{HEADER_PREFIX}reason": reason, f"{HEADER_PREFIX}detail": detail,
+            self._session.send(self._target(dead_queue(delivery.queue), None),
+                               delivery.body if body is None else body, live[1], {
+                f"{HEADER_PREFIX}reason": clip(reason, REASON_BYTES),
+                f"{HEADER_PREFIX}detail": clip(detail, DETAIL_BYTES),
                 f"{HEADER_PREFIX}failed-at": time.time(),
                 f"{HEADER_PREFIX}queue": delivery.queue})
             self._session.wait_confirms()
