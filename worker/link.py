@@ -18,6 +18,7 @@ published before it is settled, and never twice for the same outcome.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import selectors
 import time
@@ -25,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from worker.brokers import Broker, Delivery, open_broker, redact_url
+from worker.envelope import SIZE_HEADROOM
 from worker.errors import MessageRefused
 from worker.outcome import FailurePlan, FollowUp, Outcome, Settle
 from worker.results import ResultStore, error_record
@@ -35,6 +37,9 @@ log = logging.getLogger(__name__)
 ACK_BATCH = 64           # flush acks once this many are waiting...
 ACK_MAX_AGE = 0.01       # ...or the oldest has waited this long (seconds)
 MAX_SETTLE_TRIES = 20    # unexpected errors settling one message: then hand it back
+BREAKS_ALLOWED = 3       # a message whose settlement broke the connection this often...
+SAFE_HEAD = 512          # ...is dead-lettered plainly: this much body, a short reason
+BREAKERS_KEPT = 1024
 BACKOFF_MIN, BACKOFF_MAX = 0.25, 10.0
 
 Opener = Callable[..., Broker]
@@ -46,6 +51,10 @@ class _Pending:
     outcome: Outcome
     follow_ups_sent: int = 0
     tries: int = 0
+
+
+def _digest(body: bytes) -> bytes:
+    return hashlib.sha1(body, usedforsecurity=False).digest()
 
 
 class BrokerLink:
@@ -72,6 +81,11 @@ class BrokerLink:
         self._settles: list[_Pending] = []
         self._store: ResultStore | None = None
         self.refused = 0  # settlements the broker refused for good (for tests and logs)
+        # SHA-1 of a body -> settlements of it that broke the connection. RabbitMQ hands a
+        # message back when its connection dies, so one whose settlement breaks the
+        # connection (a header the broker rejects with the whole connection) would come
+        # back into the same settlement for ever; after BREAKS_ALLOWED it goes plain.
+        self._breakers: dict[bytes, int] = {}
 
     @property
     def unsettled(self) -> int:
@@ -107,7 +121,8 @@ class BrokerLink:
                         lease_seconds=self.settings.lease_seconds, prefetch=self.prefetch,
                         max_priority=self.settings.max_priority,
                         max_redeliveries=self.settings.max_redeliveries,
-                        amqp_queue_type=self.settings.amqp_queue_type)
+                        amqp_queue_type=self.settings.amqp_queue_type,
+                        max_body_bytes=self.settings.max_message_bytes + SIZE_HEADROOM)
                 self.broker.heartbeat()
             except Exception as exc:
                 self._failed("connect", exc)
@@ -210,6 +225,8 @@ class BrokerLink:
 
     def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         """Queue the outcome's broker work; `flush()` performs it."""
+        if self._breakers and self._breakers.get(_digest(delivery.body), 0) >= BREAKS_ALLOWED:
+            outcome = self._plain(delivery, outcome)
         if outcome.settle is Settle.ACK and not outcome.follow_ups:
             if not self._acks:
                 self._acks_since = time.monotonic()
@@ -240,6 +257,8 @@ class BrokerLink:
                     self._requeues.append(item.delivery)
                     done = True
             if not done:
+                if not self.connected:  # this settlement broke the connection
+                    self._broke(item.delivery)
                 return
             self._settles.pop(0)
         if self._requeues:
@@ -294,7 +313,8 @@ class BrokerLink:
             return self._call("requeue", lambda b: b.requeue([delivery]))
         try:
             return self._call("dead-letter", lambda b: b.dead_letter(
-                delivery, outcome.reason or outcome.status, outcome.detail), refusable=True)
+                delivery, outcome.reason or outcome.status, outcome.detail,
+                body=outcome.dead_body), refusable=True)
         except MessageRefused as refusal:
             # FAILURE is recorded already; keeping it would loop forever.
             log.error("the broker refused to dead-letter task %s (%s): %s; acking it, its "
@@ -303,6 +323,24 @@ class BrokerLink:
             self.refused += 1
             self._acks.append(delivery)
             return True
+
+    def _broke(self, delivery: Delivery) -> None:
+        key = _digest(delivery.body)
+        self._breakers[key] = self._breakers.get(key, 0) + 1
+        while len(self._breakers) > BREAKERS_KEPT:
+            del self._breakers[next(iter(self._breakers))]
+
+    def _plain(self, delivery: Delivery, outcome: Outcome) -> Outcome:
+        """The settlement that keeps breaking the connection, reduced to what cannot: a
+        dead letter with the body's head and a short reason (FAILURE recorded)."""
+        reason = (f"settling it broke the broker connection {BREAKS_ALLOWED} times "
+                  f"({outcome.settle.value}: {outcome.reason[:200]})")
+        log.error("task %s: %s; dead-lettering its first %d bytes", outcome.task_id, reason,
+                  SAFE_HEAD)
+        self._record(outcome.plan, "SettleFailed", reason)
+        return Outcome(settle=Settle.DEAD, status="dead", task=outcome.task,
+                       task_id=outcome.task_id, reason=reason,
+                       dead_body=delivery.body[:SAFE_HEAD])
 
     def _record(self, plan: FailurePlan | None, kind: str, message: str) -> bool:
         """FAILURE for `plan` (best effort, short timeouts); False: try again later."""

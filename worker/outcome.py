@@ -64,3 +64,4 @@ class Outcome:
     runtime_s: float = 0.0
     queue_wait_s: float | None = None
     plan: FailurePlan | None = None
+    dead_body: bytes | None = None  # keep this in the DLQ, not the body (an oversized one's head)

@@ -47,6 +47,11 @@ class Job:
     # Handed back to the broker while queued in a child (drain, cordon): the child was
     # told to drop it; if it had started it already, its outcome is ignored.
     given_back: bool = False
+    head_only: bytes | None = None  # oversized: the child gets (and the DLQ keeps) this head
+
+    @property
+    def payload(self) -> bytes:
+        return self.delivery.body if self.head_only is None else self.head_only
 
 
 @dataclass(eq=False)  # identity semantics: children are compared as objects
@@ -292,7 +297,7 @@ class Pool:
         batches: dict[int, list[Job]] = {}
         # Bytes a busy child may have waiting unread in its pipe: more could fill the
         # socket buffer and block the supervisor until that child's current task ends.
-        unread = {c.slot: sum(len(j.delivery.body) for j in list(c.jobs)[1:])
+        unread = {c.slot: sum(len(j.payload) for j in list(c.jobs)[1:])
                   for c in eligible if c.jobs}
         for level in range(per_child):
             for child in eligible:
@@ -302,7 +307,7 @@ class Pool:
                 given = len(child.jobs) + len(batch)
                 if given > level or (budget and child.done + given >= budget and not recycling):
                     continue
-                size = len(pending[0].delivery.body)
+                size = len(pending[0].payload)
                 if child.jobs or batch:  # busy: it reads this only between tasks
                     if unread.get(child.slot, 0) + size > PIPE_SAFE_BYTES:
                         continue
@@ -314,7 +319,7 @@ class Pool:
                 jobs[0].started = now
             child.jobs.extend(jobs)
             with contextlib.suppress(OSError):  # died meanwhile: recovered when reaped
-                child.conn.send([(job.seq, job.delivery.body, job.unrun) for job in jobs])
+                child.conn.send([(job.seq, job.payload, job.unrun) for job in jobs])
 
     def overdue(self, now: float) -> list[tuple[Child, Job]]:
         """Children whose running job has passed its hard limit, with that job."""

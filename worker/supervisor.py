@@ -27,6 +27,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import replace
 from types import FrameType
 from typing import Any
 
@@ -34,6 +35,7 @@ from worker import registry
 from worker.brokers.base import Delivery
 from worker.child import ExecutorFactory, expand
 from worker.cordon import Cordon
+from worker.envelope import SIZE_HEADROOM
 from worker.link import BrokerLink
 from worker.metrics import WorkerMetrics
 from worker.outcome import Outcome, Settle
@@ -52,6 +54,7 @@ IDLE_CLAIM_WAIT = 0.25     # a claim with nothing in flight blocks this long at 
 MAX_POLL_DELAY = 0.05      # claim polling back-off while partly busy and the queue is empty
 EXIT_LOOP_FAILED = 70      # EX_SOFTWARE: the supervisor's own loop failed
 SETTLE_GRACE = 60.0        # seconds a task that returned has to record its outcome
+OVERSIZED_HEAD = 512       # bytes of an oversized body a child sees and the DLQ keeps
 UNREGISTERED = "unregistered"  # the metrics label of task names no module registered
 
 
@@ -243,13 +246,20 @@ class Supervisor(ChildDeaths, Reconciler):
             self._next_poll = time.monotonic() + self._poll_delay
 
     def _add_jobs(self, deliveries: list[Delivery]) -> None:
+        limit = self.settings.max_message_bytes + SIZE_HEADROOM
         for delivery in deliveries:
             self._seq += 1
-            # A message the broker says must not run (delivered too often) is settled
-            # dead by a child without running it: that records FAILURE.
+            # A message the broker says must not run (delivered too often), or too large
+            # to run, is settled dead by a child without running it (recording FAILURE
+            # for the id its head names); an oversized body never goes to a child whole.
             unrun = (delivery.dead_reason, False) if delivery.dead_reason else None
+            head = None
+            size = delivery.size or len(delivery.body)
+            if size > limit:
+                head = delivery.body[:OVERSIZED_HEAD]
+                unrun = (f"payload of {size} bytes exceeds the {limit}-byte limit", False)
             self.pending.append(Job(self._seq, delivery, hard_limit=self._default_limit,
-                                    unrun=unrun))
+                                    unrun=unrun, head_only=head))
 
     def _wait_timeout(self, now: float) -> float:
         if self._stop_signals and self._deadline is None:
@@ -320,7 +330,10 @@ class Supervisor(ChildDeaths, Reconciler):
             child.done += 1
             if not job.given_back:  # else it runs again elsewhere (at-least-once)
                 with self._one_message(job.delivery, "settling its outcome"):
-                    self._settled(job.delivery, expand(payload))
+                    outcome = expand(payload)
+                    if job.head_only is not None:
+                        outcome = replace(outcome, dead_body=job.head_only)
+                    self._settled(job.delivery, outcome)
             limit = self.settings.max_tasks_per_child
             if over_rss:
                 child.retire_cause = "max_rss"

@@ -94,7 +94,7 @@ def test_lost_claim_reply_is_given_back(redis_url: str, client: redis.Redis,
         # Simulate a claim that ran on the server but whose reply never arrived.
         first = broker._seq
         broker._seq += 5
-        broker._claim(args=[broker.owner, broker.lease_ms, 5, first, 0, 10, 0, 1 << 20,
+        broker._claim(args=[broker.owner, broker.lease_ms, 5, first, 0, 10, 0, 1 << 20, 0,
                             key_prefix(queue_name)])
         broker._uncertain.append((first, first + 4, (key_prefix(queue_name),)))
         got = claim_exactly(broker, [queue_name], 2)

@@ -53,7 +53,8 @@ class RecordingBroker(Broker):
     def retry_later(self, delivery: Delivery, body: bytes, delay: float) -> None:
         self._do("retry", (delivery.tag, body, delay))
 
-    def dead_letter(self, delivery: Delivery, reason: str, detail: str = "") -> None:
+    def dead_letter(self, delivery: Delivery, reason: str, detail: str = "",
+                    body: bytes | None = None) -> None:
         self._do("dead", (delivery.tag, reason))
 
     def heartbeat(self) -> None:
@@ -71,7 +72,8 @@ class RecordingBroker(Broker):
     def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         raise NotImplementedError
 
-    def requeue_dead(self, queue: str, limit: int | None = None) -> int:
+    def requeue_dead(self, queue: str, limit: int | None = None,
+                     before: Any = None) -> int:
         raise NotImplementedError
 
     def purge_dead(self, queue: str) -> int:

@@ -12,8 +12,8 @@ __all__ = ["Broker", "DeadLetter", "Delivery", "QueueStats", "open_broker", "red
 
 def open_broker(url: str, *, consumer_id: str | None = None, lease_seconds: float = 10.0,
                 prefetch: int = 0, max_priority: int | None = None,
-                max_redeliveries: int | None = None, amqp_queue_type: str | None = None
-                ) -> Broker:
+                max_redeliveries: int | None = None, amqp_queue_type: str | None = None,
+                max_body_bytes: int = 0) -> Broker:
     """Connect to the broker named by `url` (`redis://`, `rediss://`, `amqp://`, `amqps://`).
 
     `consumer_id` names this worker's claims (defaults to a random id); `lease_seconds`
@@ -25,13 +25,16 @@ def open_broker(url: str, *, consumer_id: str | None = None, lease_seconds: floa
     and is a RabbitMQ quorum queue's x-delivery-limit; `amqp_queue_type` is `classic` or
     `quorum`. RabbitMQ clients given None read QSCALE_MAX_REDELIVERIES (default 5) and
     QSCALE_AMQP_QUEUE_TYPE (default classic), since every declarer must agree.
+    `max_body_bytes` (Redis, 0 = any): a claimed body longer than this is handed over
+    cut to its head (Delivery.size), so a consumer never holds it whole.
     """
     scheme = urlsplit(url).scheme
     if scheme in ("redis", "rediss", "unix"):
         from worker.brokers.redis import RedisBroker
 
         return RedisBroker(url, consumer_id=consumer_id, lease_seconds=lease_seconds,
-                           max_redeliveries=5 if max_redeliveries is None else max_redeliveries)
+                           max_redeliveries=5 if max_redeliveries is None else max_redeliveries,
+                           max_body_bytes=max_body_bytes)
     if scheme in ("amqp", "amqps", "pyamqp"):
         from worker.brokers.amqp import AmqpBroker
 

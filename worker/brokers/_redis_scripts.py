@@ -43,9 +43,11 @@ end
 """
 
 # ARGV: owner, lease_ms, max_count, first_seq, reclaim(0/1), due_limit,
-#       max_redeliveries (0 = no cap), max_bytes, prefix...
+#       max_redeliveries (0 = no cap), max_bytes, max_body (0 = any), prefix...
 # Returns {reclaimed_count, over_cap_count, skipped queue indexes ("2,5"), tag1, body1,
-# redelivered1, queue_index1, times_redelivered1, tag2, ...}. A queue with a key of
+# redelivered1, queue_index1, times_redelivered1, size1, tag2, ...}; a body longer
+# than max_body comes cut to its first 512 bytes with size its real length (the whole
+# body stays in the claim, where the dead-letter script finds it). A queue with a key of
 # another type (another program's) is skipped, the others are served. A reclaimed
 # message (its owner died, most likely while running it: the whole pod was OOM-killed)
 # counts one redelivery in `redeliveries` (field: SHA-1 of the body) and goes first in
@@ -61,6 +63,7 @@ local reclaim = ARGV[5] == '1'
 local due_limit = tonumber(ARGV[6])
 local max_redeliveries = tonumber(ARGV[7])
 local budget = tonumber(ARGV[8])
+local max_body = tonumber(ARGV[9])
 redis.call('SET', 'qscale:alive:' .. owner, '1', 'PX', ARGV[2])
 local now = now_ms()
 local out = {0, 0, ''}
@@ -112,14 +115,17 @@ local function take(qi, base, key, prio, redelivered, fields)
     end
     local tag = string.format('%d.%s', seq, p)
     seq = seq + 1
-    budget = budget - #body
+    local size, handed = 0, body
+    if max_body > 0 and #body > max_body then size, handed = #body, string.sub(body, 1, 512) end
+    budget = budget - #handed
     fields[#fields + 1] = tag
     fields[#fields + 1] = body
     out[#out + 1] = tag
-    out[#out + 1] = body
+    out[#out + 1] = handed
     out[#out + 1] = redelivered
     out[#out + 1] = qi
     out[#out + 1] = times
+    out[#out + 1] = size
   end
   for i = #items, taken + 1, -1 do  -- over the byte budget: back where they were
     redis.call('RPUSH', key, items[i])
@@ -128,19 +134,19 @@ local function take(qi, base, key, prio, redelivered, fields)
   if budget <= 0 then want = 0 end
 end
 
-for i = 9, #ARGV do
+for i = 10, #ARGV do
   local base = ARGV[i]
   if not queue_ok(base, owner) then
-    out[3] = out[3] .. (out[3] == '' and '' or ',') .. (i - 8)
+    out[3] = out[3] .. (out[3] == '' and '' or ',') .. (i - 9)
   else
   if reclaim then reclaim_dead(base) end
   promote_due(base)
   if want > 0 then
     local fields = {}
-    take(i - 8, base, base .. 'redelivered', '0', 1, fields)
+    take(i - 9, base, base .. 'redelivered', '0', 1, fields)
     for p = 9, 0, -1 do
       if want <= 0 then break end
-      take(i - 8, base, ready_key(base, tostring(p)), tostring(p), 0, fields)
+      take(i - 9, base, ready_key(base, tostring(p)), tostring(p), 0, fields)
     end
     if #fields > 0 then
       redis.call('HSET', base .. 'inflight:' .. owner, unpack(fields))

@@ -19,7 +19,9 @@ class Delivery:
 
     `dead_reason` is the broker's verdict that the message must not run again (it was
     delivered more often than QSCALE_MAX_REDELIVERIES, each time its worker died): the
-    worker settles it dead, recording FAILURE, without running it.
+    worker settles it dead, recording FAILURE, without running it. A body longer than
+    the consumer's limit comes cut to its head, with `size` its real length (Redis: it
+    stays whole in the broker).
     """
 
     queue: str
@@ -27,6 +29,18 @@ class Delivery:
     tag: str
     redelivered: bool = False
     dead_reason: str = ""
+    size: int = 0  # > 0: the body was too large to hand over; this is its real length
+
+
+REASON_BYTES, DETAIL_BYTES = 2048, 32_768  # a dead letter's reason and detail, at most
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes (AMQP headers must fit one frame)."""
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= limit:
+        return text
+    return raw[:limit - 3].decode("utf-8", "ignore") + "..."
 
 
 @dataclass(frozen=True)
@@ -88,8 +102,10 @@ class Broker(abc.ABC):
         """Atomically replace `delivery` by `body`, ready again after `delay` s."""
 
     @abc.abstractmethod
-    def dead_letter(self, delivery: Delivery, reason: str, detail: str = "") -> None:
-        """Atomically move `delivery` to its queue's dead-letter queue with the reason."""
+    def dead_letter(self, delivery: Delivery, reason: str, detail: str = "",
+                    body: bytes | None = None) -> None:
+        """Atomically move `delivery` to its queue's dead-letter queue with the reason
+        (keeping `body` instead of the delivery's, when given: an oversized one's head)."""
 
     def held(self, queues: Sequence[str]) -> list[Delivery] | None:
         """The deliveries of `queues` the broker says this connection holds (claimed and

@@ -61,7 +61,15 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from worker.brokers import _redis_scripts as scripts
-from worker.brokers.base import Broker, DeadLetter, Delivery, QueueStats
+from worker.brokers.base import (
+    DETAIL_BYTES,
+    REASON_BYTES,
+    Broker,
+    DeadLetter,
+    Delivery,
+    QueueStats,
+    clip,
+)
 from worker.envelope import check_priority
 from worker.errors import BadMessage, BrokerUnavailable, ConfigError, MessageRefused
 
@@ -132,10 +140,12 @@ class RedisBroker(Broker):
     """A Redis connection for one worker (or producer, or the controller)."""
 
     def __init__(self, url: str, *, consumer_id: str | None = None,
-                 lease_seconds: float = 10.0, max_redeliveries: int = 5) -> None:
+                 lease_seconds: float = 10.0, max_redeliveries: int = 5,
+                 max_body_bytes: int = 0) -> None:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
         self.max_redeliveries = max(0, max_redeliveries)
+        self.max_body_bytes = max(0, max_body_bytes)  # longer bodies come cut (0: any)
         self.url = url
         self.consumer_id = consumer_id or uuid.uuid4().hex[:12]
         self.owner = f"{self.consumer_id}/{uuid.uuid4().hex[:8]}"
@@ -254,7 +264,7 @@ class RedisBroker(Broker):
                 reply = self._claim(args=[self.owner, self.lease_ms, count, first,
                                           int(reclaim), DUE_PER_CLAIM,
                                           self.max_redeliveries, MAX_CLAIM_BYTES,
-                                          *prefixes])
+                                          self.max_body_bytes, *prefixes])
             except (redis.ConnectionError, redis.TimeoutError):
                 self._uncertain.append((first, first + count - 1, prefixes))
                 raise
@@ -279,8 +289,9 @@ class RedisBroker(Broker):
         return [Delivery(queue=queues[reply[i + 3] - 1], body=reply[i + 1],
                          tag=reply[i].decode(), redelivered=bool(reply[i + 2]),
                          dead_reason=f"redelivered {reply[i + 4] - 1} times: the worker "
-                         "died while running it" if reply[i + 4] else "")
-                for i in range(3, len(reply), 5)]
+                         "died while running it" if reply[i + 4] else "",
+                         size=int(reply[i + 5]))
+                for i in range(3, len(reply), 6)]
 
     def held(self, queues: Sequence[str]) -> list[Delivery]:
         with self._op("held"):
@@ -335,8 +346,11 @@ class RedisBroker(Broker):
             log.warning("retry of %s skipped: claim already reclaimed, it runs again",
                         delivery.tag)
 
-    def dead_letter(self, delivery: Delivery, reason: str, detail: str = "") -> None:
-        record = _encode_record(delivery.body, reason, detail, time.time())
+    def dead_letter(self, delivery: Delivery, reason: str, detail: str = "",
+                    body: bytes | None = None) -> None:
+        record = _encode_record(delivery.body if body is None else body,
+                                clip(reason, REASON_BYTES), clip(detail, DETAIL_BYTES),
+                                time.time())
         with self._op("dead_letter"):
             done = self._dead_letter(args=[key_prefix(delivery.queue), self.owner,
                                            delivery.tag, record])
