@@ -83,12 +83,13 @@ class Client:
         A countdown moves `enqueued_at` to when the message becomes ready, so the
         deliberate delay is not reported as queue wait.
         """
+        delay = max(0.0, countdown)
         if countdown > 0:
-            env = dataclasses.replace(env, enqueued_at=env.enqueued_at + countdown)
+            env, delay = dataclasses.replace(
+                env, enqueued_at=env.enqueued_at + countdown).delayed(countdown)
         body = self._encode(env)
         with self._lock:
-            self.broker.publish(env.queue, body, delay=max(0.0, countdown),
-                                priority=env.priority)
+            self.broker.publish(env.queue, body, delay=delay, priority=env.priority)
         return self.async_result(env.id)
 
     def send_many(self, envelopes: Sequence[Envelope],
@@ -97,9 +98,12 @@ class Client:
         """Publish many envelopes in pipelined chunks (per queue and priority), each ready
         after `countdown` s; `progress(n)` after each chunk. Every envelope is checked
         before the first is sent."""
+        delay = max(0.0, countdown)
         if countdown > 0:
-            envelopes = [dataclasses.replace(env, enqueued_at=env.enqueued_at + countdown)
-                         for env in envelopes]
+            shifted = [dataclasses.replace(env, enqueued_at=env.enqueued_at + countdown)
+                       .delayed(countdown) for env in envelopes]
+            envelopes = [env for env, _ in shifted]
+            delay = shifted[0][1] if shifted else delay
         groups: dict[tuple[str, int | None], list[bytes]] = {}
         for env in envelopes:
             groups.setdefault((env.queue, env.priority), []).append(self._encode(env))
@@ -107,8 +111,7 @@ class Client:
             for start in range(0, len(bodies), PUBLISH_CHUNK):
                 chunk = bodies[start:start + PUBLISH_CHUNK]
                 with self._lock:
-                    self.broker.publish_many(queue, chunk, delay=max(0.0, countdown),
-                                             priority=priority)
+                    self.broker.publish_many(queue, chunk, delay=delay, priority=priority)
                 if progress is not None:
                     progress(len(chunk))
         return [self.async_result(env.id) for env in envelopes]

@@ -47,6 +47,9 @@ MAX_LINKS = 10_000             # chain steps carried by one message
 MAX_CHORD_SIZE = 1_000_000
 MAX_TIMESTAMP = 1e11           # epoch seconds (year 5138): enqueued_at, deadline
 MAX_DELAY = 366 * 86_400.0     # seconds: the longest countdown or retry delay
+# The longest delay a broker is asked for in one go (RabbitMQ's TTL queues hold about
+# 24.8 days). A longer one carries `not_before` and is delayed again when it comes early.
+MAX_HOP_DELAY = 24 * 86_400.0
 # A retry rewrites attempt and enqueued_at, so its body may be a few dozen bytes longer
 # than the delivery it replaces. Workers accept this much over QSCALE_MAX_MESSAGE_BYTES
 # (producers may not use it), so a message that fit always fits again when retried.
@@ -219,6 +222,7 @@ class Envelope:
     link: tuple[Signature, ...] = ()
     chord: ChordRef | None = None
     parent_id: str | None = None
+    not_before: float | None = None  # epoch s: a delay longer than one hop ends then
 
     @staticmethod
     def new_id() -> str:
@@ -237,7 +241,15 @@ class Envelope:
     def next_attempt(self, now: float | None = None) -> Envelope:
         """The envelope to send for a retry of this task."""
         return replace(self, attempt=self.attempt + 1,
-                       enqueued_at=time.time() if now is None else now)
+                       enqueued_at=time.time() if now is None else now, not_before=None)
+
+    def delayed(self, delay: float, now: float | None = None) -> tuple[Envelope, float]:
+        """This envelope to send after `delay` s, and the delay to ask the broker for: a
+        delay over MAX_HOP_DELAY is cut to it, the envelope carrying when it may run."""
+        if delay <= MAX_HOP_DELAY:
+            return self, delay
+        start = time.time() if now is None else now
+        return replace(self, not_before=start + delay), MAX_HOP_DELAY
 
     @property
     def chain_dependents(self) -> tuple[tuple[str, str], ...]:
@@ -254,6 +266,7 @@ class Envelope:
         optional: JsonDict = {
             "deadline": self.deadline, "checkpoint_key": self.checkpoint_key,
             "priority": self.priority, "parent_id": self.parent_id,
+            "not_before": self.not_before,
             "link": [s.to_json() for s in self.link] or None,
             "chord": self.chord.to_json() if self.chord else None,
         }
@@ -306,6 +319,7 @@ def _envelope_from(raw: Any) -> Envelope:
     enqueued_at = _number(raw, "enqueued_at", low=0, high=MAX_TIMESTAMP) or 0.0
     first = _number(raw, "first_enqueued_at", low=0, high=MAX_TIMESTAMP)
     deadline = _number(raw, "deadline", low=0, high=MAX_TIMESTAMP)
+    not_before = _number(raw, "not_before", low=0, high=MAX_TIMESTAMP)
     ignore_result = raw.get("ignore_result", False)
     if not isinstance(ignore_result, bool):
         raise BadMessage("field 'ignore_result' must be a boolean")
@@ -329,6 +343,7 @@ def _envelope_from(raw: Any) -> Envelope:
         link=tuple(Signature.from_json(s, f"link[{i}]") for i, s in enumerate(links)),
         chord=None if chord is None else ChordRef.from_json(chord),
         parent_id=None if parent_id is None else check_name(parent_id, "field 'parent_id'"),
+        not_before=not_before,
     )
 
 

@@ -54,6 +54,7 @@ from worker.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 STORE_TROUBLE_DELAY = 5.0   # seconds before a message whose outcome could not be recorded
+EARLY = 1.0                 # s: a message due later than this waits the rest of its delay
 # (what, value) told to the supervisor about the run in progress: ("limit", seconds) before
 # the task starts, when its hard limit differs from QSCALE_HARD_TIME_LIMIT; ("ran", None)
 # once a hard-limited task returned, so recording its outcome is not cut short by it.
@@ -151,6 +152,11 @@ class Executor:
         except BadMessage as bad:
             return self._bad_message(bad)
         now = time.time()
+        if env.not_before is not None and env.not_before > now + EARLY:
+            # A delay longer than a broker holds in one go: wait the rest of it.
+            _, delay = env.delayed(env.not_before - now, now)
+            return Outcome(settle=Settle.RETRY, status="waiting", retry_body=body,
+                           retry_delay=delay, task=env.task, task_id=env.id)
         wait = max(0.0, now - env.enqueued_at) if env.enqueued_at > 0 else None
         ident: dict[str, Any] = {"task": env.task, "task_id": env.id, "queue_wait_s": wait}
         spec = registry.lookup(env.task)
@@ -296,7 +302,9 @@ class Executor:
             if not (isinstance(delay, int | float) and math.isfinite(delay)
                     and 0 <= delay <= MAX_DELAY):
                 raise BadMessage(f"retry delay {delay!r} is not 0-{MAX_DELAY:g} seconds")
-            body = env.next_attempt(now=time.time() + delay).encode()
+            now = time.time()
+            retry, delay = env.next_attempt(now=now + delay).delayed(delay, now)
+            body = retry.encode()
         except BadMessage as bad:
             why = f"{reason}; cannot retry: {bad.reason}"
             self._record_final(env, error_record("RetryImpossible", why, detail))
@@ -331,7 +339,9 @@ class Executor:
         try:
             env = decode(body, self._accepted_bytes)
         except BadMessage as bad:
-            return self._bad_message(bad)
+            if not may_retry:  # the verdict (too large, delivered too often) is the reason
+                bad.reason = reason
+            return self._bad_message(bad, status="bad_message" if may_retry else "dead")
         spec = registry.lookup(env.task)
         allowed = spec.retries_allowed(self.settings.default_max_retries) if spec else \
             self.settings.default_max_retries

@@ -34,6 +34,9 @@ QUEUE_TYPE_ENV = "QSCALE_AMQP_QUEUE_TYPE"
 MAX_REDELIVERIES_ENV = "QSCALE_MAX_REDELIVERIES"
 QUEUE_TYPES = ("classic", "quorum")
 MAX_TTL_MS = 2**32 - 1
+# The longest bucket whose queue still outlives its messages: x-expires is 2 x TTL +
+# 60 s, which must stay within MAX_TTL_MS (about 24.8 days).
+MAX_BUCKET_MS = (MAX_TTL_MS - 60_000) // 2
 HEADER_PREFIX = "x-qscale-"
 # Which setting decides each declaration argument (named when RabbitMQ refuses one).
 _ARGUMENT_ENV = {"x-max-priority": MAX_PRIORITY_ENV, "x-queue-type": QUEUE_TYPE_ENV,
@@ -117,14 +120,19 @@ def dead_queue(queue: str) -> str:
 
 
 def delay_bucket_ms(delay: float) -> int:
-    """The smallest bucket of 1, 2, 3, 4, 6, 8, 12, 16 ... ms that is >= `delay`."""
+    """The smallest bucket of 1, 2, 3, 4, 6, 8, 12, 16 ... ms that is >= `delay`; a delay
+    longer than MAX_BUCKET_MS is refused (the client cuts long ones into hops)."""
     want = max(1, math.ceil(delay * 1000))
+    if want > MAX_BUCKET_MS:
+        raise MessageRefused(f"a delay of {delay:.0f}s is longer than RabbitMQ holds a "
+                             f"message in one go ({MAX_BUCKET_MS // 1000}s); send countdowns "
+                             "through worker.Client, which cuts them into hops")
     bucket = 1
     while bucket < want:
         if bucket >= 2 and bucket * 3 // 2 >= want:
-            return min(bucket * 3 // 2, MAX_TTL_MS)
+            return min(bucket * 3 // 2, MAX_BUCKET_MS)
         bucket *= 2
-    return min(bucket, MAX_TTL_MS)
+    return min(bucket, MAX_BUCKET_MS)
 
 
 def delay_queue(queue: str, bucket_ms: int) -> str:

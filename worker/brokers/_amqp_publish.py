@@ -19,7 +19,6 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from worker.brokers._amqp_layout import (
-    MAX_TTL_MS,
     check_priority,
     delay_bucket_ms,
     delay_queue,
@@ -63,7 +62,7 @@ class AmqpPublishing:
         return self._target(delay_queue(queue, bucket), {
             "x-message-ttl": bucket, "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": queue,
-            "x-expires": min(MAX_TTL_MS, bucket * 2 + 60_000)}, refresh=REDECLARE_AFTER)
+            "x-expires": bucket * 2 + 60_000}, refresh=REDECLARE_AFTER)
 
     def _target_for(self, queue: str, delay: float) -> str:
         return self._bucket_target(queue, delay) if delay * 1000 >= 1 else \
