@@ -257,6 +257,7 @@ schema = obj(
                     }
                 ),
                 "memoryHighWatermark": N(exclusiveMinimum=0, maximum=1),
+                "consumerTimeoutMs": Int(minimum=60_000),
                 "persistence": persistence,
                 "service": obj({"port": Int(minimum=1, maximum=65535)}),
                 "resources": resources,

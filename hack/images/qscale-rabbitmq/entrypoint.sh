@@ -5,6 +5,7 @@
 #   RABBITMQ_USER / RABBITMQ_PASSWORD  the account created on first boot (required)
 #   RABBITMQ_MEMORY_HIGH_WATERMARK     fraction of the memory limit (default 0.6)
 #   RABBITMQ_TOTAL_MEMORY              bytes available, e.g. the container's limit
+#   RABBITMQ_CONSUMER_TIMEOUT_MS       consumer_timeout: above the longest task (default 24 h)
 set -eu
 : "${RABBITMQ_USER:?RABBITMQ_USER is required}"
 : "${RABBITMQ_PASSWORD:?RABBITMQ_PASSWORD is required}"
@@ -21,6 +22,7 @@ umask 077
   echo "log.console.level = info"
   echo "log.file = false"
   echo "vm_memory_high_watermark.relative = ${RABBITMQ_MEMORY_HIGH_WATERMARK:-0.6}"
+  echo "consumer_timeout = ${RABBITMQ_CONSUMER_TIMEOUT_MS:-86400000}"
   if [ -n "${RABBITMQ_TOTAL_MEMORY:-}" ]; then
     echo "total_memory_available_override_value = $RABBITMQ_TOTAL_MEMORY"
   fi
