@@ -32,7 +32,7 @@ from controller.kubeapi import KubeApi
 from controller.podstate import PodState, rank_for_removal
 from controller.policy import Decision
 from controller.pool import PoolSpec
-from worker.http import TOKEN_HEADER  # the header the worker's endpoint reads
+from worker.runtime.http import TOKEN_HEADER  # the header the worker's endpoint reads
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from worker import NonRetryable, SoftTimeLimitExceeded, TaskContext, task
 from worker.brokers import Broker, Delivery
-from worker.executor import Executor
-from worker.outcome import Outcome, Settle
 from worker.results import ResultStore
+from worker.runtime.executor import Executor
+from worker.runtime.outcome import Outcome, Settle
 
 
 class CustomError(Exception):

@@ -1,20 +1,28 @@
-"""qscale worker: tasks, the broker-backed runtime, and the producer API.
+"""qscale worker: the task API, the broker-backed runtime, and the CLI.
 
     from worker import task, chain, group, chord
 
-The names are imported eagerly: `worker.task` must be the decorator, not the
-submodule of the same name (a lazy export would lose to the submodule).
+The package is laid out by role, each layer importing only the ones below it:
+
+    worker.errors, worker.envelope, worker.settings, worker.results   the wire format,
+                      configuration and the result store that every part shares
+    worker.brokers    one Broker per broker (Redis, RabbitMQ)
+    worker.api        what applications import: @task, canvas, Client, result handles
+    worker.runtime    the worker process: supervisor, children, executor, broker link
+    worker.cli        `python -m worker run | enqueue | dlq | status`
+
+This module re-exports the task API.
 """
 
 from __future__ import annotations
 
-from worker.client import Client, configure, get_client
-from worker.context import Retry, SoftTimeLimitExceeded, TaskContext
-from worker.handles import AsyncResult, GroupResult, RemoteError, ResultTimeout
-from worker.registry import NonRetryable, import_task_modules
+from worker.api.client import Client, configure, get_client
+from worker.api.context import Retry, SoftTimeLimitExceeded, TaskContext
+from worker.api.handles import AsyncResult, GroupResult, RemoteError, ResultTimeout
+from worker.api.registry import NonRetryable, import_task_modules
+from worker.api.task import Task, task
+from worker.api.workflow import TaskSignature, chain, chord, group
 from worker.results import ResultsDisabled
-from worker.task import Task, task
-from worker.workflow import TaskSignature, chain, chord, group
 
 __all__ = [
     "AsyncResult", "Client", "GroupResult", "NonRetryable", "RemoteError", "ResultTimeout",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from worker.task import task
+from worker.api.task import task
 
 _MAX_SLEEP_SECONDS = 3600.0
 _MAX_CPU_ROUNDS = 10_000_000

@@ -19,11 +19,11 @@ from typing import Any
 from tests.checker.plan import ALWAYS, Op, Plan
 from tests.checker.tasks import reduce, work
 from tests.checker.world import World
-from worker.client import Client
+from worker.api.client import Client
+from worker.api.workflow import chain
 from worker.envelope import ChordRef, Envelope
 from worker.errors import QscaleError
 from worker.results import READY_STATES
-from worker.workflow import chain
 
 SUCCESS_EXPECTED, FAILURE_EXPECTED = "SUCCESS", "FAILURE"
 

@@ -22,9 +22,9 @@ from typing import Any
 from tests.checker.brokers import PrivateBroker, PrivateRabbit, PrivateRedis
 from tests.runtime_harness import WorkerProcess
 from tests.toxiproxy import Proxy, Toxiproxy
+from worker.api.client import Client
 from worker.brokers import Broker, open_broker
 from worker.brokers.amqp import AmqpBroker
-from worker.client import Client
 from worker.settings import load_settings
 
 WORKERS = 2

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from worker.api.client import Client
 from worker.brokers import Broker, open_broker
-from worker.client import Client
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from tests import apitasks
 from tests.apitasks import drain, wait_for
 from worker import Client, RemoteError, ResultsDisabled, ResultTimeout, configure, get_client
 from worker.brokers import Broker
-from worker.executor import Executor
+from worker.runtime.executor import Executor
 from worker.settings import load_settings
 
 pytestmark = [pytest.mark.redis]

@@ -59,9 +59,9 @@ def test_a_transient_redis_write_refusal_is_not_a_permanent_failure(
 
     from tests.checker.brokers import PrivateRedis
     from worker.brokers.redis import RedisBroker
-    from worker.link import BrokerLink
-    from worker.outcome import FailurePlan, Outcome, Settle
     from worker.results import ResultStore
+    from worker.runtime.link import BrokerLink
+    from worker.runtime.outcome import FailurePlan, Outcome, Settle
     from worker.settings import load_settings
 
     node = PrivateRedis()

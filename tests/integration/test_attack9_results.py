@@ -12,12 +12,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from worker import registry
+from worker.api import registry
+from worker.api.registry import NonRetryable, TaskSpec
 from worker.envelope import ChordRef, Envelope, Signature, decode
-from worker.executor import Executor
-from worker.outcome import Settle
-from worker.registry import NonRetryable, TaskSpec
 from worker.results import FAILURE, SUCCESS, ResultStore
+from worker.runtime.executor import Executor
+from worker.runtime.outcome import Settle
 from worker.settings import WorkerSettings
 
 pytestmark = [pytest.mark.redis]

@@ -12,7 +12,7 @@ import pytest
 
 from tests.apitasks import drain, wait_for
 from worker.brokers import Broker, open_broker
-from worker.executor import Executor
+from worker.runtime.executor import Executor
 from worker.settings import load_settings
 
 pytestmark = [pytest.mark.redis]

@@ -11,9 +11,9 @@ import pytest
 
 from tests import apitasks
 from worker.envelope import Envelope
-from worker.executor import Executor
-from worker.outcome import Settle
 from worker.results import FAILURE, RETRY, SUCCESS, ResultStore
+from worker.runtime.executor import Executor
+from worker.runtime.outcome import Settle
 from worker.settings import WorkerSettings, load_settings
 
 pytestmark = pytest.mark.redis
@@ -142,7 +142,7 @@ def test_out_of_retries_is_dead_lettered_with_traceback(executor: Executor,
 
 @pytest.mark.parametrize(("task", "reason"), [
     ("apitasks.wrong_kind", "ValueError: not a connection problem"),
-    ("apitasks.permanent", "worker.registry.NonRetryable: this will never work"),
+    ("apitasks.permanent", "worker.api.registry.NonRetryable: this will never work"),
     ("apitasks.unserializable", "result is not JSON-serializable"),
 ])
 def test_non_retryable_failures_go_dead_at_once(executor: Executor, task: str,

@@ -23,9 +23,9 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invaria
 from tests.conftest import _TEST_QUEUES, REDIS_URL
 from worker.brokers.base import Delivery
 from worker.brokers.redis import RedisBroker, key_prefix, ready_key
-from worker.link import BrokerLink
-from worker.outcome import FailurePlan, FollowUp, Outcome, Settle
 from worker.results import FAILURE, ResultStore
+from worker.runtime.link import BrokerLink
+from worker.runtime.outcome import FailurePlan, FollowUp, Outcome, Settle
 from worker.settings import load_settings
 
 pytestmark = [pytest.mark.redis]

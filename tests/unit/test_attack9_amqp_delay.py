@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 
-from worker import registry
+from worker.api import registry
+from worker.api.registry import TaskSpec
 from worker.brokers._amqp_layout import MAX_BUCKET_MS
 from worker.brokers._amqp_publish import REDECLARE_AFTER, AmqpPublishing
-from worker.cli_tasks import MAX_COUNTDOWN
+from worker.cli.tasks import MAX_COUNTDOWN
 from worker.envelope import MAX_HOP_DELAY, Envelope, decode
 from worker.errors import MessageRefused
-from worker.executor import Executor
-from worker.outcome import Settle
-from worker.registry import TaskSpec
+from worker.runtime.executor import Executor
+from worker.runtime.outcome import Settle
 from worker.settings import WorkerSettings
 
 DAY = 86_400.0

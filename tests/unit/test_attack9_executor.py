@@ -14,12 +14,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from worker import registry
-from worker.context import TaskContext
+from worker.api import registry
+from worker.api.context import TaskContext
+from worker.api.registry import TaskSpec
 from worker.envelope import MAX_ATTEMPT, Envelope, decode
-from worker.executor import Executor
-from worker.outcome import Settle
-from worker.registry import TaskSpec
+from worker.runtime.executor import Executor
+from worker.runtime.outcome import Settle
 from worker.settings import WorkerSettings
 
 # An AMQP broker and no QSCALE_RESULT_URL: results disabled, so no store is involved.

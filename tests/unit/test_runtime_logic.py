@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 
 from worker.brokers.base import Broker, DeadLetter, Delivery, QueueStats
-from worker.child import compact, expand
 from worker.cli import build_parser
 from worker.errors import BrokerUnavailable
-from worker.link import ACK_BATCH, BrokerLink
-from worker.metrics import _Hist, reason_class
-from worker.outcome import FollowUp, Outcome, Settle
-from worker.pool import Child, Job, Pool, capacity
+from worker.runtime.child import compact, expand
+from worker.runtime.link import ACK_BATCH, BrokerLink
+from worker.runtime.metrics import _Hist, reason_class
+from worker.runtime.outcome import FollowUp, Outcome, Settle
+from worker.runtime.pool import Child, Job, Pool, capacity
+from worker.runtime.state import RuntimeState
 from worker.settings import load_settings
-from worker.state import RuntimeState
 
 
 class RecordingBroker(Broker):
@@ -269,7 +269,7 @@ def test_reason_class(reason: str, label: str) -> None:
 
 
 def test_cli_skips_command_modules_that_do_not_exist_yet() -> None:
-    parser = build_parser(("worker.cli_run", "worker.no_such_cli_module"))
+    parser = build_parser(("worker.cli.run", "worker.no_such_cli_module"))
     args = parser.parse_args(["run", "--concurrency", "3"])
     assert args.concurrency == 3 and callable(args.func)
 

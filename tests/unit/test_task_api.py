@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 
-from worker import Client, TaskContext, registry, task
+from worker import Client, TaskContext, task
+from worker.api import registry
+from worker.api.handles import RemoteError, remote_error, remote_error_class
+from worker.api.task import Task
 from worker.errors import BadMessage, ConfigError
-from worker.executor import Executor
-from worker.handles import RemoteError, remote_error, remote_error_class
-from worker.outcome import Settle
+from worker.runtime.executor import Executor
+from worker.runtime.outcome import Settle
 from worker.settings import load_settings
-from worker.task import Task
 
 
 @task

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from worker.api.registry import NonRetryable, TaskSpec, backoff_delay
 from worker.errors import ConfigError
-from worker.registry import NonRetryable, TaskSpec, backoff_delay
 
 
 @pytest.mark.parametrize(("attempt", "ceiling"), [(1, 2.0), (2, 4.0), (3, 8.0), (6, 50.0),

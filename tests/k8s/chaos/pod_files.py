@@ -21,7 +21,7 @@ import time
 
 import redis
 
-from worker.task import task
+from worker.api.task import task
 
 _client = None
 

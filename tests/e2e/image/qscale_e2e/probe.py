@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from qscale_e2e.tasks import events_key, expected_key, results_redis
+from worker.api.client import Client
 from worker.brokers import open_broker
-from worker.client import Client
 from worker.envelope import Envelope
 from worker.settings import load_settings
 

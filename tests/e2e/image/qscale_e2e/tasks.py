@@ -17,9 +17,9 @@ from typing import Any
 
 import redis
 
-from worker.context import TaskContext
+from worker.api.context import TaskContext
+from worker.api.task import task
 from worker.settings import load_settings
-from worker.task import task
 
 EVENT_WRITE_PATIENCE_SECONDS = 180.0
 

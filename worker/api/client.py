@@ -13,10 +13,10 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from worker.api.handles import AsyncResult
 from worker.brokers import Broker, open_broker
 from worker.envelope import Envelope
 from worker.errors import BadMessage
-from worker.handles import AsyncResult
 from worker.results import ResultStore
 from worker.settings import WorkerSettings, load_settings
 

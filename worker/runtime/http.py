@@ -3,7 +3,7 @@
 `/healthz` is liveness (the supervisor loop is turning; never depends on the
 broker), `/readyz` is readiness (broker connected and not draining), `/metrics`
 is Prometheus text aggregated over all processes, `/state` is the pod state
-JSON documented in `worker.state`.
+JSON documented in `worker.runtime.state`.
 
 `POST /cordon` (optional JSON body `{"ttl_seconds": 120}`) tells the worker to
 stop taking new tasks and give its unstarted ones back to the broker, so the
@@ -28,8 +28,8 @@ from collections.abc import Callable
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from worker.metrics import WorkerMetrics
-from worker.state import RuntimeState
+from worker.runtime.metrics import WorkerMetrics
+from worker.runtime.state import RuntimeState
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from worker import registry
+from worker.api import registry
+from worker.api.client import Client, open_settings_broker
 from worker.brokers import Broker, DeadLetter, QueueStats, redact_url
 from worker.cli import fail
-from worker.client import Client, open_settings_broker
 from worker.envelope import SIZE_HEADROOM, Envelope, decode
 from worker.errors import BadMessage, ConfigError, QscaleError
 from worker.results import ResultStore

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from worker.outcome import Outcome, Settle
+from worker.runtime.outcome import Outcome, Settle
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 from worker.brokers.base import Delivery
-from worker.child import CANCEL, STOP, ExecutorFactory, Unrun, child_main, ready_check
+from worker.runtime.child import CANCEL, STOP, ExecutorFactory, Unrun, child_main, ready_check
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from typing import Any
 
 PROG = "qscale-worker"
 
-# Order is the order in `--help`. `worker.cli_run`: run; `worker.cli_tasks`: enqueue, dlq, status.
-COMMAND_MODULES: tuple[str, ...] = ("worker.cli_run", "worker.cli_tasks")
+# Order is the order in `--help`. `worker.cli.run`: run; `worker.cli.tasks`: enqueue, dlq, status.
+COMMAND_MODULES: tuple[str, ...] = ("worker.cli.run", "worker.cli.tasks")
 
 Handler = Callable[[argparse.Namespace], int]
 

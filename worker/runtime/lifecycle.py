@@ -1,9 +1,9 @@
 """Start-up and wiring of a worker process: tasks, metrics, HTTP, broker link, supervisor.
 
 Configuration problems found here (a task module that does not import, a port
-that cannot be bound) end the process with exit code 2 and a one-line reason;
+that cannot be bound) raise ConfigError with a one-line reason (the CLI exits 2);
 a broker that is down is not one of them: the worker starts, reports not-ready
-and keeps reconnecting.
+and keeps reconnecting. A supervisor loop that broke raises LoopFailed (exit 70).
 """
 
 from __future__ import annotations
@@ -12,17 +12,16 @@ import errno
 import logging
 import os
 import socket
-import sys
 
-from worker import executor, registry
-from worker.cli import fail
+from worker.api import registry
 from worker.errors import ConfigError
-from worker.http import WorkerHTTPServer
-from worker.link import BrokerLink
-from worker.metrics import WorkerMetrics, setup_metrics
+from worker.runtime import executor
+from worker.runtime.http import WorkerHTTPServer
+from worker.runtime.link import BrokerLink
+from worker.runtime.metrics import WorkerMetrics, setup_metrics
+from worker.runtime.state import RuntimeState
+from worker.runtime.supervisor import Supervisor
 from worker.settings import WorkerSettings
-from worker.state import RuntimeState
-from worker.supervisor import EXIT_LOOP_FAILED, LoopFailed, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +39,7 @@ def run_worker(settings: WorkerSettings) -> int:
 
 
 def _run(settings: WorkerSettings, metrics: WorkerMetrics) -> int:
-    try:
-        registry.import_task_modules(settings.imports)
-    except ConfigError as exc:
-        return fail(str(exc))
+    registry.import_task_modules(settings.imports)
     state = RuntimeState(settings.pod_name, settings.concurrency)
     try:
         http = WorkerHTTPServer(settings.http_host, settings.http_port, state, metrics,
@@ -53,8 +49,8 @@ def _run(settings: WorkerSettings, metrics: WorkerMetrics) -> int:
         # The host part failed (no such name, no such local address) or the port did.
         variable = "QSCALE_HTTP_HOST" if isinstance(exc, socket.gaierror) or \
             exc.errno == errno.EADDRNOTAVAIL else "QSCALE_HTTP_PORT"
-        return fail(f"{variable}: cannot listen on "
-                    f"{settings.http_host}:{settings.http_port}: {exc.strerror or exc}")
+        raise ConfigError(f"{variable}: cannot listen on {settings.http_host}:"
+                          f"{settings.http_port}: {exc.strerror or exc}") from None
     # RabbitMQ's unacked window: with QSCALE_PREFETCH=0 the broker sizes it to what
     # claims ask for (which follows service time); a fixed one matches our capacity.
     prefetch = settings.concurrency + settings.prefetch if settings.prefetch else 0
@@ -65,8 +61,5 @@ def _run(settings: WorkerSettings, metrics: WorkerMetrics) -> int:
     http.start()
     try:
         return supervisor.run()
-    except LoopFailed as exc:
-        print(f"qscale-worker: supervisor loop failed: {exc}", file=sys.stderr)
-        return EXIT_LOOP_FAILED
     finally:
         http.stop()

@@ -15,13 +15,13 @@ import functools
 from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from worker import registry
-from worker.client import Client, get_client
-from worker.context import TaskContext
+from worker.api import registry
+from worker.api.client import Client, get_client
+from worker.api.context import TaskContext
+from worker.api.handles import AsyncResult
+from worker.api.registry import TaskSpec
+from worker.api.workflow import TaskSignature
 from worker.envelope import Envelope
-from worker.handles import AsyncResult
-from worker.registry import TaskSpec
-from worker.workflow import TaskSignature
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -14,13 +14,13 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from worker.outcome import Outcome, Settle
-from worker.pool import Child, Job, Pool, kill_group
+from worker.runtime.outcome import Outcome, Settle
+from worker.runtime.pool import Child, Job, Pool, kill_group
 
 if TYPE_CHECKING:  # provided by the Supervisor
-    from worker.link import BrokerLink
-    from worker.metrics import WorkerMetrics
-    from worker.state import RuntimeState
+    from worker.runtime.link import BrokerLink
+    from worker.runtime.metrics import WorkerMetrics
+    from worker.runtime.state import RuntimeState
 
 log = logging.getLogger(__name__)
 

@@ -31,19 +31,19 @@ from dataclasses import replace
 from types import FrameType
 from typing import Any
 
-from worker import registry
+from worker.api import registry
 from worker.brokers.base import Delivery
-from worker.child import ExecutorFactory, expand
-from worker.cordon import Cordon
 from worker.envelope import SIZE_HEADROOM
-from worker.link import BrokerLink
-from worker.metrics import WorkerMetrics
-from worker.outcome import Outcome, Settle
-from worker.pool import Child, Job, Pool, capacity, kill_group, read_ahead
-from worker.reaping import REAP_GRACE, ChildDeaths
-from worker.reconcile import Reconciler
+from worker.runtime.child import ExecutorFactory, expand
+from worker.runtime.cordon import Cordon
+from worker.runtime.link import BrokerLink
+from worker.runtime.metrics import WorkerMetrics
+from worker.runtime.outcome import Outcome, Settle
+from worker.runtime.pool import Child, Job, Pool, capacity, kill_group, read_ahead
+from worker.runtime.reaping import REAP_GRACE, ChildDeaths
+from worker.runtime.reconcile import Reconciler
+from worker.runtime.state import RuntimeState
 from worker.settings import WorkerSettings
-from worker.state import RuntimeState
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Cordon: the controller's "take no new tasks" for a busy pod it wants to remove once idle.
 
-`POST /cordon` (worker.http) sets a deadline in `RuntimeState` from the HTTP
+`POST /cordon` (worker.runtime.http) sets a deadline in `RuntimeState` from the HTTP
 thread; the supervisor loop calls `Cordon.follow` each turn, and while the
 cordon holds it claims nothing and sends every unstarted message back to the
 broker, so other pods run them. Running tasks finish; readiness is unaffected
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 
-from worker.link import BrokerLink
-from worker.state import RuntimeState
+from worker.runtime.link import BrokerLink
+from worker.runtime.state import RuntimeState
 
 log = logging.getLogger(__name__)
 

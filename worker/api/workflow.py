@@ -21,9 +21,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from worker import envelope as wire
-from worker.client import Client, get_client
+from worker.api.client import Client, get_client
+from worker.api.handles import AsyncResult, GroupResult
 from worker.envelope import ChordRef, Envelope
-from worker.handles import AsyncResult, GroupResult
 from worker.results import ResultsDisabled
 
 

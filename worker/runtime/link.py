@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from worker.brokers import Broker, Delivery, open_broker, redact_url
 from worker.envelope import SIZE_HEADROOM
 from worker.errors import MessageRefused
-from worker.outcome import FailurePlan, FollowUp, Outcome, Settle
 from worker.results import ResultStore, error_record
+from worker.runtime.outcome import FailurePlan, FollowUp, Outcome, Settle
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)

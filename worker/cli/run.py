@@ -32,6 +32,12 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return fail(str(exc))
     # Imported late: the runtime sets PROMETHEUS_MULTIPROC_DIR before metrics load.
-    from worker.lifecycle import run_worker
+    from worker.runtime.lifecycle import run_worker
+    from worker.runtime.supervisor import EXIT_LOOP_FAILED, LoopFailed
 
-    return run_worker(settings)
+    try:
+        return run_worker(settings)
+    except ConfigError as exc:
+        return fail(str(exc))
+    except LoopFailed as exc:
+        return fail(f"supervisor loop failed: {exc}", EXIT_LOOP_FAILED)

@@ -35,8 +35,9 @@ from typing import Any
 
 import redis
 
-from worker import registry
-from worker.context import Retry, SoftTimeLimitExceeded, TaskContext
+from worker.api import registry
+from worker.api.context import Retry, SoftTimeLimitExceeded, TaskContext
+from worker.api.registry import NonRetryable, TaskSpec, backoff_delay
 from worker.envelope import (
     MAX_DELAY,
     SIZE_HEADROOM,
@@ -46,9 +47,8 @@ from worker.envelope import (
     decode,
 )
 from worker.errors import BadMessage
-from worker.outcome import FailurePlan, FollowUp, Outcome, Settle
-from worker.registry import NonRetryable, TaskSpec, backoff_delay
 from worker.results import RETRY, ResultStore, dumps, error_record, exception_type_name
+from worker.runtime.outcome import FailurePlan, FollowUp, Outcome, Settle
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # provided by the Supervisor
-    from worker.link import BrokerLink
-    from worker.pool import Job, Pool
+    from worker.runtime.link import BrokerLink
+    from worker.runtime.pool import Job, Pool
     from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
