@@ -10,6 +10,8 @@
 # --load     also load each image into the kind cluster (`make cluster-load`).
 # --base     base image for the qscale image (default: qscale/debian:bookworm when
 #            it exists here, else python:3.11-slim-bookworm). Env: BASE_IMAGE.
+# --tag T    tag each image <name>:T only, leaving <name>:<version> and :dev alone (a
+#            benchmark pins the image it measures while others rebuild the shared tags).
 # Prints one line per image with its size; exits non-zero with a reason on failure.
 set -euo pipefail
 
@@ -21,13 +23,15 @@ die() { echo "build-image: $*" >&2; exit 1; }
 log() { echo "build-image: $*" >&2; }
 
 LOAD=0
+ONLY_TAG=""
 BASE_IMAGE="${BASE_IMAGE:-}"
 NAMES=()
 while (($#)); do
   case "$1" in
     --load) LOAD=1 ;;
     --base) shift; BASE_IMAGE="${1:?--base needs an image}" ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --tag) shift; ONLY_TAG="${1:?--tag needs a tag}" ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     all) NAMES+=(qscale qscale-redis qscale-rabbitmq qscale-prometheus) ;;
     qscale|qscale-redis|qscale-rabbitmq|qscale-prometheus) NAMES+=("$1") ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -100,9 +104,11 @@ build() {  # name context dockerfile [build-arg...]
   local name="$1" ctx="$2" dockerfile="$3"; shift 3
   local args=()
   for a in "$@"; do args+=(--build-arg "$a"); done
-  log "docker build $name:$VERSION ($dockerfile)"
+  local tags=(-t "$name:$VERSION" -t "$name:dev")
+  [ -z "$ONLY_TAG" ] || tags=(-t "$name:$ONLY_TAG")
+  log "docker build ${tags[1]} ($dockerfile)"
   docker build ${QSCALE_BUILD_NETWORK:+--network "$QSCALE_BUILD_NETWORK"} "${args[@]}" \
-    -f "$dockerfile" -t "$name:$VERSION" -t "$name:dev" "$ctx" >"$REPO_ROOT/dist/build-$name.log" 2>&1 \
+    -f "$dockerfile" "${tags[@]}" "$ctx" >"$REPO_ROOT/dist/build-$name.log" 2>&1 \
     || { tail -n 30 "$REPO_ROOT/dist/build-$name.log" >&2; die "docker build of $name failed (log: dist/build-$name.log)"; }
 }
 
@@ -137,6 +143,11 @@ for name in "${NAMES[@]}"; do
       build "$name" "$REPO_ROOT/hack/images/$name" "$REPO_ROOT/hack/images/$name/Dockerfile" "BASE_IMAGE=$DEBIAN_BASE"
       ;;
   esac
+  if [ -n "$ONLY_TAG" ]; then
+    echo "$name:$ONLY_TAG $(size_of "$name:$ONLY_TAG")"
+    ((LOAD)) && load "$name:$ONLY_TAG"
+    continue
+  fi
   echo "$name:$VERSION $(size_of "$name:$VERSION")"
   if ((LOAD)); then
     load "$name:$VERSION"
