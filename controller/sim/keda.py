@@ -51,6 +51,9 @@ class KedaConfig:
     scale_down_stabilization: float = 300.0  # HPA default scaleDown stabilization 300 s
     scale_down_percent: float = 100.0       # HPA default scaleDown policy: 100% per 15 s
     termination_grace_seconds: float = 30.0  # Pod terminationGracePeriodSeconds default 30 s
+    # The RabbitMQ scaler over HTTP counts ready + unacknowledged (in flight); the Redis
+    # list scaler and RabbitMQ over AMQP count ready messages only.
+    counts_in_flight: bool = False
 
 
 KEDA_DEFAULT = KedaConfig()
@@ -84,8 +87,9 @@ class KedaScaler:
 
     def _replicas(self, view: ClusterView) -> int:
         cfg, now, replicas = self.config, view.now, view.replicas
+        metric = view.ready + (view.in_flight if cfg.counts_in_flight else 0)
         if _due(now, cfg.polling_interval):
-            active = view.ready > cfg.activation_list_length  # LLEN only
+            active = metric > cfg.activation_list_length  # LLEN only, unless in flight counts
             if active:
                 self.last_active = now
             if replicas == 0 and active:
@@ -94,7 +98,7 @@ class KedaScaler:
                     and now - self.last_active >= cfg.cooldown_period):
                 return 0
         if replicas > 0 and _due(now, cfg.hpa_sync_period):
-            return self._hpa(view.ready, replicas, now)
+            return self._hpa(metric, replicas, now)
         return replicas
 
     def _hpa(self, metric: int, current: int, now: float) -> int:

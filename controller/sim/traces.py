@@ -20,13 +20,18 @@ QUIET_TAIL_SECONDS = 900.0
 
 @dataclass(frozen=True)
 class Trace:
-    """One workload: sorted arrival times (s) and each task's service time (s)."""
+    """One workload: sorted arrival times (s) and each task's service time (s).
+
+    `bursts` marks the times load jumps (a burst or a spike starts), where
+    burst-to-capacity is measured; empty when the trace has none.
+    """
 
     name: str
     description: str
     duration: float
     arrivals: FloatArray
     service_times: FloatArray
+    bursts: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.arrivals) != len(self.service_times):
