@@ -116,7 +116,7 @@ demo:
 	bash hack/demo.sh
 
 # --- benchmarks (bench/README.md) ---
-.PHONY: bench
+.PHONY: bench bench-keda
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	touch $@
@@ -126,3 +126,22 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 # (e.g. BENCH_ARGS="--repeat 1 --noop-tasks 5000" for a quick look).
 bench: $(VENV)/.bench-installed services
 	$(VENV)/bin/python -m bench.run --repeat 3 $(BENCH_ARGS)
+
+# Real KEDA vs qscale on a kind cluster of its own (BENCH_KEDA_CLUSTER, default qscale-bench:
+# created if missing, deleted afterwards; never the shared cluster, KEDA is cluster-wide).
+# KEDA is built from its Go module (hack/keda.sh, cached by version); every trace of
+# BENCH_KEDA_TRACES on Redis and RabbitMQ with the four scalers side by side
+# (python -m bench.keda --help), then the same traces in the simulator.
+# Results: BENCH_KEDA_OUT (RESULTS.md, results.json, CALIBRATION.md, one PNG per trace and
+# broker); raw records in artifacts/bench-keda/raw. About 2.2 h warm for the whole trace
+# set; BENCH_KEDA_ARGS adds flags (e.g. "--only burst --brokers redis").
+BENCH_KEDA_CLUSTER ?= qscale-bench
+BENCH_KEDA_TRACES ?= bench/keda/traces.yaml
+BENCH_KEDA_OUT ?= bench/results/keda
+bench-keda: venv
+	$(VENV)/bin/python -m bench.keda run --cluster $(BENCH_KEDA_CLUSTER) \
+	  --traces $(BENCH_KEDA_TRACES) --out $(BENCH_KEDA_OUT) $(BENCH_KEDA_ARGS)
+	$(VENV)/bin/python -m bench.keda sim $(BENCH_KEDA_OUT) --traces $(BENCH_KEDA_TRACES) \
+	  > $(BENCH_KEDA_OUT)/CALIBRATION.md.tmp
+	mv -f $(BENCH_KEDA_OUT)/CALIBRATION.md.tmp $(BENCH_KEDA_OUT)/CALIBRATION.md
+	cat $(BENCH_KEDA_OUT)/CALIBRATION.md

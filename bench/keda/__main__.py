@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             for rnd in range(args.rounds):
                 for trace in traces:
                     tr = run_trace(release, trace, api, max_extra=args.max_extra,
-                                   out_dir=args.out / "raw", speed=args.speed)
+                                   out_dir=args.raw, speed=args.speed)
                     for r in tr.results:
                         row = r.to_json()
                         row["round"] = rnd
@@ -157,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="seconds past a trace's end to wait for scale-in")
     run.add_argument("--speed", type=float, default=1.0, help="replay faster (smoke only)")
     run.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    run.add_argument("--raw", type=Path, default=Path("artifacts/bench-keda/raw"),
+                     help="where every run's raw records go (JSON per trace and broker)")
     run.set_defaults(func=cmd_run)
     rep = sub.add_parser("report", help="re-render a results directory")
     rep.add_argument("dir", type=Path, nargs="?", default=DEFAULT_OUT)

@@ -2,8 +2,8 @@
 
 `controller.sim` compares qscale's policy with an emulation of KEDA + HPA. This replays
 the benchmark's trace file in it with each real run's settings (pool shape, every
-scaler's options) and the pod start-up the real run measured (median of pod creation ->
-its worker's children forked, i.e. ready to claim), and prints simulated next to real,
+scaler's options) and the pod start-up the real run measured (pod creation -> ready to
+claim, `metrics.measured_startup`), and prints simulated next to real,
 so the simulator's KEDA numbers are calibrated against real KEDA rather than trusted.
 """
 
@@ -47,21 +47,6 @@ def qscale_policy(scaler: Scaler, max_replicas: int) -> PolicyConfig:
     return PolicyConfig(**fields)
 
 
-def measured_startup(raw: dict[str, Any]) -> float | None:
-    """Pod creation -> ready to claim: the median over new pods of creation -> container
-    running, plus the median over pods that ran a task of their supervisor's start ->
-    children forked (pods that never ran a task still count for the first part)."""
-    ready: dict[str, float] = {}
-    for e in raw["events"]:
-        if e["e"] == "start" and "child" in e and "supervisor" in e:
-            ready[e["pod"]] = e["child"] - e["supervisor"]
-    running = [p["running"] - p["created"] for p in raw["pods"].values()
-               if p["created"] >= raw["t0"] and p.get("running") is not None]
-    if not running:
-        return None
-    return statistics.median(running) + (statistics.median(ready.values()) if ready else 0.0)
-
-
 def _scaler_from(name: str, describe: str) -> Scaler:
     kind, _, opts = describe.partition("(")
     opts = opts.rstrip(")")
@@ -84,9 +69,7 @@ def calibrate(results_dir: Path, trace_file: Path) -> str:
         key = (row["trace"], row["broker"])
         if row.get("round", 0) or row["trace"] not in traces:
             continue
-        raw_path = results_dir / "raw" / f"raw-{row['trace']}-{row['broker']}.json"
-        raw = json.loads(raw_path.read_text()) if raw_path.exists() else None
-        startup = (measured_startup(raw) if raw else None) or 10.0
+        startup = row.get("startup_to_claim") or 10.0
         seen.add(key)
         scaler = _scaler_from(row["scaler"], row["describe"])
         config = SimConfig(concurrency=concurrency, startup_seconds=startup)

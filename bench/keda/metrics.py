@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -59,6 +60,7 @@ class ScalerResult:
     max_pods: int
     pods_created: int
     pod_start_median: float | None     # creation -> Ready, median
+    startup_to_claim: float | None = None  # creation -> ready to claim (all pools of the run)
     timeline: dict[str, list[float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -181,3 +183,18 @@ def score(trace: Trace, broker: str, scaler: str, describe: str, concurrency: in
         max_pods=_max_pods(pods, end), pods_created=sum(1 for p in pods if p.created >= t0),
         pod_start_median=float(np.median(startups)) if startups else None,
         timeline=timeline)
+
+
+def measured_startup(raw: dict[str, Any]) -> float | None:
+    """Pod creation -> ready to claim: the median over new pods of creation -> container
+    running, plus the median over pods that ran a task of their supervisor's start ->
+    children forked (pods that never ran a task still count for the first part)."""
+    ready: dict[str, float] = {}
+    for e in raw["events"]:
+        if e["e"] == "start" and "child" in e and "supervisor" in e:
+            ready[e["pod"]] = e["child"] - e["supervisor"]
+    running = [p["running"] - p["created"] for p in raw["pods"].values()
+               if p["created"] >= raw["t0"] and p.get("running") is not None]
+    if not running:
+        return None
+    return statistics.median(running) + (statistics.median(ready.values()) if ready else 0.0)

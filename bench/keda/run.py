@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from bench.keda.metrics import ScalerResult, parse_events, score
+from bench.keda.metrics import ScalerResult, measured_startup, parse_events, score
 from bench.keda.recorder import ClusterRecorder, DepthSampler
 from bench.keda.release import Release
 from bench.keda.replay import replay
@@ -100,6 +100,9 @@ def run_trace(release: Release, trace: Trace, api: Any, *, max_extra: float,
            "published": published.tasks, "events": events,
            "pods": {n: vars(p) for n, p in recorder.pods.items()},
            "replicas": recorder.replicas, "depth": sampler.samples}
+    startup = measured_startup(raw)
+    for r in results:
+        r.startup_to_claim = startup
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"raw-{trace.name}-{release.broker}.json").write_text(json.dumps(raw))
     return TraceRun(trace.name, release.broker, t0, end, results, raw)

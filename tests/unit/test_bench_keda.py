@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.keda.calibrate import calibrate, keda_config, measured_startup, qscale_policy
-from bench.keda.metrics import score
+from bench.keda.calibrate import calibrate, keda_config, qscale_policy
+from bench.keda.metrics import measured_startup, score
 from bench.keda.recorder import PodRecord
 from bench.keda.report import markdown, verdicts
 from bench.keda.scalers import PRESETS, parse_scaler, qscale_autoscaling, scaled_object
@@ -171,10 +171,8 @@ def test_calibration_against_a_recorded_run(tmp_path: Path) -> None:
                               "p2": {"created": T0 + 1.0, "running": T0 + 5.0}},
            "events": [ev("start", "a", 6.0, "p1", supervisor=T0 + 3.0, child=T0 + 3.5)]}
     assert measured_startup(raw) == pytest.approx(3.0 + 0.5)
-    (tmp_path / "raw").mkdir()
-    (tmp_path / "raw" / "raw-burst-redis.json").write_text(json.dumps(raw))
-    rows = [dict(row("keda-default", 900.0, 20.0), trace="burst"),
-            dict(row("qscale-default", 300.0, 10.0), trace="burst")]
+    rows = [dict(row("keda-default", 900.0, 20.0), trace="burst", startup_to_claim=3.5),
+            dict(row("qscale-default", 300.0, 10.0), trace="burst", startup_to_claim=3.5)]
     doc = {"date": "d", "pool": "4 processes per pod, 0-10 replicas", "results": rows}
     (tmp_path / "results.json").write_text(json.dumps(doc))
     text = calibrate(tmp_path, Path(__file__).resolve().parents[2] / "bench" / "keda" /
