@@ -114,8 +114,16 @@ class Release:
         return f"{self.fullname}-worker-{pool}"
 
     def install(self, image: str) -> None:
-        """Install or upgrade the release, and the NodePorts; waits until it runs."""
-        self.kube.kubectl("create", "namespace", self.ns, check=False)
+        """A fresh release, and the NodePorts; waits until it runs.
+
+        A kept cluster (--keep-cluster) still holds the last run's release: upgrading it
+        would carry its queues' contents into this run, and fails outright once the chart
+        changed an immutable field. So an earlier release and its namespace go first."""
+        if self.kube.kubectl("get", "namespace", self.ns, "--ignore-not-found", "-o", "name"):
+            self.kube.helm("uninstall", self.name, "-n", self.ns, "--ignore-not-found",
+                           "--wait", "--timeout", "5m", timeout=330)
+            self.kube.kubectl("delete", "namespace", self.ns, "--wait=true", timeout=600)
+        self.kube.kubectl("create", "namespace", self.ns)
         path = REPO / "artifacts" / "bench-keda" / f"values-{self.ns}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values(self.broker, image, self.scalers, self.shape),

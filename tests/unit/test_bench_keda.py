@@ -179,3 +179,58 @@ def test_calibration_against_a_recorded_run(tmp_path: Path) -> None:
                      "traces.yaml")
     assert "| burst | redis | keda-default | 3.5 | 900 |" in text
     assert "- keda: simulated pod-seconds are" in text
+
+
+# -- the release ------------------------------------------------------------------------
+
+class RecordingKube:
+    """What Release.install asks of the cluster, in order (the cluster's answers are
+    canned: a namespace that exists or not, the NodePorts it allocated)."""
+
+    def __init__(self, namespace_exists: bool) -> None:
+        self.namespace_exists = namespace_exists
+        self.calls: list[tuple[str, ...]] = []
+
+    def kubectl(self, *args: str, **_: Any) -> str:
+        self.calls.append(("kubectl", *args))
+        if args[:2] == ("get", "namespace"):
+            return f"namespace/{args[2]}" if self.namespace_exists else ""
+        return ""
+
+    def helm(self, *args: str, **_: Any) -> str:
+        self.calls.append(("helm", *args))
+        return ""
+
+    def apply(self, docs: Any, namespace: str | None = None) -> None:
+        self.calls.append(("apply", namespace or ""))
+
+    def node_ip(self) -> str:
+        return "172.18.0.9"
+
+    def get(self, *args: str) -> Any:
+        return {"metadata": {"name": args[-1]},
+                "spec": {"ports": [{"name": "redis", "nodePort": 30001}]}}
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_every_run_starts_from_a_fresh_release(exists: bool) -> None:
+    """A kept cluster (--keep-cluster) holds the last run's release: upgrading it carried
+    its queues' leftovers into the next run, and failed outright once the chart changed an
+    immutable field ("updates to statefulset spec ... are forbidden", seen after a merge).
+    So install removes an earlier release and its namespace first."""
+    from bench.keda.release import PoolShape, Release
+    kube = RecordingKube(namespace_exists=exists)
+    rel = Release(kube, "redis", (PRESETS["qscale-default"],), PoolShape())  # type: ignore[arg-type]
+    rel.install("qscale-bench:abc")
+    verbs = [c[:3] for c in kube.calls]
+    install = verbs.index(("helm", "upgrade", "--install"))
+    if exists:
+        uninstall = verbs.index(("helm", "uninstall", "bench"))
+        delete = verbs.index(("kubectl", "delete", "namespace"))
+        assert uninstall < delete < install
+        assert "--wait=true" in kube.calls[delete]
+    else:
+        assert not [c for c in verbs if c[1] in ("uninstall", "delete")]
+    assert ("kubectl", "create", "namespace") in verbs[:install]
+    assert rel.broker_url == rel.results_url
+    assert rel.broker_url.endswith("@172.18.0.9:30001/0")
