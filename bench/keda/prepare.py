@@ -63,10 +63,10 @@ def build_images(kube: Kube, *, rebuild: bool = True, base: str = BASE_TAG) -> s
 
 
 def ensure_cluster(kube: Kube) -> bool:
-    """Bring the cluster up (cached node image); True if this call created it."""
+    """Bring the cluster up (cached node image); True if this call created it (and the
+    run deletes it afterwards). A listing that fails is an error, not "no cluster"."""
     existed = kube.cluster in kube.run(
-        [str(kube.env()["QSCALE_CACHE"] + "/bin/kind"), "get", "clusters"],
-        check=False).stdout.split()
+        [str(kube.env()["QSCALE_CACHE"] + "/bin/kind"), "get", "clusters"]).stdout.split()
     kube.script("hack/cluster.sh", "up")
     return not existed
 

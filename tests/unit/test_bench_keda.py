@@ -234,3 +234,28 @@ def test_every_run_starts_from_a_fresh_release(exists: bool) -> None:
     assert ("kubectl", "create", "namespace") in verbs[:install]
     assert rel.broker_url == rel.results_url
     assert rel.broker_url.endswith("@172.18.0.9:30001/0")
+
+
+def test_a_failed_cluster_listing_is_not_a_missing_cluster() -> None:
+    """`kind get clusters` failing meant "no cluster": the run then counted the cluster
+    as its own and deleted it afterwards (main's cluster.sh had the same flaw, 8a5e8aa)."""
+    from bench.keda import prepare
+    from bench.keda.kube import Kube, KubeError
+
+    class FailingKind(Kube):
+        scripts: list[tuple[str, ...]] = []
+
+        def run(self, argv: Any, **kw: Any) -> Any:
+            if list(argv)[-2:] == ["get", "clusters"]:
+                return super().run(["sh", "-c", "echo 'kind: cannot connect' >&2; exit 1"],
+                                   **kw)
+            raise AssertionError(f"called {argv} after a failed listing")
+
+        def script(self, *argv: str, timeout: float = 0) -> str:
+            self.scripts.append(argv)
+            return ""
+
+    kube = FailingKind("qscale-bench-test")
+    with pytest.raises(KubeError, match="cannot connect"):
+        prepare.ensure_cluster(kube)
+    assert kube.scripts == []
