@@ -26,6 +26,7 @@ from controller.sim.tracefile import TraceFileError, load_traces
 
 DEFAULT_TRACES = Path(__file__).parent / "traces.yaml"
 DEFAULT_OUT = Path("bench/results/keda")
+SHARED_CLUSTER = "qscale"   # hack/cluster.sh's default: everyone's tests run there
 log = logging.getLogger("bench.keda")
 
 
@@ -51,6 +52,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.keda.report import markdown
     from bench.keda.run import LoadMonitor, run_trace
 
+    if args.cluster == SHARED_CLUSTER:
+        raise ValueError(f"--cluster: {SHARED_CLUSTER} is the shared test cluster; KEDA is "
+                         "cluster-wide and would stay installed there (use a cluster of "
+                         "its own, e.g. qscale-bench)")
     traces = load_traces(args.traces)
     if args.only:
         wanted = args.only.split(",")

@@ -259,3 +259,13 @@ def test_a_failed_cluster_listing_is_not_a_missing_cluster() -> None:
     with pytest.raises(KubeError, match="cannot connect"):
         prepare.ensure_cluster(kube)
     assert kube.scripts == []
+
+
+def test_the_run_refuses_the_shared_cluster(capsys: pytest.CaptureFixture[str]) -> None:
+    """KEDA is cluster-wide and the run leaves a cluster it did not create in place: on the
+    shared `qscale` cluster it would stay installed under everyone's tests. Exit 2, one
+    line, before anything touches a cluster."""
+    from bench.keda.__main__ import main
+    assert main(["run", "--cluster", "qscale", "--only", "burst"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--cluster" in err[0] and "qscale" in err[0]
