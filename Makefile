@@ -109,6 +109,13 @@ k8s-check:
 	  && diff -r k8s/base "$$tmp/base" && diff -r k8s/overlays "$$tmp/overlays" \
 	  && echo "k8s-check: k8s/ matches the chart"
 
+# --- generated references (docs/reference: settings, CLI, WorkerPool, task API) ---
+.PHONY: docs
+
+# Rewrite docs/reference/*.md from the code; tests/unit/test_docs_reference.py fails when stale.
+docs: venv
+	$(VENV)/bin/python hack/gen-docs.py
+
 # --- the demo (README quickstart): cluster, images, chart, a live autoscaling burst ---
 .PHONY: demo
 
