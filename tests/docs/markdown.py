@@ -75,7 +75,8 @@ class Block:
 def blocks(path: Path) -> list[Block]:
     """Every fenced block of the page, in order, with the heading it sits under."""
     found: list[Block] = []
-    heading, fence, start, lang, info, body = "", "", 0, "", "", []
+    heading, fence, start, lang, info = "", "", 0, "", ""
+    body: list[str] = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if fence:
             if line.strip() == fence:
