@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -44,6 +45,41 @@ def test_every_block_of_the_readmes_is_run_or_marked() -> None:
     problems = [f"{b.where}: {b.problem()}" for page in (README, CHART_README)
                 for b in blocks(page) if b.problem()]
     assert not problems, "\n".join(problems)
+
+
+# Blocks shown but not run where they stand, because a test runs the same commands
+# elsewhere: (page, section, a word of the block) -> (page, section) where they run.
+SAME_AS = {
+    (README, "Quickstart: on Kubernetes", "helm install"): (CHART_README, "Install"),
+    (README, "Sending tasks from your application", "port-forward"):
+        (README, "Deploying on your own cluster"),
+}
+
+
+def _commands(text: str) -> set[str]:
+    """A shell block's commands: continuations joined, comments and output redirects gone."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    found = set()
+    for raw in joined.splitlines():
+        line = " ".join(re.sub(r"\s+#.*$", "", raw).replace(">/dev/null", " ").split())
+        if line and not line.startswith("#"):
+            found.add(line)
+    return found
+
+
+@pytest.mark.parametrize("shown", list(SAME_AS), ids=lambda key: key[1])
+def test_blocks_marked_as_run_elsewhere_are_run_there(shown: tuple[Path, str, str]) -> None:
+    """A not-tested block that says its commands run elsewhere: every one of them does."""
+    page, title, word = shown
+    candidates = [b for b in section(page, title)
+                  if b.skip_reason is not None and word in b.text]
+    assert len(candidates) == 1, f"{page.name} ({title}): no single block with {word!r}"
+    target_page, target_title = SAME_AS[shown]
+    ran = set().union(*(_commands(b.text) for b in section(target_page, target_title)
+                        if b.lang == "sh" and b.skip_reason is None))
+    missing = _commands(candidates[0].text) - ran
+    assert not missing, (f"{candidates[0].where}: not run in {target_page.name} "
+                         f"({target_title}): {sorted(missing)}")
 
 
 @pytest.fixture
