@@ -40,10 +40,26 @@ LOCK_KEY = "qscale-docs-test:lock"
 CACHE = Path(os.environ.get("QSCALE_CACHE", "/var/cache/qscale")) / "docs-test"
 
 
+# The sections whose blocks a test runs (or, for chart values, renders and checks).
+RUN_BY = {
+    README: {title: "tests/docs/test_quickstart_local.py" for title in LOCAL_SECTIONS}
+    | {"Deploying on your own cluster": "tests/e2e/test_newcomer_install.py"},
+    CHART_README: {"Install": "tests/e2e/test_newcomer_install.py",
+                   "Adding your own tasks": "tests/chart/test_readme_examples.py"},
+}
+
+
 def test_every_block_of_the_readmes_is_run_or_marked() -> None:
-    """A block the docs test cannot classify would silently go untested."""
+    """A block the docs test cannot classify, or that sits where no test runs it, would
+    silently go untested: each is run by a test or marked not-tested with its reason."""
     problems = [f"{b.where}: {b.problem()}" for page in (README, CHART_README)
                 for b in blocks(page) if b.problem()]
+    for page, sections in RUN_BY.items():
+        run = {b for title in sections for b in section(page, title)}
+        problems += [f"{b.where}: a {b.lang} block no test runs: run it or mark it "
+                     "`not-tested: why`" for b in blocks(page)
+                     if b.lang not in ("text", "console") and b.skip_reason is None
+                     and b not in run]
     assert not problems, "\n".join(problems)
 
 
