@@ -1,17 +1,24 @@
-"""The chart README's example values, read from the README and rendered: they are valid,
-and they do what the text around them says (two pools, the reports pool's grace period,
-its autoscaling range, the user's module imported next to the demo tasks `helm test`
-needs). Running them needs an image with `myapp` in it, which the README's deploy
-section builds and runs (tests/e2e/test_newcomer_install.py); this renders them.
+"""The docs' Kubernetes examples, read from the markdown and rendered against the chart.
+
+The chart README's example values are valid and do what the text around them says (two
+pools, the reports pool's grace period, its autoscaling range, the user's module
+imported next to the demo tasks `helm test` needs); running them needs an image with
+`myapp` in it, which the README's deploy section builds and runs
+(tests/e2e/test_newcomer_install.py). The README's producer Job carries the labels the
+broker's NetworkPolicy admits, which the test cluster's CNI does not enforce.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests.chart.conftest import CHART, Render, by_kind
+import yaml
+
+from tests.chart.conftest import CHART, Render, by_kind, named
 from tests.chart.test_workers import env_of, workers
 from tests.docs.markdown import section
+
+README = CHART.parents[1] / "README.md"
 
 
 def test_adding_your_own_tasks_values_render_as_described(render: Render,
@@ -46,3 +53,30 @@ def test_adding_your_own_tasks_values_render_as_described(render: Render,
     tests = [d for d in docs if d["kind"] == "Pod"
              and d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
     assert tests, "no helm test pod rendered with the README's values"
+
+
+def test_the_deploy_sections_producer_is_admitted_by_the_brokers_network_policy(
+        render: Render) -> None:
+    """The kind cluster's CNI does not enforce NetworkPolicy, so the newcomer test cannot
+    tell; here: the README's producer Job carries labels the broker's policy admits, on
+    the port and Secret the chart renders."""
+    jobs = [b for b in section(README, "Deploying on your own cluster")
+            if b.file == "producer-job.yaml"]
+    assert len(jobs) == 1, "the README's producer-job.yaml block is gone (update me)"
+    job = yaml.safe_load(jobs[0].text)
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    docs = render()
+    redis_pod = named(docs, "StatefulSet", "qscale-redis")["spec"]["template"]["metadata"]
+    policies = [p for p in by_kind(docs, "NetworkPolicy")
+                if p["spec"]["podSelector"]["matchLabels"].items()
+                <= redis_pod["labels"].items()]
+    assert policies, "no NetworkPolicy selects the Redis pod (is it still on by default?)"
+    admitted = [peer for p in policies for rule in p["spec"].get("ingress", [])
+                for peer in rule.get("from", [])
+                if "podSelector" in peer and "namespaceSelector" not in peer
+                and peer["podSelector"]["matchLabels"].items() <= labels.items()]
+    assert admitted, f"labels {labels} are admitted by none of {policies}"
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    ref = next(e["valueFrom"]["secretKeyRef"] for e in env if e["name"] == "QSCALE_BROKER_URL")
+    secret = named(docs, "Secret", ref["name"])
+    assert ref["key"] in {**secret.get("data", {}), **secret.get("stringData", {})}
