@@ -69,3 +69,23 @@ def test_every_alert_is_listed() -> None:
                                                "_alerts.tpl").read_text()))
     assert len(alerts) >= 5, alerts
     assert not _missing(alerts)
+
+
+
+def test_the_manuals_pause_dead_letter_classes_and_result_call_are_the_codes() -> None:
+    """The annotation the manual pauses with is the one the controller reads, the
+    dead-letter classes it lists are exactly the metric's, and its Python call exists."""
+    from controller.pool import PAUSED_ANNOTATION
+    from worker.api.client import Client
+    from worker.runtime import metrics
+
+    used = set(re.findall(r"annotate wp \S+ (qscale\.io/[a-z-]+)[=-]", MANUAL))
+    assert used == {PAUSED_ANNOTATION}, used
+    tree = ast.parse(Path(metrics.__file__).read_text())
+    function = next(n for n in ast.walk(tree)
+                    if isinstance(n, ast.FunctionDef) and n.name == "reason_class")
+    classes = {metrics.reason_class(marker) for marker in _strings(function)}
+    listed = MANUAL.split("counts them by class:", 1)[1].split(".", 1)[0]
+    assert set(re.findall(r"`([a-z_]+)`", listed)) == classes
+    assert "get_client().async_result(task_id)" in MANUAL
+    assert callable(getattr(Client, "async_result", None))
