@@ -5,13 +5,19 @@ pools, the reports pool's grace period, its autoscaling range, the user's module
 imported next to the demo tasks `helm test` needs); running them needs an image with
 `myapp` in it, which the README's deploy section builds and runs
 (tests/e2e/test_newcomer_install.py). The README's producer Job carries the labels the
-broker's NetworkPolicy admits, which the test cluster's CNI does not enforce.
+broker's NetworkPolicy admits, which the test cluster's CNI does not enforce. The
+producers' table (Secrets and variables, per broker and release name) matches what the
+chart gives the workers, RabbitMQ included, which no docs test runs.
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 
 from tests.chart.conftest import CHART, Render, by_kind, named
@@ -80,3 +86,36 @@ def test_the_deploy_sections_producer_is_admitted_by_the_brokers_network_policy(
     ref = next(e["valueFrom"]["secretKeyRef"] for e in env if e["name"] == "QSCALE_BROKER_URL")
     secret = named(docs, "Secret", ref["name"])
     assert ref["key"] in {**secret.get("data", {}), **secret.get("stringData", {})}
+
+
+def _rendered(helm: str, release: str, *args: str) -> list[dict[str, Any]]:
+    out = subprocess.run([helm, "template", release, str(CHART), "--namespace", "apps",
+                          *args], capture_output=True, text=True, timeout=120, check=True)
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+@pytest.mark.parametrize(("release", "prefix"), [("qscale", "qscale"),
+                                                 ("myapp", "myapp-qscale")])
+def test_the_producers_table_names_what_the_workers_get(helm: str, release: str,
+                                                        prefix: str) -> None:
+    """README, "Sending tasks from your application": a producer needs what the workers of
+    the queue have; the table names the Secrets (`<release>-redis`, `<release>-rabbitmq`,
+    `<release>-qscale` when the name lacks qscale) and the queue-argument variables."""
+    text = README.read_text()
+    rows = {row.split("|")[1].strip(): row for row in
+            text.split("## Sending tasks from your application", 1)[1].split("\n## ", 1)[0]
+            .splitlines() if row.startswith("| ") and not row.startswith("| what")}
+    assert "`<release>-qscale` when the name does not contain `qscale`" in \
+        rows["the broker URL, with its password"]
+    queue_vars = set(re.findall(r"`(QSCALE_[A-Z_]+)`", rows["RabbitMQ queue arguments"]))
+    for broker, url_secret in (("redis", f"{prefix}-redis"),
+                               ("rabbitmq", f"{prefix}-rabbitmq")):
+        docs = _rendered(helm, release, "--set", f"broker.type={broker}")
+        env = env_of(workers(docs)["default"])
+        assert env["QSCALE_BROKER_URL"] == {"secretKeyRef": {"name": url_secret, "key": "url"}}
+        if broker == "rabbitmq":
+            assert env["QSCALE_RESULT_URL"] == {
+                "secretKeyRef": {"name": f"{prefix}-redis", "key": "url"}}
+            assert queue_vars == {"QSCALE_AMQP_QUEUE_TYPE", "QSCALE_MAX_PRIORITY",
+                                  "QSCALE_MAX_REDELIVERIES"}
+            assert queue_vars <= env.keys()
