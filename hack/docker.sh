@@ -245,11 +245,16 @@ explain_privileged() {
       "$who. The workaround is qscale's OCI runtime wrapper,"
       "which drops the capabilities the machine lacks and then runs runc:"
       "  1. build it:  $GO build -C $HACK_DIR/oci-wrapper -o $WRAPPER ."
-      "  2. add to $DAEMON_JSON (keep your other settings):"
+      "  2. add to $DAEMON_JSON (keep your other settings; merge into \"runtimes\" if set):"
       "       \"runtimes\": {\"$RUNTIME_NAME\": {\"path\": \"$WRAPPER\"}},"
       "       \"default-runtime\": \"$RUNTIME_NAME\""
-      "     (kind cannot choose a runtime: it must be the default)"
-      "  3. restart Docker yourself (this stops its running containers)."
+      "     (kind cannot choose a runtime: it must be the default)")
+    local current; current="$(docker info --format '{{.DefaultRuntime}}' 2>/dev/null || true)"
+    if [ -n "$current" ] && [ "$current" != runc ] && [ "$current" != "$RUNTIME_NAME" ]; then
+      lines+=("     Your default runtime is now '$current'; $RUNTIME_NAME runs runc, so containers"
+        "     that need '$current' would then need --runtime $current.")
+    fi
+    lines+=("  3. restart Docker yourself (this stops its running containers)."
       "Or use a machine or VM whose bounding set is complete.")
   else
     lines+=("No capability is missing from this machine's bounding set, so qscale knows no"

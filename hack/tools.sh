@@ -41,7 +41,7 @@ stock_kubectl() {
     url="${QSCALE_KUBECTL_BASE_URL:-https://dl.k8s.io/release}/$ver/bin/$os/$arch/kubectl"
     if curl -fsSL --retry 2 --connect-timeout 15 -m 300 -o "$out.download" "$url" 2>"$LOG_DIR/kubectl-download.log" &&
        sum="$(curl -fsSL --connect-timeout 15 -m 60 "$url.sha256" 2>>"$LOG_DIR/kubectl-download.log")" &&
-       [ "$(sha256sum "$out.download" | cut -d' ' -f1)" = "${sum%% *}" ]; then
+       [ "$({ sha256sum "$out.download" 2>/dev/null || shasum -a 256 "$out.download"; } | cut -d' ' -f1)" = "${sum%% *}" ]; then
       chmod +x "$out.download"; mv -f "$out.download" "$out"
       log "kubectl $ver: downloaded $url (sha256 checked)"
     else

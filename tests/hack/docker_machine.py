@@ -84,7 +84,7 @@ class FakeMachine:
                              capture_output=True, text=True, check=True, timeout=30)
         pid = int(out.stdout.strip())
         deadline = time.monotonic() + 10
-        while not (self.proc / str(pid) / "cmdline").exists():
+        while not ((self.proc / str(pid) / "cmdline").exists() and (self.state / "up").exists()):
             assert time.monotonic() < deadline, "fake dockerd did not register"
             time.sleep(0.05)
         return pid

@@ -47,13 +47,14 @@ def test_users_docker_without_privileged_names_the_missing_capability(machine: F
     """The user's dockerd runs plain runc on a machine lacking CAP_SYS_RESOURCE."""
     before = user_daemon_json()
     machine.daemon_json.write_text(before)
-    users = machine.start_dockerd("-H", "fd://")
+    users = machine.start_dockerd("-H", "fd://", "--config-file", str(machine.daemon_json))
     machine.forget_starts()
 
     result = machine.run(manage=True)
 
     assert result.returncode != 0, result.stderr
     _unchanged(machine, before)
+    assert "Your default runtime is now 'nvidia'" in result.stderr
     assert machine.alive(users), "the user's dockerd was stopped"
     assert machine.dockerd_starts() == [], "a dockerd was (re)started"
     assert "lacks CAP_SYS_RESOURCE;" in result.stderr, result.stderr
