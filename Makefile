@@ -45,8 +45,9 @@ test: venv services test-tools lint cluster
 
 # Generated work and faults (kills, drains, broker SIGKILL, network faults) for ~6 min per
 # broker; results in artifacts/checker/*.json (summarised in README). QSCALE_SOAK_* scale it.
+SOAK_TIMEOUT ?= 2400
 soak: venv services test-tools
-	QSCALE_CHECK_SCALE=soak $(VENV)/bin/pytest -s -p no:cacheprovider tests/checker $(PYTEST_ARGS)
+	QSCALE_CHECK_SCALE=soak $(VENV)/bin/pytest -s -p no:cacheprovider --timeout $(SOAK_TIMEOUT) tests/checker $(PYTEST_ARGS)
 
 # Coverage-guided fuzzing of decode (raw bytes and an envelope grammar), FUZZ_SECONDS each;
 # crashers land in tests/fuzz/crashers/ and become regression tests.
