@@ -55,11 +55,19 @@ with_timeout() {
   if command -v timeout >/dev/null 2>&1; then timeout "$@"; else shift; "$@"; fi
 }
 
+# The line of docker's output that says what failed (not "Run 'docker run --help'").
+reason_of() {
+  local text="$1" line
+  line="$(printf '%s\n' "$text" | grep -i -m1 -e 'error' -e 'denied' -e 'cannot' || true)"
+  [ -n "$line" ] || line="$(printf '%s\n' "$text" | grep -v '^\s*$' | tail -n1)"
+  printf '%s' "$line"
+}
+
 DOCKER_ERR=""
 docker_up() {
   local err rc=0
   err="$(with_timeout 20 docker info 2>&1 >/dev/null)" || rc=$?
-  DOCKER_ERR="$(printf '%s\n' "$err" | grep -v '^\s*$' | tail -n1)"
+  DOCKER_ERR="$(reason_of "$err")"
   [ "$rc" -eq 0 ]
 }
 
@@ -137,7 +145,7 @@ privileged_ok() {
   probe_image
   local out rc=0
   out="$(with_timeout 120 docker run --rm --privileged --network none "$PROBE_IMAGE" 2>&1)" || rc=$?
-  PROBE_ERR="$(printf '%s\n' "$out" | grep -v '^\s*$' | tail -n1)"
+  PROBE_ERR="$(reason_of "$out")"
   [ "$rc" -eq 0 ] && log "privileged probe: ${out##*$'\n'}"
   [ "$rc" -eq 0 ]
 }

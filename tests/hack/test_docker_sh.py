@@ -62,6 +62,7 @@ def test_users_docker_without_privileged_names_the_missing_capability(machine: F
         assert other not in result.stderr
     assert '"default-runtime": "qscale-runc"' in result.stderr  # the exact change to make
     assert "qscale did not start this Docker, so it changes nothing" in result.stderr
+    assert "said: docker: Error response from daemon" in result.stderr  # docker's own reason
 
 
 def test_complete_bounding_set_says_no_workaround(machine: FakeMachine) -> None:
