@@ -10,7 +10,9 @@ persistent messages in its own data directory.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -18,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Protocol
@@ -83,6 +86,22 @@ class PrivateRedis:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGKILL)
             self._proc.wait(10)
+
+    def channels_summary(self) -> str:
+        """Unacknowledged deliveries per channel, with its connection's client port."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.api_port}/api/channels?columns=name,"
+            "messages_unacknowledged,consumer_count,state,connection_details",
+            headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                channels = json.loads(resp.read())
+        except (OSError, ValueError) as exc:
+            return f"(management API: {exc})"
+        return "; ".join(
+            f"{c.get('name')} unacked={c.get('messages_unacknowledged')} "
+            f"consumers={c.get('consumer_count')} state={c.get('state')}"
+            for c in channels) or "(no channels)"
 
     def stop(self) -> None:
         self.kill()

@@ -60,7 +60,8 @@ def check(world: World, ledger: Ledger, outcome: Outcome) -> Report:
     runs = {tid: {e["run"] for e in evs} for tid, evs in finishes.items()}
 
     if not outcome.settled:
-        report.fail(f"did not settle within the timeout; broker counts {outcome.stats}")
+        report.fail(f"did not settle within the timeout; broker counts {outcome.stats}\n"
+                    f"{outcome.diagnosis}")
     # Nothing left claimed, ready or delayed.
     for name in ("ready", "in_flight", "delayed"):
         if outcome.stats.get(name) != 0:

@@ -148,6 +148,7 @@ class Outcome:
     stats: dict[str, int | None]
     settled_after: float
     settled: bool
+    diagnosis: str = ""
 
 
 def run(world: World, plan: Plan, *, settle_timeout: float = 150.0) -> tuple[Ledger, Outcome]:
@@ -217,4 +218,5 @@ def _settle(world: World, producer: Producer, timeout: float) -> Outcome:
                "in_flight": stats.in_flight if stats else None,
                "delayed": stats.delayed if stats else None,
                "dead": stats.dead if stats else None},
-        settled_after=0.0, settled=quiet_since is not None and final and idle)
+        settled_after=0.0, settled=quiet_since is not None and final and idle,
+        diagnosis="" if quiet_since is not None and final and idle else world.diagnose())

@@ -26,10 +26,11 @@ pytestmark = [pytest.mark.redis, pytest.mark.rabbitmq, pytest.mark.slow]
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "checker"
 SCALE = {  # ops published over `window` seconds, with `faults` faults among them
-    "ci": {"ops": 60, "window": 20.0, "faults": 6},
+    "ci": {"ops": 60, "window": 20.0, "faults": 6, "settle": 150.0},
     "soak": {"ops": int(os.environ.get("QSCALE_SOAK_OPS", "900")),
              "window": float(os.environ.get("QSCALE_SOAK_SECONDS", "360")),
-             "faults": int(os.environ.get("QSCALE_SOAK_FAULTS", "70"))},
+             "faults": int(os.environ.get("QSCALE_SOAK_FAULTS", "70")),
+             "settle": float(os.environ.get("QSCALE_SOAK_SETTLE", "600"))},
 }
 
 
@@ -47,11 +48,12 @@ def _cases() -> list[tuple[str, int]]:
 
 @pytest.mark.parametrize(("broker", "seed"), _cases())
 def test_no_task_lost_stranded_or_corrupted_under_faults(broker: str, seed: int) -> None:
-    scale = SCALE[os.environ.get("QSCALE_CHECK_SCALE", "ci")]
+    scale = dict(SCALE[os.environ.get("QSCALE_CHECK_SCALE", "ci")])
+    settle = scale.pop("settle")
     plan = draw_plan(seed, **scale)
     world = World.create(broker, f"chk-{uuid.uuid4().hex[:8]}")
     try:
-        ledger, outcome = run(world, plan)
+        ledger, outcome = run(world, plan, settle_timeout=settle)
         report = check(world, ledger, outcome)
         summary = {"broker": broker, "seed": seed, **report.counts,
                    "faults_applied": world.faults, "broker_restarts_s": world.broker_restarts,

@@ -199,6 +199,21 @@ class World:
             self.proxy.heal()
             self._heal_at = None
 
+    def diagnose(self) -> str:
+        """Who holds what when a run did not settle: each live worker's /state and log
+        tail and, on RabbitMQ, the unacknowledged deliveries per consumer connection."""
+        lines = []
+        for worker in self.workers:
+            state = {k: v for k, v in worker.state().items()
+                     if k in ("broker_connected", "in_flight", "busy", "prefetched",
+                              "draining", "cordoned", "completed", "child_restarts")}
+            alive = worker.proc is not None and worker.proc.poll() is None
+            lines.append(f"worker {worker.pid} alive={alive} state={state}")
+            lines.append("  log tail: " + worker.log()[-1500:].replace("\n", "\n  "))
+        if isinstance(self.broker, PrivateRabbit):
+            lines.append("rabbitmq channels: " + self.broker.channels_summary())
+        return "\n".join(lines)
+
     def sample_rss(self) -> None:
         """RSS of each supervisor, from 10 s after its start (a warm, serving worker)."""
         for worker in self.workers:
