@@ -83,15 +83,22 @@ tools:
 	bash hack/cluster.sh tools
 
 # --- image, Helm chart and plain manifests (hack/build-image.sh, hack/gen-k8s.sh) ---
-.PHONY: image images chart-check k8s-gen k8s-check
+.PHONY: image images image-check chart-check k8s-gen k8s-check
 
-# The qscale image (wheelhouse built here, image build offline); LOAD=1 loads it into kind.
+# The qscale image (wheelhouse built here for the image's Python, image build offline);
+# LOAD=1 loads it into kind. With a package index, plain `docker build .` works too.
 image:
 	bash hack/build-image.sh $(if $(LOAD),--load) qscale
 
 # qscale plus the broker and monitoring images the chart uses (qscale-redis, -rabbitmq, -prometheus).
 images:
 	bash hack/build-image.sh $(if $(LOAD),--load) all
+
+# Image builds beyond make test's (tests/image/heavy; docs/images.md has the last run):
+# `docker build .` from the package index with no wheelhouse (Debian base: no registry
+# here), and the offline build with each other host Python found (3.10, 3.12, 3.13).
+image-check: venv services
+	QSCALE_IMAGE_HEAVY=1 $(VENV)/bin/pytest -p no:cacheprovider tests/image $(PYTEST_ARGS)
 
 # helm lint --strict (every ci/*-values.yaml), kubeconform against offline 1.34 schemas, chart unit tests.
 chart-check: venv test-tools
