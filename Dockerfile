@@ -1,15 +1,24 @@
 # qscale: one image for the worker (`python -m worker run`, the default) and the
 # controller (`python -m controller run`).
 #
-# The build needs no package index: hack/build-image.sh first runs
-# `pip wheel . -w dist/wheelhouse` on the host, and this file installs only from
-# that wheelhouse. Works with docker's classic builder (no BuildKit syntax).
+# With a package index (PyPI or your mirror), nothing needs to be prepared:
 #
-#   docker build -t qscale:dev .                                           # python slim base
-#   docker build --build-arg BASE_IMAGE=qscale/debian:bookworm -t qscale:dev .  # plain Debian
+#   docker build -t qscale:dev .
 #
-# Either base must be Debian bookworm (Python 3.11, glibc 2.36): the wheelhouse
-# holds cp311 manylinux wheels.
+# The builder stage builds qscale and its dependencies for the image's own Python;
+# the final stage is the runtime alone, non-root (uid 10001), fine with a read-only
+# root filesystem (/tmp is the only place it writes). Build arguments:
+#
+#   BASE_IMAGE     a Debian-based image (default python:3.11-slim-bookworm); one
+#                  without python3 or tini gets them from apt (plain debian:bookworm).
+#   WHEELHOUSE     a directory of the build context holding qscale's wheel and every
+#                  dependency for the image's Python: installed with no index at all.
+#                  hack/build-image.sh makes dist/wheelhouse for it (the offline build).
+#   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL   a package index mirror.
+#   BUILD_CA_CERT  PEM text of a CA certificate pip should trust in the builder (a
+#                  TLS-intercepting proxy); the final image does not get it.
+#
+# Works with BuildKit and with docker's classic builder (no BuildKit-only syntax).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 # --- runtime: a base that is guaranteed to have python3 (the slim image has it;
@@ -26,9 +35,9 @@ RUN set -eu; \
       apt-get install -y --no-install-recommends $missing; \
       rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin; \
     fi; \
-    python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version'
+    python3 -c 'import sys; assert sys.version_info[:2] >= (3, 11), "qscale needs Python >= 3.11, the base has " + sys.version'
 
-# --- build: create the virtualenv and install qscale from the wheelhouse.
+# --- build: a virtualenv with qscale, from the package index or the wheelhouse.
 FROM runtime AS build
 RUN set -eu; \
     if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then \
@@ -37,11 +46,32 @@ RUN set -eu; \
       rm -rf /var/lib/apt/lists/*; \
     fi; \
     python3 -m venv /opt/qscale
-COPY dist/wheelhouse /wheelhouse
+# .dockerignore lets in only the sources and dist/wheelhouse.
+COPY . /src/
+ARG WHEELHOUSE=
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG BUILD_CA_CERT=
 # qscale uses the synchronous Kubernetes client: its asyncio twin (~70 MB) goes.
 RUN set -eu; \
-    /opt/qscale/bin/pip install --no-cache-dir --no-index --find-links /wheelhouse qscale; \
-    /opt/qscale/bin/pip uninstall -y -q setuptools wheel || true; \
+    pip=/opt/qscale/bin/pip; \
+    if [ -n "$WHEELHOUSE" ]; then \
+      wh="/src/${WHEELHOUSE#./}"; \
+      if ! ls "$wh"/qscale-*.whl >/dev/null 2>&1; then \
+        echo "WHEELHOUSE=$WHEELHOUSE: no qscale wheel there (hack/build-image.sh makes dist/wheelhouse; .dockerignore admits only that directory)" >&2; \
+        exit 1; \
+      fi; \
+      $pip install --no-cache-dir --no-index --find-links "$wh" qscale; \
+    else \
+      if [ -n "$BUILD_CA_CERT" ]; then \
+        printf '%s\n' "$BUILD_CA_CERT" > /tmp/build-ca.pem; \
+        cat "$(/opt/qscale/bin/python -c 'import pip._vendor.certifi as c; print(c.where())')" /tmp/build-ca.pem > /tmp/pip-ca.pem; \
+        export PIP_CERT=/tmp/pip-ca.pem; \
+      fi; \
+      $pip install --no-cache-dir --disable-pip-version-check /src; \
+      rm -f /tmp/build-ca.pem /tmp/pip-ca.pem; \
+    fi; \
+    $pip uninstall -y -q setuptools wheel || true; \
     site="$(/opt/qscale/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
     rm -rf "$site/kubernetes/aio"; \
     /opt/qscale/bin/python -c 'import worker, controller'

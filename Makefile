@@ -83,15 +83,22 @@ tools:
 	bash hack/cluster.sh tools
 
 # --- image, Helm chart and plain manifests (hack/build-image.sh, hack/gen-k8s.sh) ---
-.PHONY: image images chart-check k8s-gen k8s-check
+.PHONY: image images image-check chart-check k8s-gen k8s-check
 
-# The qscale image (wheelhouse built here, image build offline); LOAD=1 loads it into kind.
+# The qscale image (wheelhouse built here for the image's Python, image build offline);
+# LOAD=1 loads it into kind. With a package index, plain `docker build .` works too.
 image:
 	bash hack/build-image.sh $(if $(LOAD),--load) qscale
 
 # qscale plus the broker and monitoring images the chart uses (qscale-redis, -rabbitmq, -prometheus).
 images:
 	bash hack/build-image.sh $(if $(LOAD),--load) all
+
+# Image builds beyond make test's (tests/image/heavy; docs/images.md has the last run):
+# `docker build .` from the package index with no wheelhouse (Debian base: no registry
+# here), and the offline build with each other host Python found (3.10, 3.12, 3.13).
+image-check: venv services
+	QSCALE_IMAGE_HEAVY=1 $(VENV)/bin/pytest -p no:cacheprovider tests/image $(PYTEST_ARGS)
 
 # helm lint --strict (every ci/*-values.yaml), kubeconform against offline 1.34 schemas, chart unit tests.
 chart-check: venv test-tools
@@ -108,6 +115,15 @@ k8s-check:
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && bash hack/gen-k8s.sh "$$tmp" \
 	  && diff -r k8s/base "$$tmp/base" && diff -r k8s/overlays "$$tmp/overlays" \
 	  && echo "k8s-check: k8s/ matches the chart"
+
+# --- generated references (docs/reference: settings, CLI, WorkerPool, task API; chart values) ---
+.PHONY: docs
+
+# Rewrite docs/reference/*.md from the code and the chart README's values table from
+# values.yaml; tests/unit/test_docs_reference.py and tests/chart/test_schema.py fail when stale.
+docs: venv
+	$(VENV)/bin/python hack/gen-docs.py
+	$(VENV)/bin/python hack/chart-readme.py
 
 # --- the demo (README quickstart): cluster, images, chart, a live autoscaling burst ---
 .PHONY: demo

@@ -4,13 +4,20 @@
 #   hack/cluster.sh down          delete the cluster
 #   hack/cluster.sh load IMAGE..  load local docker images into the cluster
 #   hack/cluster.sh tools         build only kind/helm/kubeconform/kubectl
+#   hack/cluster.sh path          print which node image `up` would use, and why
 # Offline by default: every image is built here. QSCALE_KIND_NODE_IMAGE=ref
-# (e.g. kindest/node:v1.34.0 where a registry is reachable) skips the builds.
+# (e.g. kindest/node:v1.34.3@sha256:... where a registry is reachable) skips the
+# builds (no Kubernetes build: kubectl is downloaded or built from its Go module).
+# QSCALE_KIND_AUTO=1 (make demo) chooses: the stock kindest/node when Docker can
+# pull it (or the cluster already runs it), else the offline build; it says which.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 KIND="$BIN_DIR/kind"
 KUBECTL="$BIN_DIR/kubectl"
 KUBECTL_Q=("$KUBECTL" --kubeconfig "$KUBECONFIG_FILE")
+
+# The kindest/node that kind v0.31.0 publishes for Kubernetes 1.34 (its release notes).
+STOCK_NODE_IMAGE="${QSCALE_STOCK_NODE_IMAGE:-kindest/node:v1.34.3@sha256:08497ee19eace7b4b5348db5c6a1591d7752b164530a36f855cb0f2bdcbadd48}"
 
 # Whether the cluster exists. A listing that fails (dockerd slow under load answers
 # `docker ps` with an error now and then) is unknown, not "absent": retried, then fatal.
@@ -74,6 +81,44 @@ build_node_image() {
   bash "$HACK_DIR/kind-node/build.sh"
 }
 
+# choose_path: sets NODE_PATH (stock|offline), NODE_IMAGE (stock only) and NODE_WHY.
+choose_path() {
+  NODE_IMAGE=""
+  if [ -n "${QSCALE_KIND_NODE_IMAGE:-}" ]; then
+    NODE_PATH=stock NODE_IMAGE="$QSCALE_KIND_NODE_IMAGE" NODE_WHY="QSCALE_KIND_NODE_IMAGE is set"
+    return
+  fi
+  if [ "${QSCALE_KIND_AUTO:-0}" != 1 ]; then
+    NODE_PATH=offline NODE_WHY="the default of make cluster (QSCALE_KIND_NODE_IMAGE unset)"
+    return
+  fi
+  local running
+  running="$(docker inspect -f '{{.Config.Image}}' "$(node_container)" 2>/dev/null || true)"
+  if cluster_exists && [ -n "$running" ]; then
+    case "$running" in
+      qscale/kind-node:*) NODE_PATH=offline NODE_WHY="cluster $CLUSTER_NAME already runs the offline node image $running" ;;
+      *) NODE_PATH=stock NODE_IMAGE="$running" NODE_WHY="cluster $CLUSTER_NAME already runs $running" ;;
+    esac
+    return
+  fi
+  if have_image "$STOCK_NODE_IMAGE"; then
+    NODE_PATH=stock NODE_IMAGE="$STOCK_NODE_IMAGE" NODE_WHY="Docker already has $STOCK_NODE_IMAGE"
+    return
+  fi
+  local err
+  if err="$(docker pull "$STOCK_NODE_IMAGE" 2>&1 >/dev/null)"; then
+    NODE_PATH=stock NODE_IMAGE="$STOCK_NODE_IMAGE" NODE_WHY="Docker pulled $STOCK_NODE_IMAGE"
+  else
+    NODE_PATH=offline
+    NODE_WHY="Docker cannot pull $STOCK_NODE_IMAGE ($(printf '%s\n' "$err" | grep -v '^\s*$' | tail -n1)): Kubernetes and the node image are built here (the first time takes long)"
+  fi
+}
+
+cmd_path() {
+  choose_path
+  printf '%s\t%s\t%s\n' "$NODE_PATH" "${NODE_IMAGE:--}" "$NODE_WHY"
+}
+
 cmd_tools() {
   bash "$HACK_DIR/docker.sh"
   bash "$HACK_DIR/tools.sh"
@@ -81,11 +126,14 @@ cmd_tools() {
 
 cmd_up() {
   local t0=$SECONDS image
-  if [ -n "${QSCALE_KIND_NODE_IMAGE:-}" ]; then
-    cmd_tools
-    image="$QSCALE_KIND_NODE_IMAGE"
+  bash "$HACK_DIR/docker.sh"
+  choose_path
+  log "cluster $CLUSTER_NAME: $NODE_PATH path${NODE_IMAGE:+ ($NODE_IMAGE)}: $NODE_WHY"
+  if [ "$NODE_PATH" = stock ]; then
+    export QSCALE_KIND_NODE_IMAGE="$NODE_IMAGE"
+    bash "$HACK_DIR/tools.sh"
+    image="$NODE_IMAGE"
   else
-    bash "$HACK_DIR/docker.sh"
     image="$(build_node_image | tail -n1)"
   fi
   [ -n "$image" ] || die "no node image"
@@ -152,5 +200,6 @@ case "${1:-up}" in
   down) cmd_down ;;
   load) shift; cmd_load "$@" ;;
   tools) cmd_tools ;;
-  *) die "unknown command ${1}; use up|down|load|tools" ;;
+  path) cmd_path ;;
+  *) die "unknown command ${1}; use up|down|load|tools|path" ;;
 esac

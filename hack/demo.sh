@@ -4,7 +4,9 @@
 #   make demo                  # Redis broker
 #   BROKER=rabbitmq make demo  # RabbitMQ broker (plus a small results Redis)
 #
-# 1. creates or reuses the kind cluster (`make cluster`, built offline and cached)
+# 1. creates or reuses the kind cluster: the stock kindest/node when Docker can pull it
+#    (no Kubernetes build), else the offline build (`make cluster`, cached); it prints
+#    which path it took and why (QSCALE_KIND_NODE_IMAGE=ref forces a node image)
 # 2. builds the images and loads them into the cluster (`hack/build-image.sh --load all`)
 # 3. installs or upgrades the chart as release "demo" in namespace qscale-demo-<broker>
 # 4. submits a burst of DEMO_TASKS (3000) qscale.demo.sleep tasks of DEMO_TASK_SECONDS (0.5)
@@ -38,7 +40,17 @@ esac
 [[ "$TASK_SECONDS" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "DEMO_TASK_SECONDS must be a number, got '$TASK_SECONDS'"
 [[ "$TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "DEMO_TIMEOUT must be a positive integer, got '$TIMEOUT'"
 
-say "1/5 kind cluster (make cluster; the first run builds Kubernetes from source and takes long)"
+export QSCALE_KIND_AUTO=1
+bash hack/docker.sh || die "Docker cannot run kind here (see above)"
+IFS=$'\t' read -r node_path node_image node_why < <(bash hack/cluster.sh path) \
+  || die "cannot choose the kind node image"
+export QSCALE_KIND_AUTO=0   # chosen once, here
+if [ "$node_path" = stock ]; then
+  say "1/5 kind cluster: stock path, node image $node_image, because $node_why (no Kubernetes build)"
+  export QSCALE_KIND_NODE_IMAGE="$node_image"
+else
+  say "1/5 kind cluster: offline path (Kubernetes and the node image built here, cached), because $node_why"
+fi
 bash hack/cluster.sh up || die "make cluster failed (logs: \${QSCALE_CACHE:-/var/cache/qscale}/logs)"
 # shellcheck disable=SC1091
 source hack/env.sh

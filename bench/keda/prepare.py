@@ -44,8 +44,8 @@ def build_images(kube: Kube, *, rebuild: bool = True, base: str = BASE_TAG) -> s
     this checkout, or one a caller already built (the smoke test's `qscale:<version>`).
     """
     if base == BASE_TAG and (rebuild or not _have(kube, BASE_TAG)):
-        log.info("building the qscale image (hack/build-image.sh --tag bench qscale)")
-        kube.script("hack/build-image.sh", "--tag", "bench", "qscale", timeout=3600)
+        log.info("building the qscale image (hack/build-image.sh --tag %s qscale)", BASE_TAG)
+        kube.script("hack/build-image.sh", "--tag", BASE_TAG, "qscale", timeout=3600)
     version = chart_version()
     missing = [n for n in ("qscale-redis", "qscale-rabbitmq") if not _have(kube, f"{n}:{version}")]
     if missing:

@@ -1,0 +1,3 @@
+module qscale.local/privileged-probe
+
+go 1.22
