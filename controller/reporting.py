@@ -134,6 +134,7 @@ class PoolReporter:
         if not leader:  # a standby's view would double the leader's in every sum
             deps.metrics.forget(*labels)
             return
+        deps.metrics.pool_seen(*labels)
         if obs.ready is not None:
             deps.metrics.queue_ready.labels(*labels).set(obs.ready)
             deps.metrics.queue_in_flight.labels(*labels).set(obs.in_flight or 0)
