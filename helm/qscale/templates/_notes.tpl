@@ -12,9 +12,10 @@ Images. The qscale image ({{ $image }}) runs the workers, the controller and `he
 
   WARNING: {{ $image }} is the chart's default image, published in no registry. Unless
   you loaded it into this cluster's nodes, every worker and controller pod stays in
-  ErrImagePull / ImagePullBackOff. Build it from the qscale repository, then either
-    kind:           docker build -t {{ $image }} . && kind load docker-image {{ $image }}
-    any cluster:    docker build -t REGISTRY/qscale:{{ .Chart.AppVersion }} . && docker push REGISTRY/qscale:{{ .Chart.AppVersion }}
+  ErrImagePull / ImagePullBackOff. Build it from the qscale repository
+  (`hack/build-image.sh qscale`), then either
+    kind:           kind load docker-image {{ $image }}
+    any cluster:    docker tag {{ $image }} REGISTRY/qscale:{{ .Chart.AppVersion }} && docker push REGISTRY/qscale:{{ .Chart.AppVersion }}
                     helm upgrade {{ .Release.Name }} <chart> -n {{ .Release.Namespace }} --reuse-values --set image.registry=REGISTRY
 {{- end }}
 {{- $brokerImages := list }}
