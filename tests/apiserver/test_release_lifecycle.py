@@ -127,3 +127,33 @@ def test_autoscaling_keeps_the_pools_replicas(apiserver: Path) -> None:
     helm(apiserver, "upgrade", "qscale", str(CHART), *ns, "--set", "autoscaling.enabled=true",
          "--set", "worker.logLevel=DEBUG")
     assert get(apiserver, *deployment)["spec"]["replicas"] == 5, "upgrade undid the controller"
+
+
+def test_an_older_crd_installed_without_helm_is_taken_over_loudly(apiserver: Path,
+                                                                 tmp_path: Path) -> None:
+    """Chart 0.1.x installed the CRD from crds/ (no Helm ownership), as `kubectl apply`
+    would. An install leaves it alone and its NOTES say it lacks fields; an upgrade
+    refuses (Helm's ownership error) until `--take-ownership`, instead of the API server
+    pruning the new field in silence."""
+    crd = yaml.safe_load((CHART / "files" / "crds" / "workerpool.yaml").read_text())
+    del crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"][
+        "properties"]["controllerVersion"]
+    (tmp_path / "crd.yaml").write_text(yaml.safe_dump(crd))
+    if exists(apiserver, "crd", CRD):
+        kubectl(apiserver, "delete", "crd", CRD, "--wait=true")
+    kubectl(apiserver, "create", "-f", str(tmp_path / "crd.yaml"))
+
+    ns = ["-n", "unmanaged"]
+    notes = helm(apiserver, "install", "qscale", str(CHART), *ns, "--create-namespace")
+    assert "WARNING: it lacks fields of this chart (status.controllerVersion)" in notes
+    assert "meta.helm.sh/release-name" not in get(apiserver, "crd", CRD)["metadata"].get(
+        "annotations", {})
+
+    refused = _run([find_helm(), "upgrade", "qscale", str(CHART), *ns], apiserver, check=False)
+    assert refused.returncode != 0 and "invalid ownership metadata" in refused.stderr
+
+    helm(apiserver, "upgrade", "qscale", str(CHART), *ns, "--take-ownership")
+    live = get(apiserver, "crd", CRD)
+    assert live["metadata"]["annotations"]["meta.helm.sh/release-namespace"] == "unmanaged"
+    assert "controllerVersion" in live["spec"]["versions"][0]["schema"]["openAPIV3Schema"][
+        "properties"]["status"]["properties"]
