@@ -1,8 +1,9 @@
 """Reinstall, GitOps and upgrades, as far as a render shows them (issue #11 items 4, 5, 8).
 
 What needs a cluster (a Secret kept by `helm uninstall`, `lookup`, a CRD upgrade reaching
-status, live replicas kept) is not proven by these renders. RabbitMQ's user synced to a
-new Secret on a kept volume runs against the real image in tests/images/.
+status, live replicas kept) runs with the real helm against a bare API server in
+tests/apiserver/; RabbitMQ's user synced to a new Secret on a kept volume runs against
+the real image in tests/images/.
 """
 
 from __future__ import annotations
