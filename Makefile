@@ -109,6 +109,15 @@ k8s-check:
 	  && diff -r k8s/base "$$tmp/base" && diff -r k8s/overlays "$$tmp/overlays" \
 	  && echo "k8s-check: k8s/ matches the chart"
 
+# --- generated references (docs/reference: settings, CLI, WorkerPool, task API; chart values) ---
+.PHONY: docs
+
+# Rewrite docs/reference/*.md from the code and the chart README's values table from
+# values.yaml; tests/unit/test_docs_reference.py and tests/chart/test_schema.py fail when stale.
+docs: venv
+	$(VENV)/bin/python hack/gen-docs.py
+	$(VENV)/bin/python hack/chart-readme.py
+
 # --- the demo (README quickstart): cluster, images, chart, a live autoscaling burst ---
 .PHONY: demo
 

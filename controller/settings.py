@@ -38,6 +38,15 @@ ENV_PREFIX = "QSCALE_CONTROLLER_"
 _BROKER_SCHEMES = ("redis", "rediss", "unix", "amqp", "amqps", "pyamqp")
 
 
+def _env_mode(text: str) -> str:
+    return f"Env mode (POOL_SOURCE=env) only: {text}"
+
+
+def _spec(field: str) -> str:
+    """Env mode's copy of a WorkerPool field: one meaning, documented with the CRD."""
+    return _env_mode(f"as WorkerPool `spec.{field}`.")
+
+
 def _comma_list(value: object) -> object:
     """`a, b,c` from the environment -> ("a", "b", "c")."""
     if isinstance(value, str):
@@ -51,77 +60,122 @@ class ControllerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True,
                                       populate_by_name=True)
 
-    pool_source: Literal["workerpools", "env"] = "workerpools"
-    # This controller reconciles the WorkerPools labelled qscale.io/controller=<name>
-    # ("": those without the label); the chart sets its release's fullname.
-    name: str = ""
-    # WorkerPool mode: "" watches all namespaces. Env mode: the Deployment's namespace.
-    namespace: str = ""
-    dry_run: bool = False
+    pool_source: Literal["workerpools", "env"] = Field(
+        "workerpools", description="`workerpools`: scale the pools that WorkerPool resources "
+                                   "describe (the chart's way); `env`: scale the one "
+                                   "Deployment described by the env-mode variables below.")
+    name: str = Field(
+        "", description="Reconcile only the WorkerPools labelled `qscale.io/controller=<name>` "
+                        "(empty: those without the label). The chart sets its release's "
+                        "name, so two releases never act on each other's pools.")
+    namespace: str = Field(
+        "", description="WorkerPool mode: the namespace to watch (empty: all). Env mode: the "
+                        "Deployment's namespace (empty: `default`).")
+    dry_run: bool = Field(False, description="Log decisions, change nothing.")
 
     # -- single-pool (env) mode --
-    pool_name: str = "default"
-    broker_url: str = ""
+    pool_name: str = Field("default", description=_env_mode("the pool's name in logs and "
+                                                            "metrics."))
+    broker_url: str = Field("", description=_env_mode("the broker URL (required)."))
     queues: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list),
-                      Field(min_length=1)] = ("default",)
-    deployment: str = ""
-    concurrency: Annotated[int, Field(ge=1, le=1024)] = 1
-    mode: Literal["queue", "latency"] = _POLICY.mode
-    min_replicas: Annotated[int, _bound("min_replicas")] = _POLICY.min_replicas
-    max_replicas: Annotated[int, _bound("max_replicas")] = _POLICY.max_replicas
-    target_per_slot: Annotated[float, _bound("target_per_slot")] = _POLICY.target_per_slot
-    target_wait_seconds: Annotated[float, _bound("target_wait_seconds")
-                                   ] = _POLICY.target_wait_seconds
-    activation_threshold: Annotated[int, _bound("activation_threshold")
-                                    ] = _POLICY.activation_threshold
-    tolerance: Annotated[float, _bound("tolerance")] = _POLICY.tolerance
-    max_step_up: Annotated[int | None, _bound("max_step_up")] = _POLICY.max_step_up
+                      Field(min_length=1)] = Field(
+        ("default",), description=_env_mode("comma-separated queues to measure."))
+    deployment: str = Field("", description=_env_mode("the worker Deployment to scale "
+                                                      "(required)."))
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = Field(
+        1, description=_env_mode("the workers' QSCALE_CONCURRENCY."))
+    mode: Literal["queue", "latency"] = Field(_POLICY.mode, description=_spec("mode"))
+    min_replicas: Annotated[int, _bound("min_replicas")] = Field(
+        _POLICY.min_replicas, description=_spec("minReplicas"))
+    max_replicas: Annotated[int, _bound("max_replicas")] = Field(
+        _POLICY.max_replicas, description=_spec("maxReplicas"))
+    target_per_slot: Annotated[float, _bound("target_per_slot")] = Field(
+        _POLICY.target_per_slot, description=_spec("targetPerSlot"))
+    target_wait_seconds: Annotated[float, _bound("target_wait_seconds")] = Field(
+        _POLICY.target_wait_seconds, description=_spec("targetWaitSeconds"))
+    activation_threshold: Annotated[int, _bound("activation_threshold")] = Field(
+        _POLICY.activation_threshold, description=_spec("activationThreshold"))
+    tolerance: Annotated[float, _bound("tolerance")] = Field(
+        _POLICY.tolerance, description=_spec("tolerance"))
+    max_step_up: Annotated[int | None, _bound("max_step_up")] = Field(
+        _POLICY.max_step_up, description=_spec("maxStepUp"))
     # Unset = automatic (see controller.policyconfig); a value is honoured as given.
     scale_down_window_seconds: Annotated[float | None, _bound("scale_down_window_seconds")
-                                         ] = _POLICY.scale_down_window_seconds
-    scale_down_step: Annotated[int | None, _bound("scale_down_step")] = _POLICY.scale_down_step
-    flap_backoff_max: Annotated[int, _bound("flap_backoff_max")] = _POLICY.flap_backoff_max
-    cooldown_seconds: Annotated[float | None, _bound("cooldown_seconds")
-                                ] = _POLICY.cooldown_seconds
-    pod_startup_seconds: Annotated[float, _bound("pod_startup_seconds")
-                                   ] = _POLICY.pod_startup_seconds
-    batch_seconds: Annotated[float, _bound("batch_seconds")] = _POLICY.batch_seconds
-    poll_interval_seconds: Annotated[float, Field(ge=0.1, le=300)] = 1.0
-    on_error: Literal["hold", "fallback"] = _POLICY.on_error
-    fallback_replicas: Annotated[int | None, _bound("fallback_replicas")
-                                 ] = _POLICY.fallback_replicas
-    fallback_failure_threshold: Annotated[int, _bound("fallback_failure_threshold")
-                                          ] = _POLICY.fallback_failure_threshold
-    drain_deadline_seconds: Annotated[float, Field(ge=0)] = 900.0
-    pod_state_port: Annotated[int, Field(ge=0, le=65535)] = 8080  # 0: pods serve no /state
+                                         ] = Field(_POLICY.scale_down_window_seconds,
+                                                   description=_spec("scaleDownWindowSeconds"))
+    scale_down_step: Annotated[int | None, _bound("scale_down_step")] = Field(
+        _POLICY.scale_down_step, description=_spec("scaleDownStep"))
+    flap_backoff_max: Annotated[int, _bound("flap_backoff_max")] = Field(
+        _POLICY.flap_backoff_max, description=_spec("flapBackoffMax"))
+    cooldown_seconds: Annotated[float | None, _bound("cooldown_seconds")] = Field(
+        _POLICY.cooldown_seconds, description=_spec("cooldownSeconds"))
+    pod_startup_seconds: Annotated[float, _bound("pod_startup_seconds")] = Field(
+        _POLICY.pod_startup_seconds, description=_spec("podStartupSeconds"))
+    batch_seconds: Annotated[float, _bound("batch_seconds")] = Field(
+        _POLICY.batch_seconds, description=_spec("batchSeconds"))
+    poll_interval_seconds: Annotated[float, Field(ge=0.1, le=300)] = Field(
+        1.0, description=_spec("pollIntervalSeconds"))
+    on_error: Literal["hold", "fallback"] = Field(_POLICY.on_error,
+                                                  description=_spec("onError"))
+    fallback_replicas: Annotated[int | None, _bound("fallback_replicas")] = Field(
+        _POLICY.fallback_replicas, description=_spec("fallbackReplicas"))
+    fallback_failure_threshold: Annotated[int, _bound("fallback_failure_threshold")] = Field(
+        _POLICY.fallback_failure_threshold, description=_spec("fallbackFailureThreshold"))
+    drain_deadline_seconds: Annotated[float, Field(ge=0)] = Field(
+        900.0, description=_spec("drainDeadlineSeconds"))
+    pod_state_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        8080, description=_spec("podStatePort") + " 0: the pods serve no `/state`.")
 
     # -- how pods' /state is read --
-    pod_state_access: Literal["direct", "apiserver-proxy"] = "direct"
-    pod_state_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 0.5
+    pod_state_access: Literal["direct", "apiserver-proxy"] = Field(
+        "direct", description="Read a pod's `/state` at its IP (`direct`), or through the API "
+                              "server's pod proxy (`apiserver-proxy`, for a controller "
+                              "outside the cluster's network).")
+    pod_state_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = Field(
+        0.5, description="Timeout of one `/state` read; a pod that does not answer counts "
+                         "as busy.")
 
     # -- cordoning busy pods the policy wants gone (controller.cordon) --
     # The workers' QSCALE_CONTROL_TOKEN (same variable, no CONTROLLER_ prefix); empty
     # turns cordoning off. Cordons last this long unless refreshed (every pod read).
-    control_token: SecretStr = Field(default=SecretStr(""),
-                                     validation_alias="QSCALE_CONTROL_TOKEN")
-    cordon_ttl_seconds: Annotated[float, Field(ge=15, le=3600)] = 120.0
+    control_token: SecretStr = Field(
+        default=SecretStr(""), validation_alias="QSCALE_CONTROL_TOKEN",
+        description="The workers' control token (same variable, no CONTROLLER_ prefix), "
+                    "sent to POST `/cordon`; empty turns cordoning off.")
+    cordon_ttl_seconds: Annotated[float, Field(ge=15, le=3600)] = Field(
+        120.0, description="A cordon lapses this long after the controller last refreshed "
+                           "it (it refreshes on every pod read), so a controller that dies "
+                           "leaves no pod cordoned for ever.")
 
     # -- leader election on a coordination.k8s.io Lease --
-    leader_election: bool = True
-    lease_name: str = "qscale-controller"
-    lease_namespace: str = ""  # "": the pod's own namespace in-cluster, else "default"
-    lease_duration_seconds: Annotated[float, Field(ge=1, le=600)] = 15.0
-    lease_renew_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
-    identity: str = Field(default_factory=socket.gethostname)
+    leader_election: bool = Field(True, description="Elect a leader on a Lease; only the "
+                                                    "leader acts (needed for 2 replicas).")
+    lease_name: str = Field("qscale-controller", description="Name of the leader Lease.")
+    lease_namespace: str = Field(
+        "", description="Namespace of the Lease (empty: the pod's own in a cluster, else "
+                        "`default`).")
+    lease_duration_seconds: Annotated[float, Field(ge=1, le=600)] = Field(
+        15.0, description="A leader that stops renewing is replaced after this long.")
+    lease_renew_seconds: Annotated[float, Field(gt=0, le=300)] = Field(
+        5.0, description="How often the leader renews the Lease (shorter than the duration).")
+    identity: str = Field(default_factory=socket.gethostname,
+                          description="This replica's name in the Lease.",
+                          json_schema_extra={"doc_default": "the host name"})
 
     # -- plumbing --
-    status_min_interval_seconds: Annotated[float, Field(ge=0)] = 1.0
-    http_host: str = "0.0.0.0"
-    http_port: Annotated[int, Field(ge=0, le=65535)] = 8081
+    status_min_interval_seconds: Annotated[float, Field(ge=0)] = Field(
+        1.0, description="Least time between two status writes of one WorkerPool (a write "
+                         "that goes with a scale is never held back).")
+    http_host: str = Field("0.0.0.0", description="Address of `/healthz`, `/readyz` and "
+                                                  "`/metrics`.")
+    http_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        8081, description="Port of `/healthz`, `/readyz` and `/metrics`.")
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                          BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)
-                         ] = "INFO"
-    log_format: Literal["kv", "json"] = "kv"
+                         ] = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or "
+                                                       "CRITICAL.")
+    log_format: Literal["kv", "json"] = Field(
+        "kv", description="Decision log lines as `key=value` pairs (`kv`) or JSON.")
 
     @field_validator("broker_url")
     @classmethod

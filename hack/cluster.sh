@@ -12,7 +12,21 @@ KIND="$BIN_DIR/kind"
 KUBECTL="$BIN_DIR/kubectl"
 KUBECTL_Q=("$KUBECTL" --kubeconfig "$KUBECONFIG_FILE")
 
-cluster_exists() { [ -x "$KIND" ] && "$KIND" get clusters 2>/dev/null | grep -qxF "$CLUSTER_NAME"; }
+# Whether the cluster exists. A listing that fails (dockerd slow under load answers
+# `docker ps` with an error now and then) is unknown, not "absent": retried, then fatal.
+# Treating it as absent made `load` die "does not exist" mid-CI on a live cluster.
+cluster_exists() {
+  [ -x "$KIND" ] || return 1
+  local out try
+  for try in 1 2 3 4 5 6; do
+    if out="$("$KIND" get clusters 2>&1)"; then
+      grep -qxF "$CLUSTER_NAME" <<<"$out"
+      return
+    fi
+    sleep $((try * ${QSCALE_RETRY_UNIT_S:-2}))
+  done
+  die "cannot list kind clusters (is dockerd answering?): $(tail -n1 <<<"$out")"
+}
 node_container() { echo "$CLUSTER_NAME-control-plane"; }
 
 api_ok() { timeout 20 "${KUBECTL_Q[@]}" get --raw /readyz >/dev/null 2>&1; }

@@ -52,49 +52,95 @@ class WorkerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="QSCALE_", extra="ignore", frozen=True)
 
-    broker_url: str = "redis://127.0.0.1:6379/0"
-    # Results, checkpoints and chord counters live in Redis; defaults to the broker
-    # when that is Redis. Empty with an AMQP broker means results are disabled.
-    result_url: str = ""
-    result_ttl: Annotated[int, Field(gt=0, le=10 * 365 * 86_400)] = 86_400
-    queues: Annotated[tuple[str, ...], NoDecode] = ("default",)
-    imports: Annotated[tuple[str, ...], NoDecode] = ()
+    broker_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Broker URL: `redis://[:PASSWORD@]HOST:PORT/DB`, `rediss://` (TLS), "
+                    "`unix://`, or `amqp://USER:PASSWORD@HOST:5672/VHOST` (`amqps://`).")
+    result_url: str = Field(
+        "", description="Redis holding results, checkpoints and chord state. Empty: the "
+                        "broker when it is Redis; with RabbitMQ and no result URL, results "
+                        "are disabled (`.get()` raises ResultsDisabled).")
+    result_ttl: Annotated[int, Field(gt=0, le=10 * 365 * 86_400)] = Field(
+        86_400, description="Seconds a result or checkpoint is kept.")
+    queues: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("default",), description="Comma-separated queues a worker consumes (the first is "
+                                  "also the CLI's default queue).")
+    imports: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Comma-separated modules imported at start so their `@task` "
+                        "functions register (e.g. `myapp.tasks`). The CLI imports them too.")
     concurrency: Annotated[int, Field(ge=1, le=1024)] = Field(
-        default_factory=lambda: os.cpu_count() or 1)
-    prefetch: Annotated[int, Field(ge=0, le=10_000)] = 0  # 0 = automatic
-    # RabbitMQ only: queues are declared with x-max-priority when > 0. Priority queues
-    # cost RabbitMQ throughput, so they are opt-in; with 0 a message's priority is
-    # ignored there (Redis always honours priorities). Publishers, workers and the
-    # controller must agree: RabbitMQ refuses to redeclare a queue with other arguments.
-    max_priority: Annotated[int, Field(ge=0, le=9)] = 0
-    # A message reclaimed from dead workers more often than this (its run took the
-    # whole pod down, e.g. OOM) is dead-lettered; 0 = redeliver forever. Redis counts
-    # itself; on RabbitMQ only quorum queues count (their x-delivery-limit).
-    max_redeliveries: Annotated[int, Field(ge=0)] = 5
-    # RabbitMQ only: "classic" (default) or "quorum" work queues (replicated, with the
-    # delivery limit above; no priorities). Every declarer must agree, as for priority.
-    amqp_queue_type: Literal["classic", "quorum"] = "classic"
-    max_tasks_per_child: Annotated[int, Field(ge=0)] = 0   # 0 = unlimited
-    max_rss_mb: Annotated[int, Field(ge=0)] = 0             # 0 = unlimited
+        default_factory=lambda: os.cpu_count() or 1,
+        description="Child processes per worker, each running one task at a time. Default: "
+                    "`os.cpu_count()`, the CPUs of the machine; in a container that is the "
+                    "node's count, not the container's CPU limit, so set it there (the "
+                    "chart does: `worker.concurrency`, default 2).",
+        json_schema_extra={"doc_default": "os.cpu_count()"})
+    prefetch: Annotated[int, Field(ge=0, le=10_000)] = Field(
+        0, description="Messages a worker claims beyond its free processes; 0 = automatic.")
+    max_priority: Annotated[int, Field(ge=0, le=9)] = Field(
+        0, description="RabbitMQ: declare queues with `x-max-priority` = this (0 = plain "
+                       "queues, priorities ignored; priority queues cost throughput). Redis "
+                       "always honours priorities. Producers, workers and the controller "
+                       "must agree: RabbitMQ refuses to redeclare a queue with other "
+                       "arguments.")
+    max_redeliveries: Annotated[int, Field(ge=0)] = Field(
+        5, description="A message whose worker died running it more often than this (e.g. "
+                       "the pod was OOM-killed) is dead-lettered; 0 = redeliver forever. Redis "
+                       "counts itself; RabbitMQ only with quorum queues (`x-delivery-limit`).")
+    amqp_queue_type: Literal["classic", "quorum"] = Field(
+        "classic", description="RabbitMQ work queues: `classic` or `quorum` (replicated, "
+                               "with the delivery limit above, no priorities). Every declarer "
+                               "must agree, as for MAX_PRIORITY.")
+    max_tasks_per_child: Annotated[int, Field(ge=0)] = Field(
+        0, description="Replace a child process after this many tasks; 0 = never.")
+    max_rss_mb: Annotated[int, Field(ge=0)] = Field(
+        0, description="Replace a child process whose memory (RSS) passes this many MB after "
+                       "a task; 0 = never.")
     # Durations are finite and bounded: an infinite time limit or back-off parsed, then
     # broke every task (setitimer refuses it).
-    soft_time_limit: Annotated[float, _seconds(ge=0, le=WEEK)] = 0.0   # 0 = none
-    hard_time_limit: Annotated[float, _seconds(ge=0, le=WEEK)] = 0.0   # 0 = none
-    drain_seconds: Annotated[float, _seconds(ge=0, le=DAY)] = 25.0
-    lease_seconds: Annotated[float, _seconds(gt=0.5, le=3600)] = 10.0
-    max_message_bytes: Annotated[int, Field(ge=256, le=512 << 20)] = 1 << 20
-    default_max_retries: Annotated[int, Field(ge=0, le=1_000_000)] = 3
-    retry_backoff_base: Annotated[float, _seconds(gt=0, le=DAY)] = 1.0
-    retry_backoff_max: Annotated[float, _seconds(gt=0, le=WEEK)] = 300.0
-    http_host: str = "0.0.0.0"
-    http_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    soft_time_limit: Annotated[float, _seconds(ge=0, le=WEEK)] = Field(
+        0.0, description="Seconds after which a task gets SoftTimeLimitExceeded raised inside "
+                         "it (a task's own `soft_time_limit` wins); 0 = none.")
+    hard_time_limit: Annotated[float, _seconds(ge=0, le=WEEK)] = Field(
+        0.0, description="Seconds after which the child running a task is killed with its "
+                         "process group and the task fails (a task's own `hard_time_limit` "
+                         "wins); 0 = none.")
+    drain_seconds: Annotated[float, _seconds(ge=0, le=DAY)] = Field(
+        25.0, description="On SIGTERM: seconds running tasks may finish; unstarted messages "
+                          "go back at once. Keep it below the pod's grace period.")
+    lease_seconds: Annotated[float, _seconds(gt=0.5, le=3600)] = Field(
+        10.0, description="Redis: a worker's claims return to the queue this long after it "
+                          "stopped renewing them (died, or partitioned away).")
+    max_message_bytes: Annotated[int, Field(ge=256, le=512 << 20)] = Field(
+        1 << 20, description="Largest message body producers send; a larger one is refused "
+                             "before sending, and dead-lettered if it arrives anyway.")
+    default_max_retries: Annotated[int, Field(ge=0, le=1_000_000)] = Field(
+        3, description="Retries of a failing task that sets no `max_retries`: a task that "
+                       "raises runs at most 1 + this many times, then is dead-lettered with "
+                       "FAILURE.")
+    retry_backoff_base: Annotated[float, _seconds(gt=0, le=DAY)] = Field(
+        1.0, description="Retry delay: uniform in [0, min(max, base * 2^(attempt-1))] seconds "
+                         "(exponential back-off with full jitter).")
+    retry_backoff_max: Annotated[float, _seconds(gt=0, le=WEEK)] = Field(
+        300.0, description="Longest retry delay, seconds.")
+    http_host: str = Field("0.0.0.0", description="Address of the worker's HTTP server.")
+    http_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        8080, description="Port of `/healthz`, `/readyz`, `/metrics`, `/state` and `/cordon`; "
+                          "0 = any free port (logged at start). A port in use exits 2.")
+    rabbitmq_api: str = Field(
+        "", description="RabbitMQ management API (`http://USER:PASSWORD@HOST:15672`), read "
+                        "for in-flight counts by `status` and the controller. Empty: the AMQP "
+                        "URL's host on port 15672 with its credentials.")
     # Part of every consumer's name (an AMQP consumer tag holds at most 255 bytes).
     pod_name: Annotated[str, Field(min_length=1, max_length=200)] = Field(
-        default_factory=socket.gethostname)
-    # Bearer token for POST/DELETE /cordon (the controller's "stop taking new tasks").
-    # Empty: those endpoints answer 403, nobody can change the worker's behaviour.
-    control_token: SecretStr = SecretStr("")
-    log_level: str = "INFO"
+        default_factory=socket.gethostname,
+        description="This worker's name in claims, consumer tags, logs and `/state` "
+                    "(the chart sets the pod name).",
+        json_schema_extra={"doc_default": "the host name"})
+    control_token: SecretStr = Field(
+        SecretStr(""), description="Bearer token the controller must send to POST/DELETE "
+                                   "`/cordon`; empty: those endpoints answer 403.")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
 
     @field_validator("queues", "imports", mode="before")
     @classmethod
@@ -129,6 +175,11 @@ class WorkerSettings(BaseSettings):
     @classmethod
     def _result_scheme(cls, value: str) -> str:
         return check_url(value, _REDIS_SCHEMES, "redis://") if value else value
+
+    @field_validator("rabbitmq_api")
+    @classmethod
+    def _api_scheme(cls, value: str) -> str:
+        return check_url(value, ("http", "https"), "http:// or https://") if value else value
 
     @field_validator("log_level")
     @classmethod

@@ -1,6 +1,6 @@
 """Adversarial review of issue #9: results after `dlq requeue` (real Redis, in-process
 executor). The operator's fix for a failed task is `python -m worker dlq requeue`;
-worker/workflow.py promises that a requeued chord member that succeeds completes the
+worker/api/workflow.py promises that a requeued chord member that succeeds completes the
 chord. Terminal states are final against duplicates, so the requeue itself reopens
 the result (ResultStore.reopen, what `dlq requeue` calls for each body it moves),
 and a duplicate run that did not go through it changes nothing.

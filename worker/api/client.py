@@ -127,6 +127,7 @@ class Client:
         return body
 
     def async_result(self, task_id: str) -> AsyncResult:
+        """A handle on any task's result by its id (e.g. one `enqueue` printed)."""
         return AsyncResult(task_id, self.results)
 
     def close(self) -> None:

@@ -93,12 +93,15 @@ class AsyncResult:
 
     @property
     def status(self) -> str:
+        """PENDING (no record yet: not run, unknown id or expired), STARTED (with
+        `track_started`), RETRY, SUCCESS or FAILURE."""
         record = self._record()
         return str(record["status"]) if record else PENDING
 
     state = status
 
     def ready(self) -> bool:
+        """True once the task is final: SUCCESS or FAILURE."""
         return self.status in READY_STATES
 
     def successful(self) -> bool:
@@ -109,6 +112,7 @@ class AsyncResult:
 
     @property
     def traceback(self) -> str | None:
+        """The remote traceback of a failed (or retrying) task, else None."""
         record = self._record()
         error = record.get("error") if record else None
         return str(error.get("traceback", "")) if isinstance(error, dict) else None
@@ -157,6 +161,7 @@ class GroupResult:
         return sum(1 for r in self.results if r.successful())
 
     def ready(self) -> bool:
+        """True once the task is final: SUCCESS or FAILURE."""
         return all(r.ready() for r in self.results)
 
     def successful(self) -> bool:

@@ -16,8 +16,9 @@ from typing import Any
 
 PROG = "qscale-worker"
 
-# Order is the order in `--help`. `worker.cli.run`: run; `worker.cli.tasks`: enqueue, dlq, status.
-COMMAND_MODULES: tuple[str, ...] = ("worker.cli.run", "worker.cli.tasks")
+# Order is the order in `--help`. `worker.cli.run`: run; `worker.cli.tasks`: enqueue, dlq,
+# status; `worker.cli.result`: result.
+COMMAND_MODULES: tuple[str, ...] = ("worker.cli.run", "worker.cli.tasks", "worker.cli.result")
 
 Handler = Callable[[argparse.Namespace], int]
 
