@@ -46,7 +46,7 @@ def main() -> int:
     parser.add_argument("--sample", type=float, default=20.0)
     args = parser.parse_args()
     ns = f"qscale-rss-{uuid.uuid4().hex[:6]}"
-    kubectl("apply", "-f", str(REPO / "helm" / "qscale" / "crds" / "workerpool.yaml"))
+    kubectl("apply", "-f", str(REPO / "helm" / "qscale" / "files" / "crds" / "workerpool.yaml"))
     kubectl("create", "namespace", ns)
     docs = [
         {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",

@@ -67,6 +67,13 @@ class ControllerMetrics:
                                "1 when this replica holds the lease and acts",
                                registry=self.registry)
 
+    def pool_seen(self, namespace: str, pool: str) -> None:
+        """Create the pool's error counters at 0: "no errors yet" must read as 0, not as
+        no series (the QscaleControllerErrors alert and the dashboard rate() them)."""
+        for counter in (self.metric_errors, self.api_errors, self.tick_errors,
+                        self.cordon_errors):
+            counter.labels(namespace, pool)
+
     def forget(self, namespace: str, pool: str) -> None:
         """Drop a pool's gauges: it was deleted, or this replica is a standby (only the
         leader exports them, so a dashboard's sum counts each pool once)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from controller.crd import StatusWriter
@@ -23,6 +24,18 @@ if TYPE_CHECKING:
     from controller.loop import LoopDeps
 
 log = logging.getLogger(__name__)
+
+
+def _controller_version() -> str:
+    """The installed qscale version, written to status so `kubectl get wp` shows an upgrade
+    has reached the controller (and a CRD that prunes the field shows it is older)."""
+    try:
+        return metadata.version("qscale")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+CONTROLLER_VERSION = _controller_version()
 
 # The InputsKnown=False reason for each unknown input (the first one names it).
 UNKNOWN_REASONS = {"pods": "PodListFailed", "in-flight": "InFlightUnknown",
@@ -134,6 +147,7 @@ class PoolReporter:
         if not leader:  # a standby's view would double the leader's in every sum
             deps.metrics.forget(*labels)
             return
+        deps.metrics.pool_seen(*labels)
         if obs.ready is not None:
             deps.metrics.queue_ready.labels(*labels).set(obs.ready)
             deps.metrics.queue_in_flight.labels(*labels).set(obs.in_flight or 0)
@@ -189,6 +203,7 @@ class PoolReporter:
             "lastDecisionReason": fields["reason"],
             "lastScaleTime": self.last_scale_time or None,
             "observedGeneration": spec.generation,
+            "controllerVersion": CONTROLLER_VERSION,
         }, force=acted)
 
     def _log(self, fields: Mapping[str, Any]) -> None:

@@ -17,7 +17,6 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CHART="${CHART:-$REPO_ROOT/helm/qscale}"
 QSCALE_CACHE="${QSCALE_CACHE:-/var/cache/qscale}"
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
-SCHEMAS="$QSCALE_CACHE/kubeconform-schemas/$K8S_VERSION"
 [ -f "$REPO_ROOT/hack/env.sh" ] && source "$REPO_ROOT/hack/env.sh"
 PY="${PY:-$REPO_ROOT/.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
@@ -35,11 +34,13 @@ for values in "$CHART"/ci/*-values.yaml; do
   echo "chart-check: helm lint --strict ok with ci/$(basename "$values")"
 done
 
-# 2. schemas (regenerated when the CRD changes)
-crd="$CHART/crds/workerpool.yaml"
+# 2. schemas, one directory per Kubernetes version and CRD content: checkouts with
+# different CRDs share the cache without regenerating each other's (or deleting a
+# directory another run is reading); a new directory appears whole (mv).
+crd="$CHART/files/crds/workerpool.yaml"
 [ -f "$crd" ] || die "missing $crd"
-stamp="$SCHEMAS/.crd-sha256"
-if [ ! -f "$SCHEMAS/deployment-apps-v1.json" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$(sha256sum "$crd" | cut -c1-64)" ]; then
+SCHEMAS="$QSCALE_CACHE/kubeconform-schemas/$K8S_VERSION-crd-$(sha256sum "$crd" | cut -c1-12)"
+if [ ! -f "$SCHEMAS/deployment-apps-v1.json" ]; then
   tmp="$(mktemp)"; trap 'rm -f "$tmp"' EXIT
   if [ -n "${OPENAPI_V2:-}" ]; then
     cp "$OPENAPI_V2" "$tmp"; src="$OPENAPI_V2"
@@ -50,10 +51,11 @@ if [ ! -f "$SCHEMAS/deployment-apps-v1.json" ] || [ "$(cat "$stamp" 2>/dev/null)
     [ -n "$swagger" ] || die "no OpenAPI source: start the cluster (make cluster) or set OPENAPI_V2=<file>"
     cp "$swagger" "$tmp"; src="$swagger"
   fi
-  rm -rf "$SCHEMAS"; mkdir -p "$SCHEMAS"
-  "$PY" "$REPO_ROOT/hack/kubeconform-schemas.py" --openapi "$tmp" --crd "$crd" --out "$SCHEMAS" \
-    || die "schema generation failed"
-  sha256sum "$crd" | cut -c1-64 >"$stamp"
+  mkdir -p "$(dirname "$SCHEMAS")"
+  partial="$(mktemp -d "$SCHEMAS.partial.XXXXXX")"
+  "$PY" "$REPO_ROOT/hack/kubeconform-schemas.py" --openapi "$tmp" --crd "$crd" --out "$partial" \
+    || { rm -rf "$partial"; die "schema generation failed"; }
+  mv -T "$partial" "$SCHEMAS" 2>/dev/null || rm -rf "$partial"   # another run won the race
   echo "chart-check: schemas for $K8S_VERSION from $src"
 fi
 
@@ -62,7 +64,7 @@ kc() {  # label, extra kubeconform args..., then render args after --
   local label="$1"; shift
   local kargs=()
   while [ "$1" != "--" ]; do kargs+=("$1"); shift; done; shift
-  "$HELM" template qscale "$CHART" --namespace qscale --include-crds "$@" \
+  "$HELM" template qscale "$CHART" --namespace qscale "$@" \
     | "$KUBECONFORM" -strict -summary -kubernetes-version "${K8S_VERSION#v}" \
         -schema-location "$SCHEMAS/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
         ${kargs[@]+"${kargs[@]}"} \

@@ -57,18 +57,17 @@ quantity = {"type": ["string", "integer"]}
 
 image = obj(
     {
+        "registry": S(),
         "repository": S(minLength=1),
         "tag": S(),
         "digest": S(pattern="^(|sha256:[a-f0-9]{64})$"),
         "pullPolicy": S(enum=["Always", "IfNotPresent", "Never"]),
     }
 )
-resources = obj(
-    {
-        "requests": obj({"cpu": quantity, "memory": quantity, "ephemeral-storage": quantity}),
-        "limits": obj({"cpu": quantity, "memory": quantity, "ephemeral-storage": quantity}),
-    }
-)
+# Any resource name (cpu, memory, ephemeral-storage, nvidia.com/gpu, hugepages-2Mi, ...):
+# the API server knows which exist on the cluster.
+resource_map = {"type": "object", "additionalProperties": quantity}
+resources = obj({"requests": resource_map, "limits": resource_map, "claims": any_list})
 pod_sc = {
     "type": "object",
     "description": "A Kubernetes PodSecurityContext (merged over the global default).",
@@ -120,6 +119,18 @@ worker_props = {
     "logLevel": S(enum=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]),
     "extraEnv": any_list,
     "extraEnvFrom": any_list,
+    "extraVolumes": any_list,
+    "extraVolumeMounts": any_list,
+    "initContainers": any_list,
+    "extraContainers": any_list,
+    "serviceAccount": obj(
+        {
+            "create": B,
+            "name": S(pattern="^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$", maxLength=253),
+            "annotations": str_map,
+            "automountServiceAccountToken": B,
+        }
+    ),
     "resources": resources,
     "tmpSizeLimit": S(minLength=1),
     "livenessProbe": probe(),
@@ -174,6 +185,11 @@ pool_override_keys = [
     "logLevel",
     "extraEnv",
     "extraEnvFrom",
+    "extraVolumes",
+    "extraVolumeMounts",
+    "initContainers",
+    "extraContainers",
+    "serviceAccount",
     "resources",
     "pdb",
     "topologySpreadConstraints",
@@ -190,6 +206,8 @@ pool = obj(
         "name": S(pattern=name_re, maxLength=30),
         "queues": queue_list,
         **{k: worker_props[k] for k in pool_override_keys},
+        # Overrides single keys of the top-level image (repository is then optional).
+        "image": obj({k: v for k, v in image["properties"].items()}),
         "autoscaling": obj(pool_auto),
     },
     required=["name", "queues"],
@@ -197,7 +215,12 @@ pool = obj(
 
 schema = obj(
     {
-        "global": {"type": "object", "description": "Helm's global values (unused by qscale)."},
+        # Open: an umbrella chart's other globals pass through.
+        "global": {
+            "type": "object",
+            "description": "Helm's global values; qscale reads imageRegistry.",
+            "properties": {"imageRegistry": S()},
+        },
         "nameOverride": S(),
         "fullnameOverride": S(),
         "commonLabels": str_map,
@@ -254,8 +277,11 @@ schema = obj(
                         "passwordKey": S(minLength=1),
                         "urlKey": S(minLength=1),
                         "password": S(pattern="^[A-Za-z0-9]*$"),
+                        "erlangCookieKey": S(),
+                        "erlangCookie": S(pattern="^[A-Za-z0-9]*$"),
                     }
                 ),
+                "extraConfiguration": S(),
                 "memoryHighWatermark": N(exclusiveMinimum=0, maximum=1),
                 "consumerTimeoutMs": Int(minimum=60_000),
                 "persistence": persistence,
@@ -271,8 +297,14 @@ schema = obj(
         "autoscaling": obj({
             **autoscaling_props,
             # Chart-wide only (one token for the controller and every pool).
-            "cordon": obj({"enabled": B, "token": S(pattern="^[A-Za-z0-9]*$")}),
+            "cordon": obj({
+                "enabled": B,
+                "existingSecret": S(),
+                "tokenKey": S(minLength=1),
+                "token": S(pattern="^[A-Za-z0-9]*$"),
+            }),
         }),
+        "crds": obj({"install": B}),
         "controller": obj(
             {
                 "enabled": B,

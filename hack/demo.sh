@@ -122,8 +122,11 @@ monitoring:
       requests: {cpu: 20m, memory: 96Mi}
       limits: {memory: 512Mi}
 EOF
+# --take-ownership: a demo cluster from chart 0.1.x has the WorkerPool CRD without Helm
+# ownership (its crds/); this chart manages and upgrades it, which Helm refuses to
+# adopt silently (helm/qscale/README.md, Uninstall).
 helm upgrade --install "$RELEASE" helm/qscale -n "$NAMESPACE" --create-namespace \
-  -f "$values" --wait --timeout 10m >/dev/null || die "helm upgrade --install failed"
+  --take-ownership -f "$values" --wait --timeout 10m >/dev/null || die "helm upgrade --install failed"
 
 FULLNAME="$RELEASE-qscale"
 WORKERS="$FULLNAME-worker-default"

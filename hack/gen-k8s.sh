@@ -27,7 +27,7 @@ PY="${PY:-$REPO_ROOT/.venv/bin/python}"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 for broker in redis rabbitmq; do
-  "$HELM" template qscale "$CHART" --namespace qscale --include-crds --skip-tests \
+  "$HELM" template qscale "$CHART" --namespace qscale --skip-tests --api-versions qscale.io/v1alpha1/WorkerPool \
     -f "$VALUES" --set broker.type="$broker" >"$tmp/$broker.yaml" \
     || die "helm template failed for broker.type=$broker"
 done

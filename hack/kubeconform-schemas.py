@@ -6,7 +6,7 @@ from the target API server itself (`kubectl get --raw /openapi/v2`, or the same
 version's api/openapi-spec/swagger.json) plus our CRDs, so validation matches the
 cluster we run on exactly.
 
-    hack/kubeconform-schemas.py --openapi swagger.json --crd helm/qscale/crds/workerpool.yaml \
+    hack/kubeconform-schemas.py --openapi swagger.json --crd helm/qscale/files/crds/workerpool.yaml \
         --out $QSCALE_CACHE/kubeconform-schemas/v1.34.4
 
 Files are named the way kubeconform's `{{ .ResourceKind }}{{ .KindSuffix }}.json`

@@ -8,18 +8,28 @@
 # Kubernetes sources.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-tool() { # name module version out pkg
-  local name="$1" mod="$2" ver="$3" pkg="$4"
-  local out="$BIN_DIR/$name-$ver"
+tool() { # name module version pkg [build-name]
+  local name="$1" mod="$2" ver="$3" pkg="$4" build="${5:-$3}"
+  local out="$BIN_DIR/$name-$build"
   if [ ! -x "$out" ]; then
     EXTRA_LDFLAGS="${EXTRA_LDFLAGS:-}" run_logged "tool-$name-$ver" go_build_mod "$name" "$mod" "$ver" "$out" "$pkg"
   fi
-  ln -sfn "$name-$ver" "$BIN_DIR/$name"
+  ln -sfn "$name-$build" "$BIN_DIR/$name"
 }
 
 tool kind sigs.k8s.io/kind "$KIND_VERSION" sigs.k8s.io/kind
-EXTRA_LDFLAGS="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
-  tool helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+# Like helm's own Makefile: client-only renders (helm template, helm lint) assume the
+# Kubernetes version of helm's client-go (1.34 for helm 3.19), not the 1.20 compiled-in
+# fallback, which a chart's kubeVersion (">=1.25.0-0") refuses. The binary's name says
+# so (a cached build without these flags is not reused).
+helm_k8s_major="$(echo "${K8S_VERSION#v}" | cut -d. -f1)"
+helm_k8s_minor="$(echo "${K8S_VERSION#v}" | cut -d. -f2)"
+helm_ldflags="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+  helm_ldflags="$helm_ldflags -X $pkg.k8sVersionMajor=$helm_k8s_major -X $pkg.k8sVersionMinor=$helm_k8s_minor"
+done
+EXTRA_LDFLAGS="$helm_ldflags" tool helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
+  "$HELM_VERSION-k8s$helm_k8s_major.$helm_k8s_minor"
 tool kubeconform github.com/yannh/kubeconform "$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd/kubeconform
 
 # The node's Kubernetes version from its image reference (kindest/node:v1.34.3@sha256:...).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import yaml
 
@@ -108,3 +109,38 @@ def test_each_controller_pod_is_scraped_once_by_the_operator(render: Render) -> 
                                s["metadata"]["labels"])]
         targets += len(matched) * len(monitor["spec"]["endpoints"])
     assert targets == 1, f"each controller pod is scraped {targets} times"
+
+
+def _prometheus_checksum(docs: list[dict[str, Any]]) -> str:
+    deployment = named(docs, "Deployment", "qscale-prometheus")
+    checksum: str = deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    return checksum
+
+
+def test_prometheus_restarts_when_a_pool_is_added(render: Render) -> None:
+    """Issue #11 item 8: the scrape targets follow `pools`, so the checksum must too (it
+    covered only the rules and the interval, and a new pool went unscraped)."""
+    one = render()
+    two = render("--set-json", 'pools=[{"name":"default","queues":["default"]},'
+                               '{"name":"extra","queues":["extra"]}]')
+    assert "qscale-worker-extra-scrape" in named(two, "ConfigMap", "qscale-prometheus")[
+        "data"]["prometheus.yml"]
+    assert _prometheus_checksum(one) != _prometheus_checksum(two)
+    assert _prometheus_checksum(one) == _prometheus_checksum(render())  # stable
+
+
+def _alert_names(rules_yaml: str) -> set[str]:
+    return {r["alert"] for g in yaml.safe_load(rules_yaml)["groups"] for r in g["rules"]}
+
+
+def test_no_leader_alert_only_with_a_controller(render: Render) -> None:
+    """Issue #11 item 8: absent(qscale_controller_is_leader == 1) fires for ever without one."""
+    with_controller = named(render(), "ConfigMap", "qscale-prometheus")["data"]["alerts.yml"]
+    assert "QscaleControllerNoLeader" in _alert_names(with_controller)
+    docs = render("--set", "controller.enabled=false", "--api-versions",
+                  "monitoring.coreos.com/v1")
+    builtin = named(docs, "ConfigMap", "qscale-prometheus")["data"]["alerts.yml"]
+    assert "QscaleControllerNoLeader" not in _alert_names(builtin)
+    rule = by_kind(docs, "PrometheusRule")[0]
+    assert "QscaleControllerNoLeader" not in {
+        r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}

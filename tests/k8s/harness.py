@@ -27,7 +27,7 @@ from tests.plugins.kind import KubeCluster
 from worker.brokers import open_broker
 
 REPO = Path(__file__).resolve().parents[2]
-CRD = REPO / "helm" / "qscale" / "crds" / "workerpool.yaml"
+CRD = REPO / "helm" / "qscale" / "files" / "crds" / "workerpool.yaml"
 REDIS = os.environ.get("QSCALE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 BASE_IMAGE = "qscale/debian:bookworm"
 PY_DOCKERFILE = f"""\

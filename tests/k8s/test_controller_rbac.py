@@ -14,7 +14,7 @@ pytestmark = pytest.mark.k8s
 
 REPO = Path(__file__).resolve().parents[2]
 RBAC = REPO / "controller" / "rbac.yaml"
-CRD = REPO / "helm" / "qscale" / "crds" / "workerpool.yaml"
+CRD = REPO / "helm" / "qscale" / "files" / "crds" / "workerpool.yaml"
 
 ALLOWED = [  # the calls the code makes (tests/chart/rbac_derive.py derives the same list)
     ("get", "deployments.apps"), ("list", "deployments.apps"), ("watch", "deployments.apps"),

@@ -27,7 +27,7 @@ def _snake(camel: str) -> str:
 
 
 def _crd_spec_fields() -> dict[str, Any]:
-    crd = yaml.safe_load((CHART / "crds" / "workerpool.yaml").read_text())
+    crd = yaml.safe_load((CHART / "files" / "crds" / "workerpool.yaml").read_text())
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     fields: dict[str, Any] = schema["properties"]["spec"]["properties"]
     return fields

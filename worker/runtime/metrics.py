@@ -27,16 +27,24 @@ _WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0,
                  900.0, 3600.0, float("inf"))
 
 
+_REASON_MARKERS = (("time limit", "time_limit"), ("malformed", "bad_message"),
+                   ("missing field", "bad_message"), ("must be", "bad_message"),
+                   ("exceeds", "too_large"), ("unknown task", "unknown_task"),
+                   ("not registered", "unknown_task"), ("died", "child_died"),
+                   ("crash", "child_died"), ("killed", "child_died"),
+                   ("expired", "expired"), ("deadline", "expired"),
+                   ("retries", "retries_exhausted"))
+# Every label reason_class can return, and every cause a child is replaced for: exported
+# at 0 from the start, so "none yet" reads as 0 on a dashboard or in an alert's
+# increase(), not as a series that does not exist.
+DEAD_LETTER_REASONS = tuple(dict.fromkeys([label for _, label in _REASON_MARKERS] + ["other"]))
+CHILD_RESTART_CAUSES = ("crash", "hard_time_limit", "stuck", "max_rss", "max_tasks")
+
+
 def reason_class(reason: str) -> str:
     """A low-cardinality label for a dead-letter reason (the first words, not the detail)."""
     text = reason.lower()
-    for marker, label in (("time limit", "time_limit"), ("malformed", "bad_message"),
-                          ("missing field", "bad_message"), ("must be", "bad_message"),
-                          ("exceeds", "too_large"), ("unknown task", "unknown_task"),
-                          ("not registered", "unknown_task"), ("died", "child_died"),
-                          ("crash", "child_died"), ("killed", "child_died"),
-                          ("expired", "expired"), ("deadline", "expired"),
-                          ("retries", "retries_exhausted")):
+    for marker, label in _REASON_MARKERS:
         if marker in text:
             return label
     return "other"
@@ -56,7 +64,7 @@ class _TaskStats:
         self.duration: dict[str, _Hist] = {}
         self.wait: dict[str, _Hist] = {}
         self.retries: dict[str, int] = {}
-        self.dead: dict[str, int] = {}
+        self.dead: dict[str, int] = dict.fromkeys(DEAD_LETTER_REASONS, 0)
 
     def record(self, outcome: Outcome, task: str) -> None:
         with self.lock:
@@ -71,8 +79,9 @@ class _TaskStats:
                 if hist is None:
                     hist = self.wait[task] = _Hist(_WAIT_BUCKETS)
                 hist.observe(max(0.0, outcome.queue_wait_s))
+            self.retries.setdefault(task, 0)  # a task that ran has a retry count, 0 or more
             if outcome.settle is Settle.RETRY:
-                self.retries[task] = self.retries.get(task, 0) + 1
+                self.retries[task] += 1
             elif outcome.settle is Settle.DEAD:
                 label = reason_class(outcome.reason)
                 self.dead[label] = self.dead.get(label, 0) + 1
@@ -159,6 +168,8 @@ class WorkerMetrics:
                                multiprocess_mode="livesum")
         self.draining = Gauge("qscale_draining", "1 while shutting down",
                               multiprocess_mode="livesum")
+        for cause in CHILD_RESTART_CAUSES:
+            self.restarts.labels(cause)
         self._stats = _TaskStats()
         self._registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]

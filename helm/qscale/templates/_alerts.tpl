@@ -39,6 +39,8 @@ worker/metrics.py (qscale_*) and controller/metrics.py (qscale_controller_*).
       annotations:
         summary: The qscale controller fails to read metrics or to act for pool {{ "{{ $labels.pool }}" }}
         description: Replicas are held while this lasts; see the controller's logs and the WorkerPool's conditions.
+    {{- /* Without a controller there is no leader to miss: the alert would fire for ever. */}}
+    {{- if .Values.controller.enabled }}
     - alert: QscaleControllerNoLeader
       expr: absent(qscale_controller_is_leader == 1)
       for: 2m
@@ -47,4 +49,5 @@ worker/metrics.py (qscale_*) and controller/metrics.py (qscale_controller_*).
       annotations:
         summary: No qscale controller replica holds the lease
         description: Nothing scales the worker pools. Check the controller pods and their Lease.
+    {{- end }}
 {{- end }}

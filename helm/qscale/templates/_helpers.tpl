@@ -54,13 +54,20 @@ app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
-{{/* image: {{ include "qscale.image" (dict "image" .Values.image "root" $) }}; tag defaults to appVersion. */}}
+{{/*
+image: {{ include "qscale.image" (dict "image" .Values.image "root" $) }}
+[registry/]repository(:tag|@digest); the registry is the image's own `registry`, else
+global.imageRegistry, else none; the tag defaults to the chart's appVersion.
+*/}}
 {{- define "qscale.image" -}}
 {{- $tag := .image.tag | default .root.Chart.AppVersion -}}
+{{- $registry := .image.registry | default (dig "imageRegistry" "" (.root.Values.global | default dict)) -}}
+{{- $repository := .image.repository -}}
+{{- if $registry }}{{ $repository = printf "%s/%s" (trimSuffix "/" $registry) $repository }}{{ end -}}
 {{- if .image.digest -}}
-{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- printf "%s@%s" $repository .image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .image.repository $tag -}}
+{{- printf "%s:%s" $repository $tag -}}
 {{- end -}}
 {{- end }}
 
@@ -74,16 +81,16 @@ true
 {{- end }}
 
 {{- define "qscale.cordon.secretName" -}}
-{{- include "qscale.componentName" (dict "root" . "component" "control-token") }}
+{{- .Values.autoscaling.cordon.existingSecret | default (include "qscale.componentName" (dict "root" . "component" "control-token")) }}
 {{- end }}
 
-{{/* QSCALE_CONTROL_TOKEN from the chart's Secret (workers of autoscaled pools, controller). */}}
+{{/* QSCALE_CONTROL_TOKEN from the token Secret (workers of autoscaled pools, controller). */}}
 {{- define "qscale.cordon.env" -}}
 - name: QSCALE_CONTROL_TOKEN
   valueFrom:
     secretKeyRef:
       name: {{ include "qscale.cordon.secretName" . }}
-      key: token
+      key: {{ .Values.autoscaling.cordon.tokenKey }}
 {{- end }}
 
 {{/* ---- broker ---- */}}
@@ -203,6 +210,16 @@ qscale.io/pool: {{ .pool.name }}
 {{- add (int (ceil .drainSeconds)) (int .terminationGraceMarginSeconds) }}
 {{- end }}
 
+{{/* A pool's ServiceAccount name ("" = none set: the namespace's default). */}}
+{{- define "qscale.worker.serviceAccountName" -}}
+{{- $sa := .pool.serviceAccount }}
+{{- if $sa.create }}
+{{- $sa.name | default (include "qscale.componentName" (dict "root" .root "component" "worker")) }}
+{{- else }}
+{{- $sa.name }}
+{{- end }}
+{{- end }}
+
 {{- define "qscale.controller.name" -}}
 {{- .Values.controller.name | default (include "qscale.controller.fullname" .) }}
 {{- end }}
@@ -226,4 +243,53 @@ qscale.io/pool: {{ .pool.name }}
 {{/* Scheme-aware redis URL for a host inside the release: redis://:PASSWORD@HOST:6379/DB */}}
 {{- define "qscale.redis.url" -}}
 {{- printf "redis://:%s@%s.%s.svc:%d/%d" .password (include "qscale.redis.fullname" .root) .root.Release.Namespace (int .root.Values.redis.service.port) (int .db) }}
+{{- end }}
+
+{{/* ---- RabbitMQ (the official image's contract; see rabbitmq-statefulset.yaml) ---- */}}
+
+{{/* RABBITMQ_DEFAULT_USER / RABBITMQ_DEFAULT_PASS, the password from the Secret. */}}
+{{- define "qscale.rabbitmq.authEnv" -}}
+- name: RABBITMQ_DEFAULT_USER
+  value: {{ .Values.rabbitmq.auth.username | quote }}
+- name: RABBITMQ_DEFAULT_PASS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "qscale.rabbitmq.secretName" . }}
+      key: {{ .Values.rabbitmq.auth.passwordKey }}
+{{- end }}
+
+{{/* /etc/rabbitmq/conf.d/10-qscale.conf: the whole configuration (it replaces the image's conf.d). */}}
+{{- define "qscale.rabbitmq.config" -}}
+# Rendered by the qscale chart; replaces the image's /etc/rabbitmq/conf.d.
+listeners.tcp.default = 5672
+# The management API serves the in-flight (unacked) counts the controller reads.
+management.tcp.port = 15672
+prometheus.tcp.port = 15692
+log.console = true
+log.console.level = info
+log.file = false
+# Written from the Secret by the sync-credentials init container, imported at every boot.
+load_definitions = /etc/rabbitmq/definitions/definitions.json
+vm_memory_high_watermark.relative = {{ .Values.rabbitmq.memoryHighWatermark }}
+# A delivery unacknowledged this long closes its channel: keep it above the longest task.
+consumer_timeout = {{ .Values.rabbitmq.consumerTimeoutMs | int64 }}
+{{- with (dig "limits" "memory" "" .Values.rabbitmq.resources) }}
+# The container's memory limit (RabbitMQ would otherwise see the node's memory).
+total_memory_available_override_value = {{ include "qscale.bytes" . }}
+{{- end }}
+{{- with .Values.rabbitmq.extraConfiguration }}
+{{ . }}
+{{- end }}
+{{- end }}
+
+{{/* A Kubernetes quantity ("512Mi", "1G", "1073741824") in bytes. */}}
+{{- define "qscale.bytes" -}}
+{{- $text := toString . }}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $text }}
+{{- $suffix := trimPrefix $number $text }}
+{{- $factors := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 }}
+{{- if or (not $number) (not (hasKey $factors $suffix)) }}
+{{- fail (printf "cannot read %q as a memory quantity (use e.g. 512Mi, 1Gi, 1G or bytes)" $text) }}
+{{- end }}
+{{- mulf (float64 $number) (index $factors $suffix) | int64 }}
 {{- end }}

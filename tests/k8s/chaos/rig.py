@@ -63,7 +63,8 @@ def _broker_manifests(version: str) -> list[dict[str, Any]]:
         *broker("redis", f"qscale-redis:{version}", [6379], {}, 6379,
                 ["redis-server", "--save", "", "--appendonly", "no", "--protected-mode", "no"]),
         *broker("rabbitmq", f"qscale-rabbitmq:{version}", [5672, 15672],
-                {"RABBITMQ_USER": RABBIT_USER, "RABBITMQ_PASSWORD": RABBIT_USER}, 15672)]
+                {"RABBITMQ_DEFAULT_USER": RABBIT_USER, "RABBITMQ_DEFAULT_PASS": RABBIT_USER},
+                15672)]
 
 
 def _worker(name: str, broker_url: str, version: str, *, expressions: bool) -> dict[str, Any]:
