@@ -68,6 +68,10 @@ def reduce(ctx: TaskContext, results: list[Any], spec: dict[str, Any]) -> dict[s
              "run": run, "t": time.time()})
     _behave(ctx, spec, run)
     members = [r.get("run") if isinstance(r, dict) else None for r in results]
+    # `sent` tells sends apart: a member's run that completes the chord builds the
+    # callback's envelope (stamping first_enqueued_at); a redelivery or a re-publish of
+    # that envelope after a lost ack or confirm carries the same stamp.
     _record({"ev": "finish", "id": ctx.id, "attempt": ctx.attempt, "pid": os.getpid(),
-             "run": run, "t": time.time(), "in": members})
+             "run": run, "t": time.time(), "in": members,
+             "sent": ctx.envelope.first_enqueued_at})
     return {"id": ctx.id, "run": run, "in": members}

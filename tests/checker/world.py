@@ -56,7 +56,6 @@ class World:
     rss: dict[int, list[int]] = field(default_factory=dict)
     broker_restarts: list[float] = field(default_factory=list)
     started: float = 0.0
-    started_wall: float = 0.0
     _heal_at: float | None = None
 
     # -- set-up --
@@ -79,7 +78,6 @@ class World:
         for worker in world.workers:
             worker.wait_ready(60)
         world.started = time.monotonic()
-        world.started_wall = time.time()
         return world
 
     @property
@@ -124,10 +122,6 @@ class World:
 
     def now(self) -> float:
         return time.monotonic() - self.started
-
-    def fault_walls(self) -> list[float]:
-        """Wall-clock times (as task events record them) at which faults were applied."""
-        return [self.started_wall + at for at, _, _ in self.faults]
 
     def _note(self, kind: str, detail: str) -> None:
         self.faults.append((round(self.now(), 2), kind, detail))
