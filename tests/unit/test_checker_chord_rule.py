@@ -1,7 +1,8 @@
 """The checker's chord rule: a callback sent a second time is a violation unless a member
 ran again; runs of one send (a redelivery, a re-publish after a lost confirm) are
 at-least-once. CI (a1e62b4, RabbitMQ seed 832852) failed a run where the broker was
-SIGKILLed around a chord's completion: the callback ran twice from one send."""
+SIGKILLed around a chord's completion and the callback ran twice (its history was not
+kept, so whether from one send is not known; the rule now tells the two apart)."""
 
 from __future__ import annotations
 
