@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import uuid
 from pathlib import Path
 
@@ -60,6 +61,8 @@ def test_no_task_lost_stranded_or_corrupted_under_faults(broker: str, seed: int)
                    "violations": report.violations}
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         (ARTIFACTS / f"{broker}-{seed}.json").write_text(json.dumps(summary, indent=2))
+        if report.violations:  # the history is what a violation points at: keep it
+            shutil.copyfile(world.history, ARTIFACTS / f"{broker}-{seed}-history.jsonl")
         print(f"\nchecker {broker} seed={seed}: " + " ".join(
             f"{k}={v}" for k, v in report.counts.items()))
         replay = (f"QSCALE_CHECK_SEED={seed} QSCALE_CHECK_BROKER={broker} "
