@@ -17,7 +17,8 @@ CRD sits in crds/, which Helm installs once and never upgrades. One upgrade chec
 
 The CRD is cluster-wide and other tests on the shared cluster use it: it is at 0.1.0's
 version for the few seconds between setting it back and the upgrade, and whatever
-happens the test leaves it at this chart's version. QSCALE_E2E_UPGRADE_TO=<chart dir>
+happens the test leaves it at this chart's version, owned by the release that owned it
+before (not by this test's deleted one). QSCALE_E2E_UPGRADE_TO=<chart dir>
 upgrades to another chart instead (how this test was run against main's chart).
 """
 
@@ -106,9 +107,27 @@ def _set_crd_back(cluster: KubeCluster, previous_crd: Path) -> None:
     cluster.kubectl("replace", "-f", "-", input=json.dumps(crd))
 
 
-def _restore_current_crd(cluster: KubeCluster) -> None:
+HELM_OWNER_KEYS = ("app.kubernetes.io/managed-by", "app.kubernetes.io/instance",
+                   "meta.helm.sh/release-name", "meta.helm.sh/release-namespace",
+                   "helm.sh/resource-policy")
+
+
+def _helm_owner(cluster: KubeCluster) -> dict[str, dict[str, str]]:
+    """Which release the CRD belongs to (its Helm labels and annotations)."""
+    meta = _crd(cluster)["metadata"]
+    return {kind: {k: v for k, v in meta.get(kind, {}).items() if k in HELM_OWNER_KEYS}
+            for kind in ("labels", "annotations")}
+
+
+def _restore_current_crd(cluster: KubeCluster, owner: dict[str, dict[str, str]]) -> None:
+    """This chart's CRD, owned again by whichever release owned it before the test (the
+    test's own release is deleted with its namespace)."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager",
                     "qscale-e2e-upgrade", "-f", str(CURRENT_CRD), check=False)
+    for kind, verb in (("labels", "label"), ("annotations", "annotate")):
+        pairs = [f"{k}={owner[kind][k]}" if k in owner[kind] else f"{k}-"
+                 for k in HELM_OWNER_KEYS]
+        cluster.kubectl(verb, "--overwrite", "crd", CRD_NAME, *pairs, check=False)
 
 
 def _pruned(rel: LeanRelease, pool: str) -> bool:
@@ -124,6 +143,7 @@ def upgraded(kube_cluster: KubeCluster, e2e_image: str,
     rel = LeanRelease(kube_cluster, prefix="qscale-upgrade")
     facts: dict[str, Any] = {"namespace": rel.namespace}
     previous_crd = _previous_crd(tmp_path_factory.mktemp("crd"))
+    owner = _helm_owner(kube_cluster)
     rel.create_namespace()
     pool = f"{rel.fullname}-default"
     try:
@@ -160,9 +180,12 @@ def upgraded(kube_cluster: KubeCluster, e2e_image: str,
             facts["controller_version"] = repr(exc)
         yield {**facts, "release": rel}
     finally:
-        _restore_current_crd(kube_cluster)
+        _restore_current_crd(kube_cluster, owner)
+        facts["crd_owner_restored"] = _helm_owner(kube_cluster) == owner
         rel.delete_namespace()
         print(json.dumps({k: v for k, v in facts.items() if k != "release"}, indent=1))
+    assert facts["crd_owner_restored"], (
+        f"the CRD's owner was {owner}, now {_helm_owner(kube_cluster)}")
 
 
 def test_crd_from_the_previous_chart_is_upgraded_and_its_new_field_reaches_status(
