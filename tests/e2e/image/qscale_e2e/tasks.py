@@ -1,4 +1,5 @@
 """`e2e.record`: sleep like a real I/O-bound task, and log each start and finish.
+`e2e.identity`: what a task sees of its pod (an env var, the ServiceAccount of its token).
 
 Every execution appends two JSON events (start, finish) to the list
 `e2e:<run>:events` in the results Redis. Counting them per task id tells a test
@@ -9,10 +10,12 @@ the log itself never drops an event while Redis restarts.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -68,3 +71,19 @@ def record(ctx: TaskContext, run: str, seconds: float) -> str:
     time.sleep(float(seconds))
     log_event(run, {**base, "ev": "finish", "t": time.time()})
     return ctx.id
+
+
+TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+@task(name="e2e.identity")
+def identity(env_name: str) -> dict[str, Any]:
+    """The value of `env_name` and the subject of the mounted ServiceAccount token
+    (system:serviceaccount:<namespace>:<name>, None without a token), as a task sees them."""
+    subject = None
+    if TOKEN.exists():
+        payload = TOKEN.read_text().split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        subject = claims.get("sub")
+    return {"env": os.environ.get(env_name), "serviceaccount": subject,
+            "pod": os.environ.get("QSCALE_POD_NAME")}
