@@ -3,7 +3,7 @@
 Builds the four images when missing (hack/build-image.sh) and loads them into the
 cluster, installs the chart in a fresh namespace with `--wait`, runs the chart's
 test hook (enqueue qscale.demo.add(2, 3), wait for 5), then uninstalls and checks
-that only the brokers' PersistentVolumeClaims are left.
+that only the brokers' PersistentVolumeClaims and generated Secrets are left.
 """
 
 from __future__ import annotations
@@ -113,10 +113,15 @@ def test_install_roundtrip_uninstall(kube_cluster: KubeCluster, images: list[str
     while time.monotonic() < deadline:
         left = [f"{o['kind']}/{o['metadata']['name']}" for o in _release_objects(kube_cluster,
                                                                                   namespace)]
-        if all(item.startswith("PersistentVolumeClaim/") for item in left):
+        if all(item.startswith(("PersistentVolumeClaim/", "Secret/")) for item in left):
             break
         time.sleep(2)
-    expected = [f"PersistentVolumeClaim/data-{RELEASE}-redis-0"]
-    if broker == "rabbitmq":
-        expected.insert(0, f"PersistentVolumeClaim/data-{RELEASE}-rabbitmq-0")
+    # The brokers' data and their generated credentials outlive the release, so a
+    # reinstall logs in to the kept data (helm.sh/resource-policy: keep on the Secrets).
+    brokers = ["redis", "rabbitmq"] if broker == "rabbitmq" else ["redis"]
+    expected = [f"PersistentVolumeClaim/data-{RELEASE}-{b}-0" for b in brokers]
+    expected += [f"Secret/{RELEASE}-{b}" for b in brokers]
     assert sorted(left) == sorted(expected), left
+    for b in brokers:
+        secret = kube_cluster.kubectl_json("-n", namespace, "get", "secret", f"{RELEASE}-{b}")
+        assert secret["metadata"]["annotations"].get("helm.sh/resource-policy") == "keep"
