@@ -16,6 +16,8 @@ from tests.runtime_harness import REPO
 from worker.errors import ConfigError
 from worker.settings import load_settings
 
+AMQP = "amqp://qscale:qscale@127.0.0.1:5672//"
+
 
 @pytest.mark.parametrize(("env", "variable"), [
     ({"QSCALE_SOFT_TIME_LIMIT": "inf"}, "QSCALE_SOFT_TIME_LIMIT"),
@@ -34,6 +36,13 @@ from worker.settings import load_settings
     ({"QSCALE_MAX_MESSAGE_BYTES": str(2**40)}, "QSCALE_MAX_MESSAGE_BYTES"),
     ({"QSCALE_QUEUES": "a," + "q" * 300}, "QSCALE_QUEUES"),
     ({"QSCALE_RESULT_TTL": str(2**40)}, "QSCALE_RESULT_TTL"),
+    # Settings that parsed, then the worker reconnected for ever and never consumed
+    # (RabbitMQ), found by running `python -m worker run` with them:
+    # consumer tag "qscale.<pod>-<pid>.<hex8>" is an AMQP shortstr (<= 255 bytes):
+    # every claim fails with "struct.error: ubyte format requires 0 <= number <= 255".
+    ({"QSCALE_BROKER_URL": AMQP, "QSCALE_POD_NAME": "p" * 240}, "QSCALE_POD_NAME"),
+    # RabbitMQ reserves amq.*: ACCESS_REFUSED on every declare, /readyz 503 for ever.
+    ({"QSCALE_BROKER_URL": AMQP, "QSCALE_QUEUES": "amq.tasks"}, "QSCALE_QUEUES"),
 ])
 def test_settings_that_would_break_later_are_refused_now(
         monkeypatch: pytest.MonkeyPatch, env: dict[str, str], variable: str) -> None:
