@@ -79,7 +79,7 @@ def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                  "--secure-port", str(secure), "--bind-address", "127.0.0.1",
                  "--cert-dir", str(root / "certs"),
                  "--token-auth-file", str(root / "tokens.csv"),
-                 "--authorization-mode", "AlwaysAllow",
+                 "--authorization-mode", "RBAC",  # the admin token is in system:masters
                  "--service-account-issuer", "https://kubernetes.default.svc",
                  "--service-account-key-file", str(root / "sa.key"),
                  "--service-account-signing-key-file", str(root / "sa.key"),

@@ -157,3 +157,35 @@ def test_an_older_crd_installed_without_helm_is_taken_over_loudly(apiserver: Pat
     assert live["metadata"]["annotations"]["meta.helm.sh/release-namespace"] == "unmanaged"
     assert "controllerVersion" in live["spec"]["versions"][0]["schema"]["openAPIV3Schema"][
         "properties"]["status"]["properties"]
+
+
+def test_a_namespace_scoped_deployer_installs_with_crds_left_to_the_admin(
+        apiserver: Path, tmp_path: Path) -> None:
+    """A tenant who may act only in its namespace installs with crds.install=false and no
+    admission policy (both cluster-scoped). The chart's NOTES looked the CRD up anyway,
+    and Helm's lookup fails the whole render on Forbidden (found reading the chart)."""
+    files = CHART / "files" / "crds" / "workerpool.yaml"
+    kubectl(apiserver, "apply", "--server-side", "-f", str(files))
+    kubectl(apiserver, "create", "namespace", "tenant")
+    kubectl(apiserver, "-n", "tenant", "create", "serviceaccount", "deployer")
+    # Everything in its namespace, nothing cluster-scoped (no controller-manager runs
+    # here to aggregate the built-in admin role, so the Role says it outright).
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "namespace-owner", "namespace": "tenant"},
+            "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}
+    (tmp_path / "role.yaml").write_text(yaml.safe_dump(role))
+    kubectl(apiserver, "apply", "-f", str(tmp_path / "role.yaml"))
+    kubectl(apiserver, "-n", "tenant", "create", "rolebinding", "deployer",
+            "--role=namespace-owner", "--serviceaccount=tenant:deployer")
+    token = kubectl(apiserver, "-n", "tenant", "create", "token", "deployer").stdout.strip()
+    admin = yaml.safe_load(apiserver.read_text())
+    admin["users"] = [{"name": "t", "user": {"token": token}}]
+    tenant = tmp_path / "tenant-kubeconfig"
+    tenant.write_text(yaml.safe_dump(admin))
+    tenant.chmod(0o600)
+    assert kubectl(tenant, "get", "crd", CRD, check=False).returncode != 0, \
+        "the tenant must not be able to read CRDs for this test to mean anything"
+
+    helm(tenant, "install", "qscale", str(CHART), "-n", "tenant", "--set", "crds.install=false",
+         "--set", "controller.admissionPolicy.enabled=false")
+    assert exists(apiserver, "-n", "tenant", "workerpool", "qscale-default")

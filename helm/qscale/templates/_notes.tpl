@@ -37,7 +37,10 @@ Images. The qscale image ({{ $image }}) runs the workers, the controller and `he
     {{ . }}
   {{- end }}
 {{- end }}
-{{- $crdLive := include "qscale.crd.live" . | fromYaml }}
+{{- /* The CRD is cluster-scoped: only a release that manages CRDs looks it up, so a
+namespace-scoped deployer (crds.install=false) is not refused by the lookup. */}}
+{{- $crdLive := dict }}
+{{- if .Values.crds.install }}{{ $crdLive = include "qscale.crd.live" . | fromYaml }}{{ end }}
 {{- $crdManager := include "qscale.crd.manager" (dict "root" . "live" $crdLive) }}
 {{- $crdMissing := include "qscale.crd.missingFields" (dict "root" . "live" $crdLive) }}
 {{- if and .Values.controller.enabled (not (include "qscale.crd.render" .)) }}
