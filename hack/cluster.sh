@@ -30,7 +30,7 @@ cluster_exists() {
       grep -qxF "$CLUSTER_NAME" <<<"$out"
       return
     fi
-    sleep $((try * ${QSCALE_RETRY_UNIT_S:-2}))
+    [ "$try" -lt 6 ] && sleep $((try * ${QSCALE_RETRY_UNIT_S:-2}))
   done
   die "cannot list kind clusters (is dockerd answering?): $(tail -n1 <<<"$out")"
 }
