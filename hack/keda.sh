@@ -6,6 +6,8 @@
 #   hack/keda.sh images      + images qscale/keda and qscale/keda-metrics-apiserver
 #   hack/keda.sh install     + load the images into kind cluster $QSCALE_CLUSTER_NAME, apply
 #                              keda.yaml, wait until the external metrics API answers
+#   hack/keda.sh check       wait until the external metrics API answers; if it does not,
+#                              print why (APIService condition, pods, events, logs)
 #   hack/keda.sh uninstall   delete what install applied
 #
 # Everything is cached by version under $QSCALE_CACHE/keda/$KEDA_VERSION: src/ (a copy of
@@ -151,13 +153,43 @@ install() {
   "${KUBECTL[@]}" apply --server-side --force-conflicts -f "$MANIFEST" >&2
   "${KUBECTL[@]}" -n keda rollout status deploy/keda-operator --timeout=300s >&2
   "${KUBECTL[@]}" -n keda rollout status deploy/keda-metrics-apiserver --timeout=300s >&2
-  "${KUBECTL[@]}" wait --for=condition=Available apiservice/v1beta1.external.metrics.k8s.io --timeout=300s >&2
+  check
+  log "KEDA $KEDA_VERSION installed in cluster $CLUSTER_NAME"
+}
+
+# The aggregator marks the APIService Available once its discovery check gets a 2xx from
+# the metrics server through the Service (TLS unverified, its front-proxy client cert);
+# the caBundle the operator writes matters to the proxied requests after that. When the
+# check never passes, say why instead of kubectl's "timed out waiting for the condition":
+# the condition's message on the last line, the pods, events and both logs before it.
+APISERVICE=apiservice/v1beta1.external.metrics.k8s.io
+available_message() {
+  "${KUBECTL[@]}" get "$APISERVICE" \
+    -o jsonpath='{range .status.conditions[?(@.type=="Available")]}{.status} {.reason}: {.message}{end}' \
+    2>&1 || true
+}
+keda_state() {
+  echo "--- $APISERVICE: $(available_message)"
+  "${KUBECTL[@]}" -n keda get pods,endpointslices,secrets -o wide 2>&1 || true
+  echo "--- events"
+  "${KUBECTL[@]}" -n keda get events --sort-by=.lastTimestamp 2>&1 | tail -n 25 || true
+  local d
+  for d in keda-operator keda-metrics-apiserver; do
+    echo "--- $d log (previous container, if any, then current; last 30 lines each)"
+    "${KUBECTL[@]}" -n keda logs "deploy/$d" --previous --tail=30 2>/dev/null || true
+    "${KUBECTL[@]}" -n keda logs "deploy/$d" --tail=30 2>&1 || true
+  done
+}
+check() {
+  if ! "${KUBECTL[@]}" wait --for=condition=Available "$APISERVICE" --timeout="${KEDA_WAIT_S:-300}s" >&2; then
+    keda_state >&2
+    die "$APISERVICE not Available after ${KEDA_WAIT_S:-300} s: $(available_message)"
+  fi
   for _ in $(seq 60); do
     "${KUBECTL[@]}" get --raw /apis/external.metrics.k8s.io/v1beta1 >/dev/null 2>&1 && break
     sleep 2
   done
   "${KUBECTL[@]}" get --raw /apis/external.metrics.k8s.io/v1beta1 >/dev/null || die "external metrics API does not answer"
-  log "KEDA $KEDA_VERSION installed in cluster $CLUSTER_NAME"
 }
 
 uninstall() {
@@ -179,6 +211,7 @@ case "${1:-install}" in
   build) need_bin; log "KEDA $KEDA_VERSION: $KEDA_BIN/keda $KEDA_BIN/keda-adapter" ;;
   images) need_bin; images; need_manifest ;;
   install) need_bin; images; need_manifest; install ;;
+  check) check; log "external metrics API of cluster $CLUSTER_NAME answers" ;;
   uninstall) need_manifest; uninstall ;;
-  *) die "unknown command $1; use manifests|build|images|install|uninstall" ;;
+  *) die "unknown command $1; use manifests|build|images|install|check|uninstall" ;;
 esac

@@ -269,3 +269,39 @@ def test_the_run_refuses_the_shared_cluster(capsys: pytest.CaptureFixture[str]) 
     assert main(["run", "--cluster", "qscale", "--only", "burst"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--cluster" in err[0] and "qscale" in err[0]
+
+
+def test_keda_check_says_why_the_external_metrics_api_is_not_available(tmp_path: Path) -> None:
+    """`hack/keda.sh install` died with kubectl's bare "timed out waiting for the condition
+    on apiservices/v1beta1.external.metrics.k8s.io" and the run deleted its cluster, so
+    nothing said why. The check now ends with the APIService condition's message and
+    prints the pods, events and both KEDA logs before it (kubectl faked here)."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    cache = tmp_path / "cache"
+    (cache / "bin").mkdir(parents=True)
+    kubectl = cache / "bin" / "kubectl"
+    kubectl.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        '  *" wait "*) echo "error: timed out waiting for the condition" >&2; exit 1 ;;\n'
+        '  *"get apiservice/"*) printf "False FailedDiscoveryCheck: failing or missing'
+        ' response from https://10.96.0.9:443/apis/external.metrics.k8s.io/v1beta1:'
+        ' bad status 403" ;;\n'
+        '  *" logs deploy/keda-metrics-apiserver "*) echo "adapter log line" ;;\n'
+        '  *" get pods,"*) echo "keda-metrics-apiserver-x 1/1 Running" ;;\n'
+        '  *) : ;;\n'
+        "esac\n")
+    kubectl.chmod(0o755)
+    proc = subprocess.run(["bash", "hack/keda.sh", "check"], check=False, cwd=repo,
+                          capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                               "QSCALE_CACHE": str(cache), "KEDA_WAIT_S": "1",
+                               "QSCALE_CLUSTER_NAME": "qscale-bench-test"})
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "v1beta1.external.metrics.k8s.io not Available after 1 s" in last
+    assert "FailedDiscoveryCheck" in last and "bad status 403" in last
+    assert "keda-metrics-apiserver-x 1/1 Running" in proc.stderr
+    assert "adapter log line" in proc.stderr
