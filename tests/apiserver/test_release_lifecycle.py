@@ -79,10 +79,20 @@ def test_crd_is_installed_upgraded_and_kept(apiserver: Path, tmp_path: Path) -> 
     assert live["metadata"]["annotations"]["meta.helm.sh/release-namespace"] == "crd"
     assert exists(apiserver, "-n", "crd", "workerpool", "qscale-default")  # post-install hook
 
-    helm(apiserver, "upgrade", "qscale", str(CHART), "-n", "crd")
+    # The first upgrade adopts the hook-made pool; its changes must still reach it (Helm
+    # patches custom resources from the previous manifest, and an adopted pool has none).
+    helm(apiserver, "upgrade", "qscale", str(CHART), "-n", "crd",
+         "--set", "worker.concurrency=3")
     status = get(apiserver, "crd", CRD)["spec"]["versions"][0]["schema"]["openAPIV3Schema"][
         "properties"]["status"]["properties"]
     assert "controllerVersion" in status, "the upgrade did not reach the CRD"
+    pool = get(apiserver, "-n", "crd", "workerpool", "qscale-default")
+    assert pool["spec"]["concurrency"] == 3, "the first upgrade's values never reached the pool"
+    helm(apiserver, "upgrade", "qscale", str(CHART), "-n", "crd",
+         "--set", "worker.concurrency=5")
+    pool = get(apiserver, "-n", "crd", "workerpool", "qscale-default")
+    assert pool["spec"]["concurrency"] == 5, "a later upgrade's values never reached the pool"
+    assert pool["metadata"]["annotations"]["helm.sh/hook"] != "post-install"
     kubectl(apiserver, "-n", "crd", "patch", "workerpool", "qscale-default",
             "--subresource=status", "--type=merge",
             "-p", '{"status": {"controllerVersion": "0.2.0"}}')
