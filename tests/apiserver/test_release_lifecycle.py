@@ -92,7 +92,15 @@ def test_crd_is_installed_upgraded_and_kept(apiserver: Path, tmp_path: Path) -> 
          "--set", "worker.concurrency=5")
     pool = get(apiserver, "-n", "crd", "workerpool", "qscale-default")
     assert pool["spec"]["concurrency"] == 5, "a later upgrade's values never reached the pool"
-    assert pool["metadata"]["annotations"]["helm.sh/hook"] != "post-install"
+    assert "qscale.io/made-by-hook" not in pool["metadata"]["annotations"]
+    # A rollback to the first revision (no pools in its manifest) gets them back, and
+    # the next upgrade's values reach them again.
+    helm(apiserver, "rollback", "qscale", "1", "-n", "crd")
+    assert exists(apiserver, "-n", "crd", "workerpool", "qscale-default")
+    helm(apiserver, "upgrade", "qscale", str(CHART), "-n", "crd",
+         "--set", "worker.concurrency=6")
+    pool = get(apiserver, "-n", "crd", "workerpool", "qscale-default")
+    assert pool["spec"]["concurrency"] == 6, "the upgrade after a rollback was dropped"
     kubectl(apiserver, "-n", "crd", "patch", "workerpool", "qscale-default",
             "--subresource=status", "--type=merge",
             "-p", '{"status": {"controllerVersion": "0.2.0"}}')
@@ -103,6 +111,33 @@ def test_crd_is_installed_upgraded_and_kept(apiserver: Path, tmp_path: Path) -> 
     helm(apiserver, "uninstall", "qscale", "-n", "crd")
     assert exists(apiserver, "crd", CRD), "uninstall deleted the CRD (and every WorkerPool)"
     assert not exists(apiserver, "-n", "crd", "workerpool", "qscale-default")
+
+
+def test_a_reinstall_over_pools_left_by_hooks_applies_its_values(apiserver: Path,
+                                                                 tmp_path: Path) -> None:
+    """Helm never deletes hook resources: a release uninstalled before its first upgrade
+    leaves its hook-made pools behind, and the reinstall adopts them."""
+    ns = ["-n", "leftover"]
+    kubectl(apiserver, "create", "namespace", "leftover")
+    leftover = {
+        "apiVersion": "qscale.io/v1alpha1", "kind": "WorkerPool",
+        "metadata": {"name": "qscale-default", "namespace": "leftover",
+                     "labels": {"app.kubernetes.io/managed-by": "Helm"},
+                     "annotations": {"helm.sh/hook": "post-install,post-rollback",
+                                     "qscale.io/made-by-hook": "true",
+                                     "meta.helm.sh/release-name": "qscale",
+                                     "meta.helm.sh/release-namespace": "leftover"}},
+        "spec": {"queues": ["default"], "broker": {"secretRef": {"name": "x", "key": "url"}},
+                 "targetRef": {"name": "qscale-worker-default"}, "concurrency": 2},
+    }
+    manifest = tmp_path / "leftover.json"
+    manifest.write_text(json.dumps(leftover))
+    kubectl(apiserver, "apply", "-f", str(manifest))
+    helm(apiserver, "install", "qscale", str(CHART), *ns, "--set", "worker.concurrency=7")
+    pool = get(apiserver, *ns, "workerpool", "qscale-default")
+    assert pool["spec"]["concurrency"] == 7, "the reinstall kept the leftover pool's spec"
+    assert "qscale.io/made-by-hook" not in pool["metadata"]["annotations"]
+    helm(apiserver, "uninstall", "qscale", *ns)
 
 
 def test_reinstall_keeps_and_reuses_generated_broker_secrets(apiserver: Path) -> None:
