@@ -6,6 +6,7 @@ every scaler."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -22,7 +23,10 @@ from tests.chart.conftest import REPO_ROOT, Render
 
 CACHE = Path(os.environ.get("QSCALE_CACHE", "/var/cache/qscale"))
 KUBECONFORM = CACHE / "bin" / "kubeconform"
-K8S_SCHEMAS = CACHE / "kubeconform-schemas" / "v1.34.4"
+CRD_FILE = REPO_ROOT / "helm" / "qscale" / "files" / "crds" / "workerpool.yaml"
+# hack/chart-check.sh's schemas: Kubernetes 1.34.4 plus this checkout's WorkerPool CRD.
+K8S_SCHEMAS = CACHE / "kubeconform-schemas" / (
+    "v1.34.4-crd-" + hashlib.sha256(CRD_FILE.read_bytes()).hexdigest()[:12])
 SWAGGER = CACHE / "go" / "mod" / "k8s.io" / "kubernetes@v1.34.4" / "api" / "openapi-spec" / \
     "swagger.json"
 SWEEP = ("k5=keda:poll=5,cooldown=60,down_window=0,length=2",
@@ -57,7 +61,7 @@ def schemas(keda_yaml: Path, tmp_path_factory: pytest.TempPathFactory) -> list[s
     else:
         assert SWAGGER.exists(), f"no Kubernetes schemas: neither {K8S_SCHEMAS} nor {SWAGGER}"
         run(sys.executable, "hack/kubeconform-schemas.py", "--openapi", SWAGGER,
-            "--crd", keda_yaml, "--out", out / "keda")
+            "--crd", keda_yaml, "--crd", CRD_FILE, "--out", out / "keda")
     locations.append(str(out / "keda" / "{{ .ResourceKind }}{{ .KindSuffix }}.json"))
     return locations
 
