@@ -43,6 +43,16 @@ B = {"type": "boolean"}
 free_map = {"type": "object"}  # Kubernetes objects passed through (affinity, ...)
 str_map = {"type": "object", "additionalProperties": {"type": "string"}}
 any_list = {"type": "array"}
+# NetworkPolicyPeer objects: one of these keys at least; their insides the API server checks.
+peer_list = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "properties": {k: {"type": "object"} for k in ("podSelector", "namespaceSelector", "ipBlock")},
+    },
+}
 
 
 def nullable_int(**kw: Any) -> dict[str, Any]:
@@ -365,7 +375,13 @@ schema = obj(
                 "grafanaDashboard": obj({"enabled": B, "labels": str_map, "annotations": str_map}),
             }
         ),
-        "networkPolicy": obj({"enabled": B}),
+        "networkPolicy": obj(
+            {
+                "enabled": B,
+                "brokerFrom": peer_list,
+                "metricsFrom": peer_list,
+            }
+        ),
         "tests": obj({"timeoutSeconds": Int(minimum=1, maximum=3600)}),
     }
 )

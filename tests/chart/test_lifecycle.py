@@ -97,7 +97,8 @@ def test_workerpools_wait_for_a_crd_the_cluster_does_not_serve_yet(render: Rende
     they are post-install hooks that the next upgrade adopts (ownership metadata)."""
     pool = by_kind(render(), "WorkerPool")[0]
     annotations = pool["metadata"]["annotations"]
-    assert annotations["helm.sh/hook"] == "post-install"
+    assert annotations["helm.sh/hook"] == "post-install,post-rollback"
+    assert annotations["qscale.io/made-by-hook"] == "true"
     assert annotations["meta.helm.sh/release-name"] == "qscale"
     assert annotations["meta.helm.sh/release-namespace"] == "qscale"
     assert pool["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
@@ -162,3 +163,24 @@ def test_notes_lead_with_getting_the_image_and_warn_on_the_default(
     assert "WARNING" not in published
     assert "registry.example.com/qscale:0.2.0" in published
     assert "redis.image.repository" not in published
+
+
+def test_notes_say_who_reaches_the_broker_and_warn_when_podmonitors_cannot_scrape(
+        helm: str, notes_chart: Path) -> None:
+    notes = _notes(helm, notes_chart)
+    assert "admit them (other namespaces) with networkPolicy.brokerFrom" in notes
+    external = _notes(helm, notes_chart, "-f", str(CHART / "ci" / "external-broker-values.yaml"))
+    assert "the broker admits" not in external  # no broker pod, no broker policy
+    admitted_producers = _notes(helm, notes_chart, "--set-json",
+                                'networkPolicy.brokerFrom=[{"namespaceSelector": {}}]')
+    assert "1 peer(s) of networkPolicy.brokerFrom" in admitted_producers
+    assert "admit them (other namespaces)" not in admitted_producers
+    assert "PodMonitors" not in notes  # no prometheus-operator: nothing to warn about
+    operator = ("--api-versions", "monitoring.coreos.com/v1")
+    assert "WARNING: the PodMonitors' Prometheus is not admitted" in _notes(
+        helm, notes_chart, *operator)
+    admitted = _notes(helm, notes_chart, *operator, "--set-json",
+                      'networkPolicy.metricsFrom=[{"namespaceSelector": {}}]')
+    assert "PodMonitors" not in admitted
+    assert "Network policies" not in _notes(helm, notes_chart, "--set",
+                                            "networkPolicy.enabled=false")

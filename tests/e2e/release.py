@@ -14,7 +14,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tests.plugins.kind import REPO_ROOT, KubeCluster
@@ -81,6 +81,16 @@ def test_values(broker: str, image: str) -> dict[str, Any]:
     }
 
 
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 @dataclass
 class Release:
     """The release of one broker: names, install/uninstall, probe and pod helpers."""
@@ -90,6 +100,8 @@ class Release:
     image: str
     namespace: str
     installed: bool = False
+    # Chart values merged over test_values() (dicts merge key by key, the rest replaces).
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     worker_deployment: str = f"{FULLNAME}-worker-{POOL}"
     workerpool: str = f"{FULLNAME}-{POOL}"
@@ -102,9 +114,10 @@ class Release:
 
     @property
     def values_file(self) -> str:
-        path = REPO_ROOT / "artifacts" / "e2e" / f"values-{self.broker}.json"
+        path = REPO_ROOT / "artifacts" / "e2e" / f"values-{self.namespace}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(test_values(self.broker, self.image), indent=2))
+        values = merged(test_values(self.broker, self.image), self.overrides)
+        path.write_text(json.dumps(values, indent=2))
         return str(path)
 
     def kubectl(self, *args: str, timeout: float = 120, check: bool = True) -> str:

@@ -96,6 +96,27 @@ WorkerPool CRD: {{ if not .Values.crds.install }}crds.install=false, this releas
    Grafana: the dashboard ships in ConfigMap {{ include "qscale.componentName" (dict "root" $ "component" "dashboard") }} (label grafana_dashboard=1).
 {{- end }}
 
+{{- if .Values.networkPolicy.enabled }}
+{{- $podMonitors := and .Values.monitoring.serviceMonitor.enabled (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1") }}
+{{- $brokerPods := or (include "qscale.redis.enabled" .) (eq .Values.broker.type "rabbitmq") }}
+
+Network policies (enforced only by a network plugin that implements them):
+{{- if $brokerPods }}
+  the broker admits this release's pods labelled qscale.io/broker-client=true
+  {{- with .Values.networkPolicy.brokerFrom }} and {{ len . }} peer(s) of networkPolicy.brokerFrom{{ end }}.
+{{- if not .Values.networkPolicy.brokerFrom }}
+  Producers: label their pods app.kubernetes.io/instance={{ .Release.Name }} and
+  qscale.io/broker-client=true, or admit them (other namespaces) with networkPolicy.brokerFrom.
+{{- end }}
+{{- end }}
+  Workers and the controller admit this release's controller and Prometheus
+  {{- with .Values.networkPolicy.metricsFrom }} and {{ len . }} peer(s) of networkPolicy.metricsFrom{{ end }}.
+{{- if and $podMonitors (not .Values.networkPolicy.metricsFrom) }}
+  WARNING: the PodMonitors' Prometheus is not admitted to the workers (8080) and the
+  controller (8081): add its namespace to networkPolicy.metricsFrom.
+{{- end }}
+{{- end }}
+
 Your own tasks: build an image FROM {{ $image }} that installs your
 package, then set image.repository/tag and worker.imports (see the chart README).
 {{- if or (include "qscale.redis.enabled" .) (eq .Values.broker.type "rabbitmq") }}
