@@ -113,30 +113,52 @@ def test_crd_is_installed_upgraded_and_kept(apiserver: Path, tmp_path: Path) -> 
     assert not exists(apiserver, "-n", "crd", "workerpool", "qscale-default")
 
 
-def test_a_reinstall_over_pools_left_by_hooks_applies_its_values(apiserver: Path,
-                                                                 tmp_path: Path) -> None:
-    """Helm never deletes hook resources: a release uninstalled before its first upgrade
-    leaves its hook-made pools behind, and the reinstall adopts them."""
-    ns = ["-n", "leftover"]
-    kubectl(apiserver, "create", "namespace", "leftover")
-    leftover = {
+def _leftover(name: str, release: str, namespace: str) -> dict[str, Any]:
+    """A pool as the install-time hook makes it (Helm never deletes hooks)."""
+    return {
         "apiVersion": "qscale.io/v1alpha1", "kind": "WorkerPool",
-        "metadata": {"name": "qscale-default", "namespace": "leftover",
-                     "labels": {"app.kubernetes.io/managed-by": "Helm"},
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {"app.kubernetes.io/managed-by": "Helm",
+                                "app.kubernetes.io/instance": release,
+                                "qscale.io/controller": f"{release}-qscale-controller"},
                      "annotations": {"helm.sh/hook": "post-install,post-rollback",
                                      "qscale.io/made-by-hook": "true",
-                                     "meta.helm.sh/release-name": "qscale",
-                                     "meta.helm.sh/release-namespace": "leftover"}},
+                                     "meta.helm.sh/release-name": release,
+                                     "meta.helm.sh/release-namespace": namespace}},
         "spec": {"queues": ["default"], "broker": {"secretRef": {"name": "x", "key": "url"}},
-                 "targetRef": {"name": "qscale-worker-default"}, "concurrency": 2},
+                 "targetRef": {"name": f"{name}-worker"}, "concurrency": 2},
     }
+
+
+def test_pools_left_by_hooks_are_taken_over_or_removed(apiserver: Path, tmp_path: Path) -> None:
+    """A release uninstalled while its pools were still hooks leaves them behind; so does
+    one whose first upgrade stopped rendering a pool. The next install or upgrade takes the
+    ones it renders over with its own values and deletes the others of its release."""
+    ns = ["-n", "leftover"]
+    crd = CHART / "files" / "crds" / "workerpool.yaml"   # not left to the first test
+    kubectl(apiserver, "apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    kubectl(apiserver, "create", "namespace", "leftover")
     manifest = tmp_path / "leftover.json"
-    manifest.write_text(json.dumps(leftover))
+    manifest.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        _leftover("qscale-default", "qscale", "leftover"),
+        _leftover("qscale-renamed", "qscale", "leftover"),
+        _leftover("other-default", "other", "leftover")]}))
     kubectl(apiserver, "apply", "-f", str(manifest))
+
     helm(apiserver, "install", "qscale", str(CHART), *ns, "--set", "worker.concurrency=7")
     pool = get(apiserver, *ns, "workerpool", "qscale-default")
     assert pool["spec"]["concurrency"] == 7, "the reinstall kept the leftover pool's spec"
     assert "qscale.io/made-by-hook" not in pool["metadata"]["annotations"]
+    assert not exists(apiserver, *ns, "workerpool", "qscale-renamed"), "orphan kept"
+    assert exists(apiserver, *ns, "workerpool", "other-default"), "another release's pool"
+
+    # The same orphan, left again; this time an upgrade that renders no pool at all.
+    again = tmp_path / "again.json"
+    again.write_text(json.dumps(_leftover("qscale-renamed", "qscale", "leftover")))
+    kubectl(apiserver, "apply", "-f", str(again))
+    helm(apiserver, "upgrade", "qscale", str(CHART), *ns, "--set", "autoscaling.enabled=false")
+    assert not exists(apiserver, *ns, "workerpool", "qscale-default")
+    assert not exists(apiserver, *ns, "workerpool", "qscale-renamed")
     helm(apiserver, "uninstall", "qscale", *ns)
 
 
