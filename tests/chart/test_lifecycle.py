@@ -184,3 +184,5 @@ def test_notes_say_who_reaches_the_broker_and_warn_when_podmonitors_cannot_scrap
     assert "PodMonitors" not in admitted
     assert "Network policies" not in _notes(helm, notes_chart, "--set",
                                             "networkPolicy.enabled=false")
+    no_controller = _notes(helm, notes_chart, "--set", "controller.enabled=false")
+    assert "Workers admit this release's Prometheus." in no_controller

@@ -109,7 +109,7 @@ Network policies (enforced only by a network plugin that implements them):
   qscale.io/broker-client=true, or admit them (other namespaces) with networkPolicy.brokerFrom.
 {{- end }}
 {{- end }}
-  Workers and the controller admit this release's controller and Prometheus
+  {{ if .Values.controller.enabled }}Workers and the controller admit this release's controller and Prometheus{{ else }}Workers admit this release's Prometheus{{ end }}
   {{- with .Values.networkPolicy.metricsFrom }} and {{ len . }} peer(s) of networkPolicy.metricsFrom{{ end }}.
 {{- if and $podMonitors (not .Values.networkPolicy.metricsFrom) }}
   WARNING: the PodMonitors' Prometheus is not admitted to the workers (8080) and the
