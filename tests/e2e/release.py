@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from tests.e2e.lean import deep_merge
 from tests.plugins.kind import REPO_ROOT, KubeCluster
 
 CHART = REPO_ROOT / "helm" / "qscale"
@@ -81,14 +82,32 @@ def test_values(broker: str, image: str) -> dict[str, Any]:
     }
 
 
-def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merged(out[key], value)
-        else:
-            out[key] = value
-    return out
+def pod_manifest(name: str, image: str, command: list[str], env: list[dict[str, Any]],
+                 labels: dict[str, str], *, container: str = "main",
+                 memory_limit: str = "256Mi", restart_policy: str = "Always") -> dict[str, Any]:
+    """A bare pod of the e2e image, as locked down as the chart's own pods."""
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "restartPolicy": restart_policy,
+            "automountServiceAccountToken": False,
+            "terminationGracePeriodSeconds": 1,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": container, "image": image, "imagePullPolicy": "IfNotPresent",
+                "command": command, "env": env,
+                "resources": {"requests": {"cpu": "10m", "memory": "64Mi"},
+                              "limits": {"memory": memory_limit}},
+                "securityContext": {"allowPrivilegeEscalation": False,
+                                    "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+            }],
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+        },
+    }
 
 
 @dataclass
@@ -116,7 +135,7 @@ class Release:
     def values_file(self) -> str:
         path = REPO_ROOT / "artifacts" / "e2e" / f"values-{self.namespace}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        values = merged(test_values(self.broker, self.image), self.overrides)
+        values = deep_merge(test_values(self.broker, self.image), self.overrides)
         path.write_text(json.dumps(values, indent=2))
         return str(path)
 
@@ -153,30 +172,10 @@ class Release:
         """A pod with the e2e image and the workers' broker environment, idle until exec'd."""
         deploy = self.get_json("deployment", self.worker_deployment)
         env = deploy["spec"]["template"]["spec"]["containers"][0]["env"]
-        pod = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": PROBE_POD, "labels": {
-                "app.kubernetes.io/instance": RELEASE_NAME,
-                "app.kubernetes.io/component": "e2e-probe",
-                "qscale.io/broker-client": "true"}},
-            "spec": {
-                "automountServiceAccountToken": False,
-                "terminationGracePeriodSeconds": 1,
-                "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
-                                    "seccompProfile": {"type": "RuntimeDefault"}},
-                "containers": [{
-                    "name": "probe", "image": self.image, "imagePullPolicy": "IfNotPresent",
-                    "command": ["sleep", "infinity"], "env": env,
-                    "resources": {"requests": {"cpu": "10m", "memory": "64Mi"},
-                                  "limits": {"memory": "512Mi"}},
-                    "securityContext": {"allowPrivilegeEscalation": False,
-                                        "readOnlyRootFilesystem": True,
-                                        "capabilities": {"drop": ["ALL"]}},
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                }],
-                "volumes": [{"name": "tmp", "emptyDir": {}}],
-            },
-        }
+        pod = pod_manifest(PROBE_POD, self.image, ["sleep", "infinity"], env, {
+            "app.kubernetes.io/instance": RELEASE_NAME,
+            "app.kubernetes.io/component": "e2e-probe",
+            "qscale.io/broker-client": "true"}, container="probe", memory_limit="512Mi")
         self.cluster.apply(json.dumps(pod), namespace=self.namespace)
         self.kubectl("wait", "--for=condition=Ready", f"pod/{PROBE_POD}", "--timeout=120s",
                      timeout=150)

@@ -37,6 +37,7 @@ from tests.e2e.release import (
     MIN_REPLICAS,
     RELEASE_NAME,
     Release,
+    pod_manifest,
     wait_until,
 )
 from tests.e2e.test_01_observability import port_forward, prom_query
@@ -115,25 +116,8 @@ def _broker_url(rel: Release) -> str:
 def _run_pod(rel: Release, namespace: str, name: str, labels: dict[str, str],
              argv: list[str], env: dict[str, str], timeout: float = 180) -> tuple[str, str]:
     """Run one pod to completion; its phase and log."""
-    pod = {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "restartPolicy": "Never", "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 1,
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
-                                "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "main", "image": rel.image, "imagePullPolicy": "IfNotPresent",
-                "command": argv, "env": [{"name": k, "value": v} for k, v in env.items()],
-                "resources": {"requests": {"cpu": "10m", "memory": "64Mi"},
-                              "limits": {"memory": "256Mi"}},
-                "securityContext": {"allowPrivilegeEscalation": False,
-                                    "readOnlyRootFilesystem": True,
-                                    "capabilities": {"drop": ["ALL"]}},
-            }],
-        },
-    }
+    pod = pod_manifest(name, rel.image, argv, [{"name": k, "value": v} for k, v in env.items()],
+                       labels, restart_policy="Never")
     rel.cluster.apply(json.dumps(pod), namespace=namespace)
 
     def finished() -> str | None:
