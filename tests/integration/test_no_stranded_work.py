@@ -92,6 +92,28 @@ def test_drain_hands_unstarted_messages_to_other_workers_at_once(
             other.stop()
 
 
+@pytest.mark.rabbitmq
+def test_messages_rabbitmq_already_pushed_are_claimed_at_once(
+        amqp_url: str, queue_name: str) -> None:
+    """Claims wait for half the room to batch round trips, but a message already in our
+    buffer costs none: it is claimed (and counted in /state) as soon as there is room.
+    Before, a claim that caught part of a publish left the rest in the buffer, unseen
+    by /state, until the long task ended (CI flaked on this with in_flight stuck at 4)."""
+    key = f"rt:{queue_name}"
+    worker = WorkerProcess(amqp_url, queue_name, concurrency=1, prefetch=6).start()
+    try:
+        worker.wait_ready()
+        publish(amqp_url, queue_name, "rt.sleep_record", [[key, 30.0]])
+        wait_until(lambda: worker.state().get("busy") == 1, 10, "the long task", worker)
+        publish(amqp_url, queue_name, "rt.record", [[key]] * 3)
+        wait_until(lambda: worker.state().get("in_flight") == 4, 10, "the first three", worker)
+        publish(amqp_url, queue_name, "rt.record", [[key]] * 2)
+        wait_until(lambda: worker.state().get("in_flight") == 6, 10,
+                   "the pushed two counted as held", worker)
+    finally:
+        worker.stop()
+
+
 def test_results_cannot_land_on_a_queue_key(queue_name: str) -> None:
     """Queue `result` and task id `ready` once shared the key `qscale:result:ready`."""
     url = "redis://127.0.0.1:6379/14"

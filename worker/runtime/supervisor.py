@@ -208,9 +208,12 @@ class Supervisor(ChildDeaths, Reconciler):
             self._deadline = now
 
     def _claim_room(self) -> int:
-        """How many messages to claim now: 0 unless a child is idle or half the room is free.
+        """How many messages to claim now: 0 unless a child is idle, half the room is
+        free, or the broker has already pushed messages to us.
 
-        Waiting for half the room keeps claims (and acks) batched when tasks are short.
+        Waiting for half the room keeps claims (and acks) batched when tasks are short;
+        a message already received costs no round trip, and until it is claimed /state
+        would not count it as held.
         """
         if self.cordon.active or self._deadline is not None or self.pending \
                 or not self.link.connected:
@@ -219,10 +222,8 @@ class Supervisor(ChildDeaths, Reconciler):
         free = cap - self.in_flight
         if free <= 0:
             return 0
-        if free * 2 >= cap or any(c.accepting and not c.jobs
-                                  for c in self.pool.children.values()):
-            return free
-        return 0
+        idle_child = any(c.accepting and not c.jobs for c in self.pool.children.values())
+        return free if free * 2 >= cap or idle_child or self.link.buffered() else 0
 
     def _claim(self, now: float) -> None:
         free = self._claim_room()
