@@ -7,7 +7,7 @@
 #   kube-score        static checks of the chart's renders (hack/chart-lint.py), from
 #                     its Go module
 #   kube-router       its network policy controller enforces NetworkPolicy for the e2e
-#                     suite beside the bridge CNI (tests/e2e/netpol_agent.py), from its
+#                     suite beside the bridge CNI (hack/netpol-enforcer.sh), from its
 #                     Go module; with Debian's ipset package, which it drives
 #   checkov           the same, from PyPI, in its own virtualenv: its pins (e.g.
 #                     python-dateutil < 3, packaging 23) would downgrade what the
@@ -17,7 +17,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 TOXIPROXY_VERSION="${TOXIPROXY_VERSION:-v2.5.0}"
 KUBE_SCORE_VERSION="${KUBE_SCORE_VERSION:-v1.20.0}"
-# Keep in step with tests/e2e/netpol_agent.py (VERSION, IPSET_DEBS).
+# Keep in step with hack/netpol-enforcer.sh (KUBE_ROUTER_VERSION, IPSET_DEBS).
 KUBE_ROUTER_VERSION="${KUBE_ROUTER_VERSION:-v2.1.0}"
 IPSET_DEB_VERSION="7.17-1"
 

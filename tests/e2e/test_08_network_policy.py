@@ -1,9 +1,9 @@
 """The chart's NetworkPolicies, enforced for real: a default-deny namespace on a cluster
 whose policy controller drops what no policy admits.
 
-The kind cluster's bridge CNI ignores NetworkPolicy, so this module runs kube-router's
-network policy controller on the node for its duration (tests/e2e/netpol_agent.py).
-Then, in a namespace whose own policy denies all ingress:
+The kind cluster's bridge CNI ignores NetworkPolicy; kube-router's network policy
+controller enforces it on every node for the whole test session (hack/netpol-enforcer.sh,
+started by the kube_cluster fixture). In a namespace whose own policy denies all ingress:
 
 - pods the policies do not name cannot open a connection to the broker: one in another
   namespace, one unlabelled in the release's namespace, and one carrying only
@@ -29,7 +29,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.netpol_agent import PolicyAgent
+from tests.e2e.netpol_agent import PolicyEnforcer
 from tests.e2e.release import (
     CHART,
     FULLNAME,
@@ -56,11 +56,10 @@ SCALE_DOWN_WINDOW_SECONDS = 30
 
 
 @pytest.fixture(scope="module")
-def agent(request: pytest.FixtureRequest, kube_cluster: KubeCluster) -> PolicyAgent:
-    agent = PolicyAgent(kube_cluster)
-    request.addfinalizer(agent.uninstall)  # also when install fails half-way
-    with _paused_alarm():
-        agent.install()
+def agent(kube_cluster: KubeCluster) -> PolicyEnforcer:
+    agent = PolicyEnforcer(kube_cluster)
+    assert agent.running(), "the cluster does not enforce NetworkPolicy: the kube_cluster " \
+        "fixture runs `hack/netpol-enforcer.sh up`; see its status"
     return agent
 
 
@@ -80,7 +79,7 @@ def namespaces(kube_cluster: KubeCluster) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def guarded(kube_cluster: KubeCluster, agent: PolicyAgent, namespaces: dict[str, str],
+def guarded(kube_cluster: KubeCluster, agent: PolicyEnforcer, namespaces: dict[str, str],
             e2e_image: str) -> Iterator[Release]:
     """The release, installed into a namespace that already denies all ingress."""
     app = namespaces["app"]
@@ -218,5 +217,5 @@ def test_prometheus_scrapes_workers_and_controller(guarded: Release) -> None:
     print(f"[netpol] Prometheus up: {up}")
 
 
-def test_the_policy_controller_ran_throughout(agent: PolicyAgent) -> None:
+def test_the_policy_controller_ran_throughout(agent: PolicyEnforcer) -> None:
     assert agent.running(), "kube-router died during the module: the checks may be vacuous"

@@ -2,7 +2,9 @@
 
 The session fixture ``kube_cluster`` runs the same idempotent entry point as
 ``make cluster`` (``hack/cluster.sh up``): on a warm machine it only checks that
-the cluster answers; on a cold one it builds everything first. If that fails the
+the cluster answers; on a cold one it builds everything first. Then it makes the
+cluster enforce NetworkPolicy (``hack/netpol-enforcer.sh up``, a no-op when it does
+already), so every k8s and e2e test runs under enforcement. If either fails the
 requesting test FAILS with the reason -- it never skips.
 """
 
@@ -23,6 +25,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SCRIPT = REPO_ROOT / "hack" / "cluster.sh"
+ENFORCER_SCRIPT = REPO_ROOT / "hack" / "netpol-enforcer.sh"
 # Building everything from source on a cold 2-core machine takes a while.
 UP_TIMEOUT = float(os.environ.get("QSCALE_CLUSTER_UP_TIMEOUT", "7200"))
 
@@ -128,8 +131,10 @@ def _bring_up() -> KubeCluster:
     try:
         log.parent.mkdir(parents=True, exist_ok=True)
         with _paused_alarm(), log.open("w") as out:
+            # The cluster enforces NetworkPolicy for every test (no-op when it already does).
             proc = subprocess.run(
-                ["bash", str(CLUSTER_SCRIPT), "up"],
+                ["bash", "-c", 'bash "$1" up && bash "$2" up', "up",
+                 str(CLUSTER_SCRIPT), str(ENFORCER_SCRIPT)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -143,7 +148,8 @@ def _bring_up() -> KubeCluster:
         tail = log.read_text(errors="replace").splitlines()[-25:]
         reason = next((ln for ln in reversed(tail) if "FAILED" in ln), tail[-1] if tail else "")
         pytest.fail(
-            f"kind cluster bring-up failed (hack/cluster.sh up exited {proc.returncode}): "
+            f"kind cluster bring-up failed (hack/cluster.sh up && hack/netpol-enforcer.sh up "
+            f"exited {proc.returncode}): "
             f"{reason}\n--- last lines of {log} ---\n" + "\n".join(tail),
             pytrace=False,
         )
