@@ -93,12 +93,12 @@ def test_drain_hands_unstarted_messages_to_other_workers_at_once(
 
 
 @pytest.mark.rabbitmq
-def test_messages_rabbitmq_already_pushed_are_claimed_at_once(
+def test_messages_rabbitmq_pushed_but_not_claimed_count_as_held(
         amqp_url: str, queue_name: str) -> None:
-    """Claims wait for half the room to batch round trips, but a message already in our
-    buffer costs none: it is claimed (and counted in /state) as soon as there is room.
-    Before, a claim that caught part of a publish left the rest in the buffer, unseen
-    by /state, until the long task ended (CI flaked on this with in_flight stuck at 4)."""
+    """Claims wait for half the room (batching), so messages RabbitMQ pushed after a
+    claim sit in our buffer until then: /state must count them as held. Before, a claim
+    that caught part of a publish left the rest there, unseen by /state, until the long
+    task ended (CI flaked on this with in_flight stuck at 4 of 6)."""
     key = f"rt:{queue_name}"
     worker = WorkerProcess(amqp_url, queue_name, concurrency=1, prefetch=6).start()
     try:

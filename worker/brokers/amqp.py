@@ -379,6 +379,9 @@ class AmqpBroker(AmqpInspection, AmqpPublishing, Broker):
         return any(self._buffers.values()) or (
             self._session.channel is not None and self._session.frame_buffered())
 
+    def received(self) -> int:
+        return sum(len(buffer) for buffer in self._buffers.values())
+
     def pause_consuming(self) -> None:
         """Cancel the consumers (the next claim subscribes again) and reject what they
         pushed unclaimed, so RabbitMQ hands it to other consumers, not back to us."""

@@ -135,6 +135,12 @@ class Broker(abc.ABC):
         """Whether `claim` can return messages already received, without any waiting."""
         return False
 
+    def received(self) -> int:
+        """Messages received but not claimed yet: held by this consumer as the broker
+        sees it (RabbitMQ's pushed deliveries); 0 for brokers that only hand out what
+        is claimed."""
+        return 0
+
     def pause_consuming(self) -> None:
         """Stop receiving messages until the next `claim`, and give back the ones received
         but not claimed (RabbitMQ's consumers push; a cordoned worker must not hold

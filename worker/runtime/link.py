@@ -213,6 +213,11 @@ class BrokerLink:
         """A claim would return messages already received, without waiting."""
         return self.connected and self.broker is not None and self.broker.buffered()
 
+    def received(self) -> int:
+        """Messages the broker pushed that no claim has taken yet (0 when disconnected:
+        the broker has taken them back)."""
+        return self.broker.received() if self.connected and self.broker is not None else 0
+
     def pause_consuming(self) -> None:
         """Receive nothing until the next claim; give back what was received unclaimed."""
         self._call("pause", lambda b: b.pause_consuming())

@@ -14,8 +14,8 @@ JSON schema of `/state` (all times are Unix seconds, durations seconds):
       "concurrency": int,              # configured child processes
       "children": [int, ...],          # live child pids
       "busy": int,                     # children executing a task now
-      "in_flight": int,                # claimed, not yet settled (running + prefetched)
-      "prefetched": int,               # claimed, not yet started
+      "in_flight": int,                # held, not yet settled (running + prefetched)
+      "prefetched": int,               # held (claimed or pushed by RabbitMQ), not started
       "completed": int,                # tasks settled since start
       "last_task_finished_at": float | null,
       "service_time_seconds": float | null,         # EWMA over all tasks

@@ -208,12 +208,9 @@ class Supervisor(ChildDeaths, Reconciler):
             self._deadline = now
 
     def _claim_room(self) -> int:
-        """How many messages to claim now: 0 unless a child is idle, half the room is
-        free, or the broker has already pushed messages to us.
+        """How many messages to claim now: 0 unless a child is idle or half the room is free.
 
-        Waiting for half the room keeps claims (and acks) batched when tasks are short;
-        a message already received costs no round trip, and until it is claimed /state
-        would not count it as held.
+        Waiting for half the room keeps claims (and acks) batched when tasks are short.
         """
         if self.cordon.active or self._deadline is not None or self.pending \
                 or not self.link.connected:
@@ -223,7 +220,7 @@ class Supervisor(ChildDeaths, Reconciler):
         if free <= 0:
             return 0
         idle_child = any(c.accepting and not c.jobs for c in self.pool.children.values())
-        return free if free * 2 >= cap or idle_child or self.link.buffered() else 0
+        return free if free * 2 >= cap or idle_child else 0
 
     def _claim(self, now: float) -> None:
         free = self._claim_room()
@@ -380,7 +377,8 @@ class Supervisor(ChildDeaths, Reconciler):
     def _publish(self, now: float, force_gauges: bool = False) -> None:
         state = self.state
         busy = self.pool.busy()
-        in_flight = self.in_flight + self.link.unsettled
+        # Received but not claimed yet (RabbitMQ pushed them) is held here too.
+        in_flight = self.in_flight + self.link.unsettled + self.link.received()
         state.busy = busy
         state.in_flight = in_flight
         state.prefetched = in_flight - busy
