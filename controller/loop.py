@@ -202,7 +202,8 @@ class PoolLoop:
                            and now - self._floor_since > spec.drain_deadline_seconds)
         obs = self._inputs.observe(spec, sample, read_error, now, fresh=fresh,
                                    deadline_passed=deadline_passed, unknown=tuple(unknown))
-        obs = replace(obs, starting_pods=_starting_pods(target),
+        lost = self._inputs.lost()  # not Ready in the Deployment's count, yet not starting
+        obs = replace(obs, starting_pods=max(_starting_pods(target) - lost, 0), lost_pods=lost,
                       pod_startup_seconds=self._inputs.memory.startup_seconds())
         if self._history is None:  # fresh start: the window begins now, at the current size
             self._history = History(recommendations=((now, current),))
@@ -286,7 +287,8 @@ class PoolLoop:
             "depth": obs.ready, "in_flight": obs.in_flight,
             "arrival": _round(obs.arrival_rate), "completion": _round(obs.completion_rate),
             "service_time": _round(obs.service_time_seconds), "busy_pods": obs.busy_pods,
-            "starting_pods": obs.starting_pods, "startup": _round(startup, 1),
+            "starting_pods": obs.starting_pods, "lost_pods": obs.lost_pods,
+            "startup": _round(startup, 1),
             "current": current, "desired": decision.desired, "raw": decision.raw_desired,
             "reason": ("paused:" + decision.reason) if spec.paused else decision.reason,
             "acted": result.acted, "leader": leader, "drain": decision.drain_pods,

@@ -115,9 +115,14 @@ class PoolInputs:
         return unknown
 
     def busy(self, spec: PoolSpec) -> int:
+        """Busy pods that can work (lost ones are apart: see lost())."""
         if not spec.pod_state_port:
             return 0
-        return sum(1 for p in self.pods.live if p.counts_as_busy)
+        return sum(1 for p in self.pods.live if p.counts_as_busy and not p.node_lost)
+
+    def lost(self) -> int:
+        """Pods whose node stopped reporting: replicas that supply nothing now."""
+        return sum(1 for p in self.pods.live if p.node_lost)
 
     def observe(self, spec: PoolSpec, sample: DepthSample | None, error: str | None,
                 now: float, *, fresh: bool, deadline_passed: bool,

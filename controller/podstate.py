@@ -34,6 +34,7 @@ class PodState:
     node: str = "node"                # spec.nodeName ("" while unscheduled)
     containers_running: bool = True   # some container is running (else it holds no task)
     state_error: str | None = None    # why `state` is None (no answer, garbage)
+    node_lost: bool = False           # its node stopped reporting (see podreader._node_lost)
 
     @property
     def starting(self) -> bool:
@@ -61,15 +62,21 @@ class PodState:
 
     @property
     def counts_as_busy(self) -> bool:
-        """Whether removing this pod could kill work: busy, or running and silent."""
-        if self.terminating or self.phase != "Running" or not self.containers_running:
+        """Whether removing this pod could kill work: busy, or running and silent.
+
+        Not a pod lost with its node: its tasks are already going back to the broker
+        (lease or connection gone), and a kubelet that comes back still stops it
+        gracefully."""
+        if (self.terminating or self.phase != "Running" or not self.containers_running
+                or self.node_lost):
             return False
         return not self.reachable or self.busy_tasks > 0
 
     @property
     def counts_as_running(self) -> bool:
         """A worker process is up in it: it could hold tasks and can take a cordon."""
-        return not self.terminating and self.phase == "Running" and self.containers_running
+        return (not self.terminating and self.phase == "Running" and self.containers_running
+                and not self.node_lost)
 
     @property
     def state_unknown(self) -> bool:
@@ -79,8 +86,10 @@ class PodState:
 
     @property
     def idle(self) -> bool:
-        """Confirmed idle: it cannot hold a task (not running), or said it holds none."""
-        if self.terminating or self.phase != "Running" or not self.containers_running:
+        """Confirmed idle: it cannot hold a task (not running, or lost with its node),
+        or said it holds none."""
+        if (self.terminating or self.phase != "Running" or not self.containers_running
+                or self.node_lost):
             return True
         return self.reachable and self.busy_tasks == 0
 

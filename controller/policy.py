@@ -70,8 +70,11 @@ class Observation:
     arrival_rate: float | None = None         # tasks/s entering the queues
     completion_rate: float | None = None      # tasks/s finished
     service_time_seconds: float | None = None  # mean service time per task
-    busy_pods: int = 0                        # pods running >= 1 task
+    busy_pods: int = 0                        # pods running >= 1 task (lost ones apart)
     starting_pods: int = 0                    # pods created but not consuming yet
+    # Pods on a node that stopped reporting (marked NotReady by the node controller):
+    # replicas that supply nothing until their node is back or they are evicted.
+    lost_pods: int = 0
     pod_startup_seconds: float | None = None  # measured creation -> Ready (None: config's)
     draining_deadline_passed: bool = False    # busy pods may be removed
     error: str | None = None                  # why the read failed (for the reason/details)
@@ -114,6 +117,27 @@ def desired_replicas(
         obs: Observation, current: int, concurrency: int, config: PolicyConfig,
         history: History, now: float) -> Decision:
     """Decide the replica count for one tick. Pure: same inputs, same Decision.
+
+    Pods lost with their node are replicas that work for nobody: the decision is made
+    for the pods that can work (min, max and every other rule apply to them) and the
+    lost ones are kept on top, so they are replaced at once instead of after the
+    eviction timeout (5 min by default). They leave when their node comes back (then
+    they count again) or when scale-in or eviction removes them (the ReplicaSet
+    deletes not-Ready pods first)."""
+    lost = min(max(obs.lost_pods, 0), max(current, 0))
+    if lost == 0:
+        return _decide(obs, current, concurrency, config, history, now)
+    working = replace(obs, lost_pods=0)
+    decision = _decide(working, current - lost, concurrency, config, history, now)
+    return replace(decision, desired=decision.desired + lost,
+                   raw_desired=decision.raw_desired + lost,
+                   details={**decision.details, "lost_pods": lost})
+
+
+def _decide(
+        obs: Observation, current: int, concurrency: int, config: PolicyConfig,
+        history: History, now: float) -> Decision:
+    """The decision for `current` pods that can all work.
 
     Order: demand (mode) -> 0->1 activation -> tolerance band -> up at once / down
     to the window maximum -> idle cooldown before zero -> min/max clamp -> busy-pod
