@@ -114,6 +114,13 @@ class WorkerSettings(BaseSettings):
     max_message_bytes: Annotated[int, Field(ge=256, le=512 << 20)] = Field(
         1 << 20, description="Largest message body producers send; a larger one is refused "
                              "before sending, and dead-lettered if it arrives anyway.")
+    publish_retry_seconds: Annotated[float, _seconds(ge=0, le=DAY)] = Field(
+        10.0, description="Producers: how long a publish keeps retrying while the broker "
+                          "cannot be reached (refused, reset, timed out; e.g. a broker "
+                          "restarting, or a network policy not yet programmed for a new "
+                          "pod), with back-off from 0.1 to 1 s; then it raises "
+                          "BrokerUnavailable. 0 = no retry. A retry after a publish that "
+                          "reached the broker may send it twice (at-least-once).")
     default_max_retries: Annotated[int, Field(ge=0, le=1_000_000)] = Field(
         3, description="Retries of a failing task that sets no `max_retries`: a task that "
                        "raises runs at most 1 + this many times, then is dead-lettered with "

@@ -7,20 +7,26 @@ Tests and libraries can build their own `Client` and pass it explicitly.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from worker.api.handles import AsyncResult
 from worker.brokers import Broker, open_broker
 from worker.envelope import Envelope
-from worker.errors import BadMessage
+from worker.errors import BadMessage, BrokerUnavailable
 from worker.results import ResultStore
 from worker.settings import WorkerSettings, load_settings
 
 PUBLISH_CHUNK = 500
+RETRY_FIRST_PAUSE, RETRY_MAX_PAUSE = 0.1, 1.0
+
+log = logging.getLogger(__name__)
 
 
 def open_settings_broker(settings: WorkerSettings) -> Broker:
@@ -88,8 +94,8 @@ class Client:
             env, delay = dataclasses.replace(
                 env, enqueued_at=env.enqueued_at + countdown).delayed(countdown)
         body = self._encode(env)
-        with self._lock:
-            self.broker.publish(env.queue, body, delay=delay, priority=env.priority)
+        self._publishing(lambda broker: broker.publish(env.queue, body, delay=delay,
+                                                       priority=env.priority))
         return self.async_result(env.id)
 
     def send_many(self, envelopes: Sequence[Envelope],
@@ -110,11 +116,33 @@ class Client:
         for (queue, priority), bodies in groups.items():
             for start in range(0, len(bodies), PUBLISH_CHUNK):
                 chunk = bodies[start:start + PUBLISH_CHUNK]
-                with self._lock:
-                    self.broker.publish_many(queue, chunk, delay=delay, priority=priority)
+                self._publishing(_publish_many(queue, chunk, delay, priority))
                 if progress is not None:
                     progress(len(chunk))
         return [self.async_result(env.id) for env in envelopes]
+
+    def _publishing(self, publish: Callable[[Broker], None]) -> None:
+        """Run `publish` on the broker connection, retrying for `publish_retry_seconds`
+        while the broker cannot be reached (a fresh connection each time). Anything else
+        (a refused message, bad input) raises at once."""
+        deadline = time.monotonic() + self.settings.publish_retry_seconds
+        pause = RETRY_FIRST_PAUSE
+        while True:
+            try:
+                with self._lock:
+                    publish(self.broker)
+                return
+            except BrokerUnavailable as exc:
+                if time.monotonic() + pause > deadline:
+                    raise
+                log.warning("publish failed, retrying in %.1fs: %s", pause, exc)
+                with self._lock:
+                    broken, self._broker = self._broker, None
+                if broken is not None:
+                    with contextlib.suppress(Exception):
+                        broken.close()
+                time.sleep(pause)
+                pause = min(pause * 2, RETRY_MAX_PAUSE)
 
     def _encode(self, env: Envelope) -> bytes:
         """The body a worker accepts: checked like decode does, and within the size limit
@@ -147,6 +175,13 @@ class Client:
 
 _default: Client | None = None
 _default_lock = threading.Lock()
+
+
+def _publish_many(queue: str, bodies: list[bytes], delay: float,
+                  priority: int | None) -> Callable[[Broker], None]:
+    def publish(broker: Broker) -> None:
+        broker.publish_many(queue, bodies, delay=delay, priority=priority)
+    return publish
 
 
 def get_client() -> Client:
