@@ -10,6 +10,8 @@
 # builds (no Kubernetes build: kubectl is downloaded or built from its Go module).
 # QSCALE_KIND_AUTO=1 (make demo) chooses: the stock kindest/node when Docker can
 # pull it (or the cluster already runs it), else the offline build; it says which.
+# QSCALE_KIND_WORKERS=N adds N worker nodes (same image) to a new cluster; the control
+# plane then keeps kind's NoSchedule taint, so every pod runs on a worker node.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 KIND="$BIN_DIR/kind"
@@ -35,6 +37,15 @@ cluster_exists() {
   die "cannot list kind clusters (is dockerd answering?): $(tail -n1 <<<"$out")"
 }
 node_container() { echo "$CLUSTER_NAME-control-plane"; }
+WORKERS="${QSCALE_KIND_WORKERS:-0}"
+[[ "$WORKERS" =~ ^[0-9]$ ]] || die "QSCALE_KIND_WORKERS must be a number of worker nodes, 0-9 (got '$WORKERS')"
+# Node containers of the cluster (`-a`: running or not); a listing that fails is fatal, not 0.
+node_count() {
+  local out
+  out="$(docker ps "$@" --format '{{.Names}}' --filter "label=io.x-k8s.kind.cluster=$CLUSTER_NAME")" \
+    || die "cannot list the nodes of cluster $CLUSTER_NAME (is dockerd answering?)"
+  grep -c . <<<"$out" || true
+}
 
 api_ok() { timeout 20 "${KUBECTL_Q[@]}" get --raw /readyz >/dev/null 2>&1; }
 
@@ -138,11 +149,15 @@ cmd_up() {
   fi
   [ -n "$image" ] || die "no node image"
   if cluster_exists; then
+    local nodes running; nodes="$(node_count -a)"; running="$(node_count)"
     # A node container that stopped (dockerd or the machine went away) is
     # recreated rather than restarted: a fresh node from the cached image takes
     # about two minutes and is deterministic.
-    if [ "$(docker inspect -f '{{.State.Running}}' "$(node_container)" 2>/dev/null)" != true ]; then
-      log "cluster $CLUSTER_NAME: node container not running: recreating"
+    if [ "$running" != "$nodes" ]; then
+      log "cluster $CLUSTER_NAME: $((nodes - running)) of $nodes node containers not running: recreating"
+      "$KIND" delete cluster --name "$CLUSTER_NAME" >&2 || true
+    elif [ "$nodes" != "$((1 + WORKERS))" ]; then
+      log "cluster $CLUSTER_NAME has $nodes nodes, QSCALE_KIND_WORKERS=$WORKERS asks for $((1 + WORKERS)): recreating"
       "$KIND" delete cluster --name "$CLUSTER_NAME" >&2 || true
     elif [ "$(docker inspect -f '{{.Config.Image}}' "$(node_container)" 2>/dev/null)" != "$image" ]; then
       log "cluster $CLUSTER_NAME: node image changed to $image: recreating"
@@ -165,6 +180,7 @@ apiVersion: kind.x-k8s.io/v1alpha4
 nodes:
   - role: control-plane
 YAML
+    for _ in $(seq "$WORKERS"); do echo "  - role: worker" >> "$cfg"; done
     run_logged "kind-create-$CLUSTER_NAME" "$KIND" create cluster --name "$CLUSTER_NAME" --image "$image" \
       --kubeconfig "$KUBECONFIG_FILE" --config "$cfg" --wait 0s
   fi
@@ -172,6 +188,12 @@ YAML
     # a stock node image lacks our base image (used by the DNS probe, tests, charts)
     bash "$HACK_DIR/images/debian.sh" >&2
     "$KIND" load docker-image --name "$CLUSTER_NAME" "qscale/debian:$DEBIAN_SUITE" >&2
+  fi
+  # Several nodes on the offline image: its one-node bridge becomes a routed pod network
+  # (idempotent, and again after a node container restarted, which loses its routes).
+  # A stock kindest/node runs kindnet, which does this itself.
+  if [ "$WORKERS" != 0 ] && [ "$NODE_PATH" = offline ]; then
+    bash "$HACK_DIR/multinode-network.sh" >&2
   fi
   wait_ready
   log "cluster $CLUSTER_NAME ready in $((SECONDS - t0))s; KUBECONFIG=$KUBECONFIG_FILE (source hack/env.sh)"

@@ -54,25 +54,28 @@ nodes() {
 running_on() { docker exec "$1" pgrep -f "^$BINARY" >/dev/null 2>&1; }
 
 cmd_status() {
-  local node ok=0
-  for node in $(nodes); do
+  local node ok=0 list
+  list="$(nodes)" || exit 1
+  for node in $list; do
     if running_on "$node"; then log "enforcer runs on $node"; else log "enforcer NOT running on $node"; ok=1; fi
   done
   exit "$ok"
 }
 
-start_on() {
-  local node="$1" binary="$BIN_DIR/kube-router-$KUBE_ROUTER_VERSION" deb
+start_on() { # node admin-kubeconfig
+  local node="$1" admin="$2" binary="$BIN_DIR/kube-router-$KUBE_ROUTER_VERSION" deb
   local cleaned
   cleaned="$(docker exec "$node" sh -c "$CLEANUP")" || die "$node: cleanup failed: $cleaned"
   docker exec "$node" mkdir -p "$DIR"
   docker cp -q "$binary" "$node:$BINARY" >/dev/null
+  # Worker nodes have only the kubelet's own credentials, which cannot list policies.
+  docker cp -q "$admin" "$node:$DIR/admin.conf" >/dev/null
   for deb in "${IPSET_DEBS[@]}"; do docker cp -q "$QSCALE_CACHE/debs/$deb" "$node:$DIR/$deb" >/dev/null; done
   docker exec "$node" sh -c "cd $DIR && dpkg -i ${IPSET_DEBS[*]} >/dev/null" \
     || die "$node: installing ipset failed"
   docker exec "$node" sh -c "nohup $BINARY --run-firewall=true --run-router=false \
     --run-service-proxy=false --enable-cni=false --metrics-port=0 \
-    --kubeconfig=/etc/kubernetes/admin.conf --hostname-override=$node \
+    --kubeconfig=$DIR/admin.conf --hostname-override=$node \
     --iptables-sync-period=30s -v=1 >$NODE_LOG 2>&1 &"
 }
 
@@ -82,9 +85,16 @@ cmd_up() {
   for deb in "${IPSET_DEBS[@]}"; do
     [ -f "$QSCALE_CACHE/debs/$deb" ] || die "$QSCALE_CACHE/debs/$deb is missing: make test-tools downloads it"
   done
-  for node in $(nodes); do
+  local list admin
+  list="$(nodes)" || exit 1
+  admin="$(mktemp)"
+  ADMIN_TMP="$admin"
+  trap 'rm -f "$ADMIN_TMP"' EXIT
+  docker cp -q "$CLUSTER_NAME-control-plane:/etc/kubernetes/admin.conf" "$admin" \
+    || die "cannot read the admin kubeconfig of $CLUSTER_NAME-control-plane"
+  for node in $list; do
     running_on "$node" && continue
-    start_on "$node"
+    start_on "$node" "$admin"
     started+=("$node")
   done
   for node in "${started[@]}"; do
@@ -98,8 +108,9 @@ cmd_up() {
 }
 
 cmd_down() {
-  local node out
-  for node in $(nodes); do
+  local node out list
+  list="$(nodes)" || exit 1
+  for node in $list; do
     out="$(docker exec "$node" sh -c "$CLEANUP")" || die "$node: cleanup failed: $out"
     grep -q "left=0" <<<"$out" || die "$node: kube-router's rules are still there: $out"
   done

@@ -24,12 +24,6 @@ class PolicyEnforcer:
                               text=True, timeout=120, check=False)
         return proc.returncode == 0
 
-    def nodes(self) -> list[str]:
-        out = subprocess.run(["docker", "ps", "--format", "{{.Names}}", "--filter",
-                              f"label=io.x-k8s.kind.cluster={self.cluster.name}"],
-                             capture_output=True, text=True, timeout=60, check=True).stdout
-        return sorted(out.split())
-
     def logs(self, node: str) -> str:
         return subprocess.run(["docker", "exec", node, "cat", LOG], capture_output=True,
                               text=True, timeout=60, check=False).stdout

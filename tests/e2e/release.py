@@ -121,6 +121,7 @@ class Release:
     installed: bool = False
     # Chart values merged over test_values() (dicts merge key by key, the rest replaces).
     overrides: dict[str, Any] = field(default_factory=dict)
+    probe_node_selector: dict[str, str] = field(default_factory=dict)
 
     worker_deployment: str = f"{FULLNAME}-worker-{POOL}"
     workerpool: str = f"{FULLNAME}-{POOL}"
@@ -176,6 +177,8 @@ class Release:
             "app.kubernetes.io/instance": RELEASE_NAME,
             "app.kubernetes.io/component": "e2e-probe",
             "qscale.io/broker-client": "true"}, container="probe", memory_limit="512Mi")
+        if self.probe_node_selector:
+            pod["spec"]["nodeSelector"] = self.probe_node_selector
         self.cluster.apply(json.dumps(pod), namespace=self.namespace)
         self.kubectl("wait", "--for=condition=Ready", f"pod/{PROBE_POD}", "--timeout=120s",
                      timeout=150)

@@ -23,15 +23,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.k8s, pytest.mark.slow]
 TASK_SECONDS = 0.3
 
 
-def _node_container(release: Release) -> str:
-    return f"{release.cluster.name}-control-plane"
-
-
 def sigkill_pod(release: Release, pod: str) -> None:
-    """SIGKILL the pod's main process from the node (a crash, not a shutdown)."""
-    status = release.get_json("pod", pod)["status"]["containerStatuses"][0]
-    container_id = status["containerID"].split("://", 1)[1]
-    node = _node_container(release)
+    """SIGKILL the pod's main process from its node (a crash, not a shutdown)."""
+    manifest = release.get_json("pod", pod)
+    container_id = manifest["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+    node = manifest["spec"]["nodeName"]  # kind's node containers carry the node names
     tasks = subprocess.run(["docker", "exec", node, "ctr", "-n", "k8s.io", "task", "ls"],
                            capture_output=True, text=True, check=True, timeout=60).stdout
     pid = next((line.split()[1] for line in tasks.splitlines()

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ class KubeCluster:
         env["PATH"] = f"{self.cache_dir / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         env["KUBECONFIG"] = str(self.kubeconfig)
         env["QSCALE_CACHE"] = str(self.cache_dir)
+        env["QSCALE_CLUSTER_NAME"] = self.name
         return env
 
     def _run(
@@ -72,6 +74,20 @@ class KubeCluster:
                 f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
             )
         return proc
+
+    def nodes(self) -> list[str]:
+        """The cluster's node containers (their names are the Kubernetes node names)."""
+        argv = ["docker", "ps", "--format", "{{.Names}}", "--filter",
+                f"label=io.x-k8s.kind.cluster={self.name}"]
+        for attempt in range(3):  # dockerd under load answers `ps` with an error now and then
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+            if proc.returncode == 0:
+                break
+            time.sleep(2 * (attempt + 1))
+        assert proc.returncode == 0, f"docker ps failed: {proc.stderr[-500:]}"
+        nodes = sorted(proc.stdout.split())
+        assert nodes, f"no running nodes of kind cluster {self.name}"
+        return nodes
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
