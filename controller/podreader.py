@@ -72,22 +72,25 @@ def _ready_at(status: Mapping[str, Any]) -> float | None:
 
 
 def _node_lost(pod: Mapping[str, Any]) -> bool:
-    """Whether the pod's node stopped reporting: Ready is False while every container is
-    still last reported ready and running.
+    """Whether the pod's node stopped reporting: Ready is False while ContainersReady is
+    True and every container (sidecars too) is still last reported ready and running.
 
-    The kubelet always writes a pod's Ready together with its containers' readiness;
-    only the node lifecycle controller flips Ready alone, when the node's heartbeats
-    stop (it leaves the containers as last seen). A pod with readiness gates can be
-    not Ready with ready containers for other reasons, so it never counts as lost.
+    The kubelet always writes a pod's Ready together with ContainersReady; only the
+    node lifecycle controller flips Ready alone, when the node's heartbeats stop (it
+    leaves the rest as last seen). A pod with readiness gates can be not Ready with
+    ready containers for other reasons, so it never counts as lost.
     """
     spec, status = pod.get("spec") or {}, pod.get("status") or {}
     if status.get("phase") != "Running" or spec.get("readinessGates"):
         return False
-    ready = next((c for c in status.get("conditions") or () if c.get("type") == "Ready"), None)
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or ()}
     containers = status.get("containerStatuses") or ()
-    return (ready is not None and ready.get("status") == "False" and bool(containers)
+    sidecars = [c for c in status.get("initContainerStatuses") or ()
+                if (c.get("state") or {}).get("terminated") is None]
+    return (conditions.get("Ready") == "False" and conditions.get("ContainersReady") == "True"
+            and bool(containers)
             and all(c.get("ready") is True and (c.get("state") or {}).get("running") is not None
-                    for c in containers))
+                    for c in (*containers, *sidecars)))
 
 
 def _containers_running(status: Mapping[str, Any]) -> bool:
@@ -143,7 +146,9 @@ class PodStateReader:
             node=str((pod.get("spec") or {}).get("nodeName") or ""),
             containers_running=_containers_running(status),
             state_error=error,
-            node_lost=not terminating and _node_lost(pod),
+            # A worker that still answers is not lost, whatever its node's status says
+            # (a kubelet down, a node cut from the API server but not from the broker).
+            node_lost=not terminating and _node_lost(pod) and (not port or state is None),
         )
 
     def _fetch(self, namespace: str, name: str, ip: str,

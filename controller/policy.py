@@ -124,7 +124,9 @@ def desired_replicas(
     eviction timeout (5 min by default). They leave when their node comes back (then
     they count again) or when scale-in or eviction removes them (the ReplicaSet
     deletes not-Ready pods first)."""
-    lost = min(max(obs.lost_pods, 0), max(current, 0))
+    # At most maxReplicas on top: a control plane that loses every node must not double
+    # the pool without bound.
+    lost = min(max(obs.lost_pods, 0), max(current, 0), config.max_replicas)
     if lost == 0:
         return _decide(obs, current, concurrency, config, history, now)
     working = replace(obs, lost_pods=0)

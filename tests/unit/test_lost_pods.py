@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.podreader import _node_lost
+from controller.podreader import PodStateReader, _node_lost
 from controller.podstate import PodState
 from controller.policy import History, Observation, PolicyConfig, desired_replicas
 from controller.scaledown import confirmed_prefix, removal_order
@@ -25,15 +25,23 @@ C = 4
 
 
 def pod(*, ready: str = "True", containers_ready: bool = True, running: bool = True,
-        phase: str = "Running", gates: bool = False) -> dict[str, Any]:
+        phase: str = "Running", gates: bool = False, sidecar_ready: bool | None = None,
+        condition: str | None = None) -> dict[str, Any]:
+    """A pod as the API serves it; `condition` overrides ContainersReady."""
     state = {"running": {"startedAt": "2026-12-07T10:00:00Z"}} if running else {
         "terminated": {"exitCode": 0}}
+    sidecars = [] if sidecar_ready is None else [
+        {"name": "proxy", "ready": sidecar_ready, "state": {"running": {}}}]
+    containers_condition = condition or ("True" if containers_ready and sidecar_ready
+                                         in (None, True) else "False")
     return {
         "metadata": {"name": "w-1", "namespace": "ns"},
         "spec": {"nodeName": "n2", **({"readinessGates": [{"conditionType": "x"}]}
                                       if gates else {})},
         "status": {"phase": phase,
-                   "conditions": [{"type": "Ready", "status": ready}],
+                   "conditions": [{"type": "Ready", "status": ready},
+                                  {"type": "ContainersReady", "status": containers_condition}],
+                   "initContainerStatuses": sidecars,
                    "containerStatuses": [{"name": "worker", "ready": containers_ready,
                                           "state": state}]},
     }
@@ -47,6 +55,10 @@ def pod(*, ready: str = "True", containers_ready: bool = True, running: bool = T
     (pod(ready="False", gates=True), False),                # a readiness gate not met
     (pod(ready="False", phase="Pending"), False),
     (pod(ready="Unknown"), False),
+    # a native sidecar not ready: the kubelet's ContainersReady says so
+    (pod(ready="False", sidecar_ready=False), False),
+    (pod(ready="False", sidecar_ready=False, condition="True"), False),
+    (pod(ready="False", sidecar_ready=True), True),
 ])
 def test_a_lost_node_is_told_from_the_pod_alone(manifest: dict[str, Any], lost: bool) -> None:
     assert _node_lost(manifest) is lost
@@ -86,7 +98,7 @@ observations = st.builds(
 def test_lost_pods_are_kept_on_top_of_the_decision_for_the_working_ones(
         o: Observation, current: int, min_replicas: int, max_replicas: int) -> None:
     cfg = PolicyConfig(mode="queue", min_replicas=min_replicas, max_replicas=max_replicas)
-    lost = min(max(o.lost_pods, 0), current)
+    lost = min(max(o.lost_pods, 0), current, max_replicas)
     d = desired_replicas(o, current, C, cfg, History(), 1000.0)
     working = desired_replicas(Observation(**{**o.__dict__, "lost_pods": 0}),
                                current - lost, C, cfg, History(), 1000.0)
@@ -109,3 +121,29 @@ def test_scale_in_removes_lost_pods_first_without_asking_them() -> None:
     assert [p.name for p in order] == ["lost", "busy"]
     assert confirmed_prefix(order, 2, cordon_held=lambda p: False) == 1
     assert not lost.counts_as_busy and not lost.counts_as_running and lost.idle
+
+
+def test_a_worker_that_still_answers_is_not_lost() -> None:
+    """A kubelet down, or a node cut from the API server but not from the broker: the
+    pods look lost to Kubernetes, but a worker answering /state with running tasks is
+    busy, and scale-in must not take it first as idle."""
+    reader = PodStateReader(None, access="direct")  # type: ignore[arg-type]
+    answers: dict[str, Any] = {}
+    reader._fetch = lambda ns, name, ip, port: (answers.get(name), None if name in answers
+                                                 else "timed out")  # type: ignore[method-assign]
+    manifest = {**pod(ready="False"), "metadata": {"name": "w-1", "namespace": "ns",
+                                                    "creationTimestamp": None}}
+    manifest["status"]["podIP"] = "10.244.2.7"
+    assert reader._one(manifest, 8080).node_lost  # silent: lost
+    answers["w-1"] = {"busy": 2, "in_flight": 2}
+    answering = reader._one(manifest, 8080)
+    assert not answering.node_lost and answering.counts_as_busy
+    reader._pool.shutdown()
+
+
+def test_lost_pods_never_add_more_than_max_replicas() -> None:
+    """Every node unreachable (a control-plane fault): at most maxReplicas on top."""
+    cfg = PolicyConfig(mode="queue", max_replicas=5)
+    d = desired_replicas(Observation(ok=True, ready=500, in_flight=0, lost_pods=40), 40, C,
+                         cfg, History(), 1000.0)
+    assert d.desired <= 40 and d.details["lost_pods"] == 5

@@ -128,16 +128,20 @@ class Client:
         deadline = time.monotonic() + self.settings.publish_retry_seconds
         pause = RETRY_FIRST_PAUSE
         while True:
+            used: Broker | None = None
             try:
                 with self._lock:
-                    publish(self.broker)
+                    used = self.broker
+                    publish(used)
                 return
             except BrokerUnavailable as exc:
                 if time.monotonic() + pause > deadline:
                     raise
                 log.warning("publish failed, retrying in %.1fs: %s", pause, exc)
-                with self._lock:
-                    broken, self._broker = self._broker, None
+                with self._lock:  # another thread may have reconnected already
+                    broken = used if self._broker is used else None
+                    if broken is not None:
+                        self._broker = None
                 if broken is not None:
                     with contextlib.suppress(Exception):
                         broken.close()
