@@ -63,6 +63,15 @@ controller-chaos: venv services test-tools cluster
 	QSCALE_CHAOS_ROUNDS=$${QSCALE_CHAOS_ROUNDS:-6} $(VENV)/bin/pytest -s -p no:cacheprovider \
 	  tests/k8s/test_controller_chaos.py $(PYTEST_ARGS)
 
+# The multi-node scenarios (tests/e2e/multinode) on a kind cluster of their own: one control
+# plane and two worker nodes, created if missing and kept for reruns (`make cluster-down
+# QSCALE_CLUSTER_NAME=qscale-multi` deletes it). Results recorded in README.
+MULTINODE_CLUSTER ?= qscale-multi
+.PHONY: test-multinode
+test-multinode: venv services test-tools
+	QSCALE_CLUSTER_NAME=$(MULTINODE_CLUSTER) QSCALE_KIND_WORKERS=2 QSCALE_MULTINODE=1 \
+	  $(VENV)/bin/pytest -s -p no:cacheprovider tests/e2e/multinode $(PYTEST_ARGS)
+
 # --- kind cluster, built offline from package registries and source (hack/cluster.sh) ---
 .PHONY: cluster cluster-down cluster-load tools
 
