@@ -143,12 +143,11 @@ def _restore(cluster: KubeCluster, victim: str) -> None:
     """The node back, with its routes and its policy enforcer (both lost with its netns)."""
     subprocess.run(["docker", "start", victim], check=False, capture_output=True, timeout=120)
     env = cluster.env()
-    for script in (REPO_ROOT / "hack" / "multinode-network.sh", ENFORCER_SCRIPT):
-        proc = subprocess.run(["bash", str(script), *([] if "multinode" in script.name
-                                                      else ["up"])],
-                              capture_output=True, text=True, timeout=300, env=env,
+    for argv in (["bash", str(REPO_ROOT / "hack" / "multinode-network.sh")],
+                 ["bash", str(ENFORCER_SCRIPT), "up"]):
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env,
                               check=False)
-        assert proc.returncode == 0, f"{script.name}: {proc.stderr[-2000:]}"
+        assert proc.returncode == 0, f"{argv[1]}: {proc.stderr[-2000:]}"
     wait_until(lambda: _node_ready(cluster, victim) == "True", timeout=240,
                what=f"node {victim} Ready again")
 
