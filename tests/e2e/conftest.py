@@ -53,15 +53,15 @@ def _image_id(tag: str, env: dict[str, str]) -> str:
                 f"docker image inspect {tag} (is it built?)").strip()
 
 
-def _on_nodes(cluster: KubeCluster, image: str, env: dict[str, str]) -> bool:
+def _on_node(cluster: KubeCluster, image: str, env: dict[str, str]) -> bool:
     """Whether every node's containerd holds exactly this image (config digest = Docker id).
 
     `kind load` cannot tell on these nodes (no crictl) and would reload every time.
     """
-    return all(_on_node(node, image, env) for node in cluster.nodes())
+    return all(_on_one_node(node, image, env) for node in cluster.nodes())
 
 
-def _on_node(node: str, image: str, env: dict[str, str]) -> bool:
+def _on_one_node(node: str, image: str, env: dict[str, str]) -> bool:
     listing = subprocess.run(["docker", "exec", node, "ctr", "-n", "k8s.io", "images", "ls",
                               f"name==docker.io/library/{image}"], capture_output=True,
                              text=True, check=False, timeout=60).stdout.splitlines()
@@ -105,7 +105,7 @@ def e2e_image(kube_cluster: KubeCluster) -> str:
                   "-t", image, str(IMAGE_DIR)], {**env, "DOCKER_BUILDKIT": "0"}, 600,
                  f"docker build {image}")
         for name in (*(f"{n}:{version}" for n in RELEASE_IMAGES), image):
-            if not _on_nodes(kube_cluster, name, env):
+            if not _on_node(kube_cluster, name, env):
                 kube_cluster.load_image(name)
     return image
 
